@@ -1,0 +1,188 @@
+//! Start-up and shutdown: binds what the configuration names, spawns every server into one
+//! `JoinSet` under one cancellation token, and drains them on shutdown.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, DhcpMode};
+use crate::dhcp::leases::{LeaseTable, Subnet};
+use crate::dhcp::pxe::BootServer;
+use crate::dhcp::serve::Listener;
+use crate::dhcp::{self, Interface, Port, ReplyPorts, Server};
+use crate::metrics::Metrics;
+use crate::{http, net, store};
+
+/// Runs the appliance until `shutdown` is cancelled.
+pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = store::open(&config.data_dir, config.store_sync).await?;
+    info!(data_dir = %config.data_dir.display(), "store open");
+    let metrics = Arc::new(Metrics::default());
+    let mut tasks = JoinSet::new();
+
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let state = http::AppState {
+        store: pool.clone(),
+        metrics: metrics.clone(),
+    };
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = http::serve(http_listener, state, token).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    info!(addr = %http_addr, "HTTP listening");
+
+    if let Some((server, listeners)) = dhcp_server(&config, &pool, http_addr.port()).await? {
+        info!(
+            mode = ?server.mode,
+            interfaces = ?server.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            advertise = %server.boot_server.advertise,
+            subnets = server.table.subnets().len(),
+            "DHCP serving"
+        );
+        tasks.spawn(dhcp::serve(
+            server,
+            listeners,
+            pool.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    while tasks.join_next().await.is_some() {}
+    pool.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Builds the DHCP server and binds its sockets, or says why DHCP stays off.
+async fn dhcp_server(
+    config: &Config,
+    pool: &store::Pool,
+    http_port: u16,
+) -> anyhow::Result<Option<(Server, Vec<Listener>)>> {
+    let d = &config.dhcp;
+    if d.mode == DhcpMode::Off {
+        info!("DHCP is off (--dhcp off)");
+        return Ok(None);
+    }
+    if config.interfaces.is_empty() {
+        warn!(
+            "DHCP stays off: no provisioning interface is named (--interface NAME); \
+             HTTP and TFTP still run"
+        );
+        return Ok(None);
+    }
+    let interfaces = config
+        .interfaces
+        .iter()
+        .map(|name| {
+            Ok(Interface {
+                name: name.clone(),
+                net: net::interface_ipv4(name)?,
+            })
+        })
+        .collect::<Result<Vec<_>, net::NetError>>()?;
+    let advertise = config.advertise.unwrap_or_else(|| interfaces[0].addr());
+    let subnets = if d.mode == DhcpMode::Full {
+        subnets(config, &interfaces)?
+    } else {
+        Vec::new()
+    };
+    let leases = if d.mode == DhcpMode::Full {
+        store::leases::all(pool).await?
+    } else {
+        Vec::new()
+    };
+    info!(leases = leases.len(), "leases loaded from the store");
+    let own: Vec<Ipv4Addr> = interfaces
+        .iter()
+        .map(|i| i.addr())
+        .chain([advertise])
+        .collect();
+    let table = LeaseTable::new(subnets, &d.reservations, leases, own);
+    let mut listeners = Vec::new();
+    for (i, iface) in interfaces.iter().enumerate() {
+        let mut ports = vec![(dhcp::SERVER_PORT, Port::Dhcp)];
+        if d.mode == DhcpMode::Proxy {
+            ports.push((dhcp::PXE_PORT, Port::Pxe));
+        }
+        for (port, kind) in ports {
+            let socket = UdpSocket::from_std(net::bind_udp_on_interface(&iface.name, port)?)?;
+            listeners.push(Listener {
+                socket: Arc::new(socket),
+                iface: i,
+                port: kind,
+            });
+        }
+    }
+    let server = Server {
+        mode: d.mode,
+        interfaces,
+        table,
+        boot: d.boot.clone(),
+        boot_server: BootServer {
+            advertise,
+            http_port,
+        },
+        ports: ReplyPorts::default(),
+    };
+    Ok(Some((server, listeners)))
+}
+
+/// The subnets of full mode: those of the file, and the `--dhcp-range` shorthand on the
+/// network of the interface that holds it.
+fn subnets(config: &Config, interfaces: &[Interface]) -> anyhow::Result<Vec<Subnet>> {
+    let d = &config.dhcp;
+    let mut out: Vec<Subnet> = d
+        .subnets
+        .iter()
+        .map(|s| Subnet {
+            cidr: s.cidr.trunc(),
+            range: s.range,
+            router: s.router,
+            dns: s.dns.clone(),
+            domain: s.domain.clone(),
+            lease_time: s.lease_time.unwrap_or(d.lease_time),
+        })
+        .collect();
+    if let Some(range) = d.range {
+        let Some(iface) = interfaces
+            .iter()
+            .find(|i| i.net.contains(&range.first) && i.net.contains(&range.last))
+        else {
+            bail!(
+                "`dhcp.range` {range} is on none of the named interfaces' networks ({})",
+                interfaces
+                    .iter()
+                    .map(|i| format!("{} {}", i.name, i.net))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let cidr = iface.net.trunc();
+        if out.iter().any(|s| s.cidr == cidr) {
+            bail!("`dhcp.range` {range}: subnet {cidr} is also configured in [[dhcp.subnets]]");
+        }
+        out.push(Subnet {
+            cidr,
+            range,
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            lease_time: d.lease_time,
+        });
+    }
+    Ok(out)
+}

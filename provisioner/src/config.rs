@@ -1,0 +1,410 @@
+//! The appliance's configuration: a TOML file overridden by command-line flags, checked once
+//! at start so that a wrong key or value is an error that names it.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::dhcp::pxe::{BootFile, BootMap};
+use crate::types::{AddrRange, MacAddr};
+
+/// How the DHCP server behaves on the provisioning network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// No DHCP at all.
+    Off,
+    /// PXE proxy (RFC 4578): boot information only, never an address.
+    #[default]
+    Proxy,
+    /// A full DHCP server with address pools.
+    Full,
+}
+
+/// What the TOML file may say. Every table refuses keys it does not know.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub interfaces: Option<Vec<String>>,
+    pub advertise: Option<Ipv4Addr>,
+    pub http_listen: Option<SocketAddr>,
+    pub tftp_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub dhcp: DhcpFile,
+    #[serde(default)]
+    pub store: StoreFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpFile {
+    pub mode: Option<DhcpMode>,
+    /// Shorthand for one pool on the provisioning interface's own subnet.
+    pub range: Option<AddrRange>,
+    /// Lease time in seconds for the `range` shorthand and the default for subnets.
+    pub lease_time: Option<u32>,
+    #[serde(default)]
+    pub subnets: Vec<SubnetConfig>,
+    #[serde(default)]
+    pub reservations: Vec<Reservation>,
+    /// Entries replace the default boot file for their architecture.
+    #[serde(default)]
+    pub boot_files: Vec<BootFileEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub sync: Option<SyncMode>,
+}
+
+/// How hard the store pushes a commit to the disk before an ACK leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Survives the process being killed, not a power cut (Kea memfile's guarantee).
+    Normal,
+    /// Every commit reaches the disk (fsync) before it is acknowledged.
+    #[default]
+    Full,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetConfig {
+    pub cidr: Ipv4Net,
+    pub range: AddrRange,
+    pub router: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_time: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BootFileEntry {
+    /// RFC 4578 client system architecture (option 93).
+    pub arch: u16,
+    /// File name, served by TFTP, or by HTTP when `http` is set.
+    pub file: String,
+    #[serde(default)]
+    pub http: bool,
+}
+
+/// Flags from the command line; each one set wins over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub interfaces: Vec<String>,
+    pub dhcp: Option<DhcpMode>,
+    pub dhcp_range: Option<AddrRange>,
+    pub advertise: Option<Ipv4Addr>,
+    pub http_listen: Option<SocketAddr>,
+    pub tftp_listen: Option<SocketAddr>,
+}
+
+/// The configuration the appliance runs with, after the file and the flags are merged.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub interfaces: Vec<String>,
+    pub advertise: Option<Ipv4Addr>,
+    pub http_listen: SocketAddr,
+    pub tftp_listen: SocketAddr,
+    pub dhcp: DhcpConfig,
+    pub store_sync: SyncMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpConfig {
+    pub mode: DhcpMode,
+    pub range: Option<AddrRange>,
+    pub lease_time: u32,
+    pub subnets: Vec<SubnetConfig>,
+    pub reservations: Vec<Reservation>,
+    pub boot: BootMap,
+}
+
+pub const DEFAULT_LEASE_TIME: u32 = 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("`{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl FileConfig {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Reads `path`; an explicit path must exist, the default one may be absent.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("provisioner.toml"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_toml(&text, &path),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+}
+
+impl Config {
+    pub fn merge(file: FileConfig, flags: Overrides) -> Result<Config, ConfigError> {
+        let interfaces = if flags.interfaces.is_empty() {
+            file.interfaces.unwrap_or_default()
+        } else {
+            flags.interfaces
+        };
+        let dhcp = DhcpConfig {
+            mode: flags.dhcp.or(file.dhcp.mode).unwrap_or_default(),
+            range: flags.dhcp_range.or(file.dhcp.range),
+            lease_time: file.dhcp.lease_time.unwrap_or(DEFAULT_LEASE_TIME),
+            subnets: file.dhcp.subnets,
+            reservations: file.dhcp.reservations,
+            boot: BootMap::with_overrides(file.dhcp.boot_files.iter().map(|e| {
+                (
+                    e.arch,
+                    BootFile {
+                        file: e.file.clone(),
+                        http: e.http,
+                    },
+                )
+            })),
+        };
+        let config = Config {
+            data_dir: flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./var")),
+            interfaces,
+            advertise: flags.advertise.or(file.advertise),
+            http_listen: flags
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            tftp_listen: flags
+                .tftp_listen
+                .or(file.tftp_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+            dhcp,
+            store_sync: file.store.sync.unwrap_or_default(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.dhcp;
+        if d.lease_time < 60 {
+            return Err(invalid("dhcp.lease_time", "must be at least 60 seconds"));
+        }
+        for (i, s) in d.subnets.iter().enumerate() {
+            let key = |k: &str| format!("dhcp.subnets[{i}].{k}");
+            if !s.cidr.contains(&s.range.first) || !s.cidr.contains(&s.range.last) {
+                return Err(invalid(
+                    key("range"),
+                    format!("{} is not inside {}", s.range, s.cidr),
+                ));
+            }
+            if s.range.contains(s.cidr.network()) || s.range.contains(s.cidr.broadcast()) {
+                return Err(invalid(
+                    key("range"),
+                    format!(
+                        "{} includes the network or broadcast address of {}",
+                        s.range, s.cidr
+                    ),
+                ));
+            }
+            if let Some(r) = s.router
+                && !s.cidr.contains(&r)
+            {
+                return Err(invalid(
+                    key("router"),
+                    format!("{r} is not inside {}", s.cidr),
+                ));
+            }
+            if s.lease_time.is_some_and(|t| t < 60) {
+                return Err(invalid(key("lease_time"), "must be at least 60 seconds"));
+            }
+            if let Some(j) = d.subnets[..i].iter().position(|o| {
+                o.cidr.contains(&s.cidr.network()) || s.cidr.contains(&o.cidr.network())
+            }) {
+                return Err(invalid(
+                    key("cidr"),
+                    format!(
+                        "{} overlaps dhcp.subnets[{j}] ({})",
+                        s.cidr, d.subnets[j].cidr
+                    ),
+                ));
+            }
+        }
+        let mut macs = HashSet::new();
+        let mut ips = HashSet::new();
+        for (i, r) in d.reservations.iter().enumerate() {
+            if !macs.insert(r.mac) {
+                return Err(invalid(
+                    format!("dhcp.reservations[{i}].mac"),
+                    format!("{} is reserved twice", r.mac),
+                ));
+            }
+            if !ips.insert(r.ip) {
+                return Err(invalid(
+                    format!("dhcp.reservations[{i}].ip"),
+                    format!("{} is reserved twice", r.ip),
+                ));
+            }
+            if !d.subnets.is_empty() && !d.subnets.iter().any(|s| s.cidr.contains(&r.ip)) {
+                return Err(invalid(
+                    format!("dhcp.reservations[{i}].ip"),
+                    format!("{} is in none of the configured subnets", r.ip),
+                ));
+            }
+        }
+        if d.mode == DhcpMode::Full && d.subnets.is_empty() && d.range.is_none() {
+            return Err(invalid(
+                "dhcp.mode",
+                "full mode needs --dhcp-range or at least one [[dhcp.subnets]]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file = FileConfig::from_toml(text, Path::new("test.toml"))?;
+        Config::merge(file, Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_proxy_on_8080_with_no_interface() {
+        let c = parse("").unwrap();
+        assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(c.http_listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.tftp_listen, "0.0.0.0:69".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./var"));
+        assert!(c.interfaces.is_empty());
+    }
+
+    #[test]
+    fn full_mode_file_with_subnets_and_reservations() {
+        let c = parse(
+            r#"
+            interfaces = ["prov0"]
+            [dhcp]
+            mode = "full"
+            [[dhcp.subnets]]
+            cidr = "10.1.0.0/24"
+            range = "10.1.0.100-10.1.0.200"
+            router = "10.1.0.1"
+            dns = ["10.1.0.2", "10.1.0.3"]
+            domain = "rack.example"
+            lease_time = 600
+            [[dhcp.subnets]]
+            cidr = "10.2.0.0/24"
+            range = "10.2.0.10-10.2.0.20"
+            [[dhcp.reservations]]
+            mac = "52:54:00:00:00:01"
+            ip = "10.1.0.50"
+            hostname = "gpu-a01"
+            [[dhcp.boot_files]]
+            arch = 7
+            file = "snponly.efi"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.dhcp.subnets.len(), 2);
+        assert_eq!(c.dhcp.subnets[0].dns.len(), 2);
+        assert_eq!(c.dhcp.reservations[0].hostname.as_deref(), Some("gpu-a01"));
+        assert_eq!(c.dhcp.boot.get(7).unwrap().file, "snponly.efi");
+        assert_eq!(c.dhcp.boot.get(9).unwrap().file, "ipxe.efi");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[dhcp]\nlese_time = 30\n").unwrap_err().to_string();
+        assert!(e.contains("lese_time"), "{e}");
+        let e = parse("[[dhcp.subnets]]\ncidr = \"10.0.0.0/24\"\nrange = \"10.0.0.5-10.0.0.9\"\nroutr = \"10.0.0.1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routr"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse("[dhcp]\nmode = \"fool\"\n").unwrap_err().to_string();
+        assert!(e.contains("mode") || e.contains("fool"), "{e}");
+        let e = parse("[dhcp]\nrange = \"10.0.0.9-10.0.0.1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ends before it starts"), "{e}");
+        let e = parse("[[dhcp.subnets]]\ncidr = \"10.0.0.0/24\"\nrange = \"10.0.1.5-10.0.1.9\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dhcp.subnets[0].range"), "{e}");
+        let e = parse("[dhcp]\nmode = \"full\"\n").unwrap_err().to_string();
+        assert!(e.contains("dhcp.mode"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::from_toml(
+            "interfaces = [\"a\"]\nhttp_listen = \"127.0.0.1:1\"\n[dhcp]\nmode = \"off\"\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        let c = Config::merge(
+            file,
+            Overrides {
+                interfaces: vec!["b".into(), "c".into()],
+                dhcp: Some(DhcpMode::Full),
+                dhcp_range: Some("10.0.0.10-10.0.0.20".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.interfaces, ["b", "c"]);
+        assert_eq!(c.dhcp.mode, DhcpMode::Full);
+        assert_eq!(c.http_listen, "127.0.0.1:1".parse().unwrap());
+    }
+}

@@ -1,0 +1,293 @@
+//! The socket side of the DHCP server: receive tasks feed one decision loop, which owns the
+//! lease table; replies that promise a lease wait for a group commit to the store, so an ACK
+//! never leaves before its lease is durable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dhcproto::v4::{Encodable, Encoder};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::leases::LeaseWrite;
+use super::{Ignored, Port, RecvInfo, Reply, Server, type_label, wire};
+use crate::metrics::{DhcpMetrics, SubnetLabel, TypeLabel};
+use crate::store::{self, StoreError};
+
+/// Packets waiting for the decision loop; past this they are dropped and counted.
+const QUEUE: usize = 8192;
+/// Most replies one store transaction carries.
+const MAX_BATCH: usize = 1024;
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A socket that fails this many reads in a row is dead.
+const MAX_RECV_ERRORS: u32 = 100;
+
+/// One socket the server listens on.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: Arc<UdpSocket>,
+    /// Index into `Server::interfaces`.
+    pub iface: usize,
+    pub port: Port,
+}
+
+struct Packet {
+    buf: Vec<u8>,
+    src: SocketAddr,
+    listener: usize,
+}
+
+/// Lease writes, and the reply that may leave once they are committed.
+struct Pending {
+    writes: Vec<LeaseWrite>,
+    reply: Option<(Reply, usize)>,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Serves until `shutdown`; then the writes already decided are committed (and their
+/// replies sent) before it returns.
+pub async fn serve(
+    mut server: Server,
+    listeners: Vec<Listener>,
+    store: store::Pool,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+) {
+    let listeners = Arc::new(listeners);
+    let (pkt_tx, mut pkt_rx) = mpsc::channel::<Packet>(QUEUE);
+    let (write_tx, write_rx) = mpsc::channel::<Pending>(QUEUE);
+    let (revert_tx, mut revert_rx) = mpsc::unbounded_channel::<Vec<LeaseWrite>>();
+    let mut receivers = JoinSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        receivers.spawn(receive(
+            l.socket.clone(),
+            i,
+            pkt_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(pkt_tx);
+    let writer = tokio::spawn(write_loop(
+        write_rx,
+        store,
+        listeners.clone(),
+        metrics.clone(),
+        revert_tx,
+    ));
+    let d = &metrics.dhcp;
+    d.active_leases
+        .set(server.table.active_count(unix_now()) as i64);
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(reverts) = revert_rx.recv() => {
+                for w in reverts.iter().rev() {
+                    server.table.revert(w);
+                }
+            }
+            _ = sweep.tick() => {
+                let now = unix_now();
+                server.table.sweep(now);
+                d.active_leases.set(server.table.active_count(now) as i64);
+            }
+            pkt = pkt_rx.recv() => {
+                let Some(pkt) = pkt else { break };
+                if let Some(pending) = handle(&mut server, &listeners, d, pkt).await
+                    && write_tx.send(pending).await.is_err()
+                {
+                    error!("lease writer stopped; DHCP server stops");
+                    break;
+                }
+            }
+        }
+    }
+    drop(write_tx);
+    if let Err(e) = writer.await {
+        error!(error = %e, "lease writer failed");
+    }
+    receivers.abort_all();
+    info!("DHCP server stopped");
+}
+
+/// Decides one packet. A reply with no lease to write is sent at once; one with writes is
+/// returned for the writer.
+async fn handle(
+    server: &mut Server,
+    listeners: &[Listener],
+    d: &DhcpMetrics,
+    pkt: Packet,
+) -> Option<Pending> {
+    let SocketAddr::V4(src) = pkt.src else {
+        d.drop("not_ipv4");
+        return None;
+    };
+    let msg = match wire::decode_request(&pkt.buf) {
+        Ok(m) => m,
+        Err(e) => {
+            d.drop(e.reason());
+            debug!(%src, len = pkt.buf.len(), error = %e, "dropping DHCP packet");
+            return None;
+        }
+    };
+    if let Some(t) = msg.opts().msg_type() {
+        d.received
+            .get_or_create(&TypeLabel {
+                r#type: type_label(t),
+            })
+            .inc();
+    }
+    let l = &listeners[pkt.listener];
+    let rx = RecvInfo {
+        src,
+        iface: l.iface,
+        port: l.port,
+    };
+    match server.respond(&msg, &rx, unix_now()) {
+        Ok(outcome) if outcome.writes.is_empty() => {
+            if let Some(reply) = outcome.reply {
+                send(&l.socket, &reply, d).await;
+            }
+            None
+        }
+        Ok(outcome) => Some(Pending {
+            writes: outcome.writes,
+            reply: outcome.reply.map(|r| (r, pkt.listener)),
+        }),
+        Err(ignored) => {
+            d.drop(ignored.reason());
+            let xid = msg.xid();
+            let mac = crate::types::MacAddr::from_chaddr(msg.chaddr());
+            match &ignored {
+                Ignored::PoolExhausted(net) => {
+                    d.pool_exhausted
+                        .get_or_create(&SubnetLabel {
+                            subnet: net.to_string(),
+                        })
+                        .inc();
+                    warn!(?mac, xid, %net, "address pool exhausted; no offer");
+                }
+                Ignored::NoBoot(e) => warn!(?mac, xid, error = %e, "no boot file for client"),
+                Ignored::NoSubnet { .. } => {
+                    warn!(?mac, xid, reason = %ignored, "dropping DHCP packet")
+                }
+                _ => debug!(?mac, xid, reason = %ignored, "not answering"),
+            }
+            None
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, reply: &Reply, d: &DhcpMetrics) {
+    let mut buf = Vec::with_capacity(548);
+    if let Err(e) = reply.msg.encode(&mut Encoder::new(&mut buf)) {
+        error!(error = %e, "cannot encode DHCP reply");
+        return;
+    }
+    // RFC 2131 §2: BOOTP relays and old clients expect at least 300 bytes.
+    if buf.len() < 300 {
+        buf.resize(300, 0);
+    }
+    match socket.send_to(&buf, reply.dest).await {
+        Ok(_) => {
+            if let Some(t) = reply.msg.opts().msg_type() {
+                d.sent
+                    .get_or_create(&TypeLabel {
+                        r#type: type_label(t),
+                    })
+                    .inc();
+            }
+        }
+        Err(e) => warn!(dest = %reply.dest, error = %e, "cannot send DHCP reply"),
+    }
+}
+
+async fn receive(
+    socket: Arc<UdpSocket>,
+    listener: usize,
+    tx: mpsc::Sender<Packet>,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; wire::MAX_PACKET + 1];
+    let mut errors = 0;
+    loop {
+        let got = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        match got {
+            Ok((n, src)) => {
+                errors = 0;
+                let pkt = Packet {
+                    buf: buf[..n].to_vec(),
+                    src,
+                    listener,
+                };
+                if tx.try_send(pkt).is_err() {
+                    metrics.dhcp.drop("queue_full");
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                warn!(error = %e, errors, "DHCP socket read failed");
+                if errors >= MAX_RECV_ERRORS {
+                    error!(error = %e, "DHCP socket is dead; its listener stops");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Commits batches of lease writes, then sends the replies that waited for them.
+async fn write_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    store: store::Pool,
+    listeners: Arc<Vec<Listener>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    revert: mpsc::UnboundedSender<Vec<LeaseWrite>>,
+) {
+    let d = &metrics.dhcp;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match commit(&store, &batch).await {
+            Ok(()) => {
+                d.store_commits.inc();
+                for p in batch.drain(..) {
+                    if let Some((reply, l)) = p.reply {
+                        send(&listeners[l].socket, &reply, d).await;
+                    }
+                }
+            }
+            Err(e) => {
+                d.store_errors.inc();
+                error!(error = %e, replies = batch.len(), "cannot store leases; their replies are not sent");
+                let writes = batch.drain(..).flat_map(|p| p.writes).collect();
+                // The decision loop is gone only at shutdown, when nothing is left to undo.
+                let _ = revert.send(writes);
+            }
+        }
+    }
+}
+
+async fn commit(store: &store::Pool, batch: &[Pending]) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    for w in batch.iter().flat_map(|p| &p.writes) {
+        store::leases::upsert(&mut tx, &w.after).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

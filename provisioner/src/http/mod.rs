@@ -1,0 +1,121 @@
+//! The appliance's HTTP side: health, metrics and the JSON API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::dhcp::serve::unix_now;
+use crate::metrics::Metrics;
+use crate::store::{self, StoreError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: store::Pool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Errors of the HTTP API, each with its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot render metrics")]
+    Metrics(#[from] std::fmt::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error!(error = %self, "HTTP request failed");
+        let status = match self {
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/leases", get(leases))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, letting requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
+
+async fn healthz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    sqlx::query("SELECT 1")
+        .execute(&st.store)
+        .await
+        .map_err(StoreError::from)?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}
+
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let text = st.metrics.render()?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct LeaseView {
+    mac: String,
+    ip: String,
+    state: &'static str,
+    /// RFC 3339, UTC.
+    expires_at: String,
+    hostname: Option<String>,
+}
+
+async fn leases(State(st): State<AppState>) -> Result<Json<Vec<LeaseView>>, ApiError> {
+    let now = unix_now();
+    let rows = store::leases::all(&st.store).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|l| LeaseView {
+                mac: l.mac.to_string(),
+                ip: l.ip.to_string(),
+                state: l.shown_state(now),
+                expires_at: rfc3339(l.expires_at),
+                hostname: l.hostname,
+            })
+            .collect(),
+    ))
+}
+
+fn rfc3339(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,11 @@
+//! Provisioner: the on-prem appliance that network-boots, inspects, burns in and enrolls GPU
+//! and Trainium servers. This crate is the appliance; `main.rs` is its command line.
+
+pub mod app;
+pub mod config;
+pub mod dhcp;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod store;
+pub mod types;

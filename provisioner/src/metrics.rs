@@ -1,0 +1,88 @@
+//! Prometheus metrics of the appliance, served as text at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabel {
+    pub subnet: String,
+}
+
+/// Counters of the DHCP server.
+#[derive(Default, Debug)]
+pub struct DhcpMetrics {
+    pub received: Family<TypeLabel, Counter>,
+    pub sent: Family<TypeLabel, Counter>,
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub pool_exhausted: Family<SubnetLabel, Counter>,
+    pub active_leases: Gauge,
+    pub store_commits: Counter,
+    pub store_errors: Counter,
+}
+
+impl DhcpMetrics {
+    pub fn drop(&self, reason: &'static str) {
+        self.dropped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// All metrics of one appliance.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub dhcp: DhcpMetrics,
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::default();
+        let d = &self.dhcp;
+        registry.register(
+            "dhcp_received",
+            "DHCP messages received, by type",
+            d.received.clone(),
+        );
+        registry.register("dhcp_sent", "DHCP replies sent, by type", d.sent.clone());
+        registry.register(
+            "dhcp_dropped",
+            "DHCP packets dropped or left unanswered, by reason",
+            d.dropped.clone(),
+        );
+        registry.register(
+            "dhcp_pool_exhausted",
+            "DISCOVERs that found no free address, by subnet",
+            d.pool_exhausted.clone(),
+        );
+        registry.register(
+            "dhcp_active_leases",
+            "Active unexpired leases",
+            d.active_leases.clone(),
+        );
+        registry.register(
+            "dhcp_store_commits",
+            "Lease batches committed to the store",
+            d.store_commits.clone(),
+        );
+        registry.register(
+            "dhcp_store_errors",
+            "Lease batches the store refused (their replies were not sent)",
+            d.store_errors.clone(),
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}

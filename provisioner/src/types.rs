@@ -1,0 +1,168 @@
+//! Newtypes for the words of the domain, parsed at the edge so a bad string fails early.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An Ethernet hardware address, written `aa:bb:cc:dd:ee:ff` (lower case) everywhere we print it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("`{0}` is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)")]
+    Mac(String),
+    #[error("`{0}` is not an address range (expected FIRST-LAST, e.g. 10.0.0.100-10.0.0.200)")]
+    Range(String),
+    #[error("address range `{0}` ends before it starts")]
+    RangeOrder(String),
+}
+
+impl MacAddr {
+    /// The hardware address of a DHCP message: the first six bytes of `chaddr` when the
+    /// hardware length says Ethernet.
+    pub fn from_chaddr(chaddr: &[u8]) -> Option<Self> {
+        let bytes: [u8; 6] = chaddr.get(..6)?.try_into().ok()?;
+        Some(MacAddr(bytes))
+    }
+
+    /// The form used in URLs and file names, where `:` is awkward: `52-54-00-12-34-56`.
+    pub fn dashed(&self) -> String {
+        self.to_string().replace(':', "-")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseError::Mac(s.to_string());
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 6];
+        for (slot, part) in out.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An inclusive range of IPv4 addresses, written `FIRST-LAST`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AddrRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl AddrRange {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.first <= ip && ip <= self.last
+    }
+
+    pub fn size(&self) -> u64 {
+        u64::from(u32::from(self.last)) - u64::from(u32::from(self.first)) + 1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
+        (u32::from(self.first)..=u32::from(self.last)).map(Ipv4Addr::from)
+    }
+}
+
+impl FromStr for AddrRange {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| ParseError::Range(s.to_string()))?;
+        let first: Ipv4Addr = a.trim().parse().map_err(|_| ParseError::Range(s.into()))?;
+        let last: Ipv4Addr = b.trim().parse().map_err(|_| ParseError::Range(s.into()))?;
+        if last < first {
+            return Err(ParseError::RangeOrder(s.to_string()));
+        }
+        Ok(AddrRange { first, last })
+    }
+}
+
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddrRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_both_separators_and_prints_lower_case() {
+        let m: MacAddr = "52:54:00:AB:cd:0F".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
+        assert_eq!("52-54-00-ab-cd-0f".parse::<MacAddr>().unwrap(), m);
+        assert_eq!(m.dashed(), "52-54-00-ab-cd-0f");
+    }
+
+    #[test]
+    fn mac_rejects_garbage() {
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0f:11",
+            "5:54:00:ab:cd:0f",
+            "zz:54:00:ab:cd:0f",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn range_parses_and_checks_order() {
+        let r: AddrRange = "10.0.0.10-10.0.0.20".parse().unwrap();
+        assert_eq!(r.size(), 11);
+        assert!(r.contains("10.0.0.15".parse().unwrap()));
+        assert!(!r.contains("10.0.0.21".parse().unwrap()));
+        assert_eq!(
+            "10.0.0.20-10.0.0.10".parse::<AddrRange>(),
+            Err(ParseError::RangeOrder("10.0.0.20-10.0.0.10".into()))
+        );
+        assert!("10.0.0.20".parse::<AddrRange>().is_err());
+    }
+}
