@@ -222,3 +222,6 @@ pub fn type_label(t: MessageType) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests;
