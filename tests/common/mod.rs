@@ -1,0 +1,275 @@
+//! The virtual rack's plumbing for lab tests: network namespaces joined by bridges, processes
+//! started inside them, all removed when the test ends, even when it fails.
+//!
+//! Traffic stays inside namespaces the test created. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether lab prerequisites are present. In CI (`CI=true`) a missing one fails the test;
+/// elsewhere the test is skipped with a line saying what to install.
+pub fn require(tools: &[(&str, &str)]) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (network namespaces)".to_string());
+    }
+    for (bin, package) in tools {
+        if which(bin).is_none() {
+            missing.push(format!("{bin} (apt-get install {package})"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("lab prerequisites missing: {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+pub fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ip(args: &[&str]) {
+    run(Command::new("ip").args(args));
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A private network: one namespace holding bridges (`br0`, `br1`, ...) and one namespace per
+/// host, each host wired to a bridge by a veth pair. Dropping it kills what it started and
+/// deletes every namespace.
+pub struct Lab {
+    pub prefix: String,
+    switch: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+    links: u32,
+}
+
+impl Lab {
+    pub fn new(bridges: usize) -> Lab {
+        let prefix = format!(
+            "pv{}x{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let switch = format!("{prefix}-sw");
+        let mut lab = Lab {
+            prefix,
+            switch: switch.clone(),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            links: 0,
+        };
+        ip(&["netns", "add", &switch]);
+        lab.namespaces.push(switch.clone());
+        ip(&["-n", &switch, "link", "set", "lo", "up"]);
+        for b in 0..bridges {
+            let br = format!("br{b}");
+            ip(&["-n", &switch, "link", "add", &br, "type", "bridge"]);
+            ip(&["-n", &switch, "link", "set", &br, "up"]);
+        }
+        lab
+    }
+
+    /// Adds a host namespace `name` (no links yet) and returns its full name.
+    pub fn host(&mut self, name: &str) -> String {
+        let ns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Wires `ns` to bridge `bridge` as interface `ifname`, with `addr` (CIDR) if given and
+    /// MAC `mac` if given.
+    pub fn link(
+        &mut self,
+        ns: &str,
+        ifname: &str,
+        bridge: usize,
+        addr: Option<&str>,
+        mac: Option<&str>,
+    ) {
+        self.links += 1;
+        let outer = format!("v{}", self.links);
+        let tmp = format!("t{}{}", self.prefix, self.links);
+        let tmp = &tmp[tmp.len().saturating_sub(15)..];
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            &outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            tmp,
+        ]);
+        ip(&["-n", &self.switch, "link", "set", tmp, "netns", ns]);
+        ip(&["-n", ns, "link", "set", tmp, "name", ifname]);
+        if let Some(m) = mac {
+            ip(&["-n", ns, "link", "set", ifname, "address", m]);
+        }
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &outer,
+            "master",
+            &format!("br{bridge}"),
+        ]);
+        ip(&["-n", &self.switch, "link", "set", &outer, "up"]);
+        if let Some(a) = addr {
+            ip(&["-n", ns, "addr", "add", a, "dev", ifname]);
+        }
+        ip(&["-n", ns, "link", "set", ifname, "up"]);
+    }
+
+    /// Changes the MAC of a host's interface, to play another client.
+    pub fn set_mac(&self, ns: &str, ifname: &str, mac: &str) {
+        ip(&["-n", ns, "link", "set", ifname, "down"]);
+        ip(&["-n", ns, "addr", "flush", "dev", ifname]);
+        ip(&["-n", ns, "link", "set", ifname, "address", mac]);
+        ip(&["-n", ns, "link", "set", ifname, "up"]);
+    }
+
+    /// A command that runs inside `ns`.
+    pub fn cmd(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+
+    /// Starts a long-running process in `ns`, its output in `DIR/<log>`; it is killed (by its
+    /// PID) when the lab is dropped. Returns its index for `kill`.
+    pub fn spawn(&mut self, ns: &str, log: &str, program: &str, args: &[&str]) -> usize {
+        let out = fs::File::create(self.dir.path().join(log)).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = self
+            .cmd(ns, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    pub fn pid(&self, idx: usize) -> i32 {
+        self.children[idx].id() as i32
+    }
+
+    /// Sends `sig` to a started process and waits (bounded) for it to exit.
+    pub fn signal(
+        &mut self,
+        idx: usize,
+        sig: nix::sys::signal::Signal,
+    ) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.pid(idx));
+        let _ = nix::sys::signal::kill(pid, sig);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.children[idx].try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes an executable script into the lab directory.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path(name);
+        fs::write(&p, body).expect("write script");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+        p
+    }
+
+    /// GET over HTTP from inside `ns` with curl (a real client); the body.
+    pub fn http_get(&self, ns: &str, url: &str) -> Option<String> {
+        let out = self
+            .cmd(ns, "curl")
+            .args(["-sf", "--max-time", "5", url])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The appliance binary built by cargo for these tests.
+pub fn appliance() -> &'static str {
+    env!("CARGO_BIN_EXE_provisioner")
+}
+
+pub fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
+}
