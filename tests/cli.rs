@@ -1,1 +1,184 @@
+//! The `provisioner` binary as an operator runs it: configuration errors that name the key,
+//! the HTTP endpoints, and a clean exit on SIGTERM. No root needed.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_provisioner"))
+}
+
+/// Runs `up` with `args`, expecting it to refuse to start; returns what it said.
+fn refused(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "up",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+#[test]
+fn configuration_errors_name_the_key_or_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "[dhcp]\nmode = \"full\"\nrange = \"10.0.0.10-10.0.0.20\"\nleese_time = 60\n",
+    )
+    .unwrap();
+    let e = refused(&["--config", file.to_str().unwrap()]);
+    assert!(e.contains("leese_time"), "{e}");
+
+    std::fs::write(&file, "[[dhcp.subnets]]\ncidr = \"10.0.0.0/24\"\nrange = \"10.0.0.10-10.0.0.20\"\nlease_time = 5\n").unwrap();
+    let e = refused(&["--config", file.to_str().unwrap()]);
+    assert!(e.contains("dhcp.subnets[0].lease_time"), "{e}");
+
+    let e = refused(&["--dhcp-range", "10.0.0.20-10.0.0.10"]);
+    assert!(
+        e.contains("--dhcp-range") && e.contains("ends before it starts"),
+        "{e}"
+    );
+    let e = refused(&["--dhcp", "sometimes"]);
+    assert!(e.contains("--dhcp"), "{e}");
+    let e = refused(&["--config", "/nonexistent/provisioner.toml"]);
+    assert!(e.contains("/nonexistent/provisioner.toml"), "{e}");
+    let e = refused(&[
+        "--interface",
+        "nosuch0",
+        "--dhcp",
+        "full",
+        "--dhcp-range",
+        "10.0.0.10-10.0.0.20",
+    ]);
+    assert!(e.contains("nosuch0"), "{e}");
+}
+
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn up() -> (Up, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args([
+            "up",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut up = Up {
+        child,
+        lines: rx,
+        _dir: dir,
+    };
+    let addr = wait_line(&mut up, "HTTP listening")
+        .and_then(|l| l.split("addr=").nth(1).map(|a| a.trim().parse().unwrap()))
+        .expect("HTTP address in the log");
+    (up, addr)
+}
+
+fn wait_line(up: &mut Up, needle: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match up.lines.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return Some(l),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn up_serves_health_metrics_and_leases_and_exits_cleanly_on_sigterm() {
+    let (mut up, addr) = up();
+    let (status, body) = get(addr, "/healthz");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"ok\""), "{body}");
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("# TYPE dhcp_store_commits counter"), "{body}");
+    let (status, body) = get(addr, "/api/v1/leases");
+    assert_eq!(status, 200);
+    assert_eq!(body.trim(), "[]");
+    assert_eq!(get(addr, "/nope").0, 404);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wait_line(&mut up, "stopped").is_some(), "no clean stop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = up.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn with_no_interface_dhcp_stays_off_and_says_so() {
+    let (mut up, _) = up();
+    let line = wait_line(&mut up, "DHCP stays off").expect("a line saying DHCP is off");
+    assert!(line.contains("--interface"), "{line}");
+}
