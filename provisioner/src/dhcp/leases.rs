@@ -208,7 +208,10 @@ impl LeaseTable {
         now: i64,
     ) -> Option<Ipv4Addr> {
         if let Some(r) = self.reservations.get(&mac) {
-            return self.subnets[s].cidr.contains(&r.ip).then_some(r.ip);
+            // A reserved address still leased to another MAC (the reservation came later)
+            // waits until that lease ends: never two holders.
+            let ok = self.subnets[s].cidr.contains(&r.ip) && self.available_to(r.ip, mac, now);
+            return ok.then_some(r.ip);
         }
         let known = [
             self.lease_of(mac).map(|l| l.ip),
@@ -268,7 +271,7 @@ impl LeaseTable {
     /// Whether `ip` can be (re)bound to `mac` in subnet `s` by a REQUEST.
     pub fn can_bind(&self, s: usize, mac: MacAddr, ip: Ipv4Addr, now: i64) -> bool {
         if let Some(r) = self.reservations.get(&mac) {
-            return r.ip == ip;
+            return r.ip == ip && self.available_to(ip, mac, now);
         }
         self.leasable_in(s, ip, mac) && self.available_to(ip, mac, now)
     }
@@ -511,6 +514,22 @@ mod tests {
         let w = t.bind(0, mac(9), ip("10.0.0.12"), Some("ignored".into()), 0);
         assert_eq!(w[0].after.hostname.as_deref(), Some("gpu-a01"));
         assert!(!t.can_bind(0, mac(9), ip("10.0.0.10"), 0));
+    }
+
+    #[test]
+    fn a_reservation_waits_for_a_dynamic_lease_on_its_address_to_end() {
+        let mut t = LeaseTable::new(vec![subnet("10.0.0.10-10.0.0.12")], &[], vec![], []);
+        t.bind(0, mac(1), ip("10.0.0.12"), None, 0);
+        let res = Reservation {
+            mac: mac(9),
+            ip: ip("10.0.0.12"),
+            hostname: None,
+        };
+        let stored: Vec<Lease> = t.by_ip.values().cloned().collect();
+        let mut t = LeaseTable::new(vec![subnet("10.0.0.10-10.0.0.12")], &[res], stored, []);
+        assert_eq!(t.offer(0, mac(9), None, 10), None);
+        assert!(!t.can_bind(0, mac(9), ip("10.0.0.12"), 10));
+        assert_eq!(t.offer(0, mac(9), None, 601), Some(ip("10.0.0.12")));
     }
 
     #[test]

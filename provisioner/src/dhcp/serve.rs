@@ -2,9 +2,10 @@
 //! lease table; replies that promise a lease wait for a group commit to the store, so an ACK
 //! never leaves before its lease is durable.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Encodable, Encoder};
 use tokio::net::UdpSocket;
@@ -25,6 +26,29 @@ const MAX_BATCH: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// A socket that fails this many reads in a row is dead.
 const MAX_RECV_ERRORS: u32 = 100;
+/// A warning that repeats for every packet of a flood is logged once per this window.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps a flood of identical warnings (a drained pool, an unknown subnet) out of the log;
+/// the counters still count every packet.
+#[derive(Default)]
+struct Quiet(HashMap<String, Instant>);
+
+impl Quiet {
+    fn allow(&mut self, key: String) -> bool {
+        let now = Instant::now();
+        match self.0.get(&key) {
+            Some(last) if now.duration_since(*last) < WARN_EVERY => false,
+            _ => {
+                if self.0.len() > 1024 {
+                    self.0.clear();
+                }
+                self.0.insert(key, now);
+                true
+            }
+        }
+    }
+}
 
 /// One socket the server listens on.
 #[derive(Debug)]
@@ -88,6 +112,7 @@ pub async fn serve(
     d.active_leases
         .set(server.table.active_count(unix_now()) as i64);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut quiet = Quiet::default();
     loop {
         tokio::select! {
             biased;
@@ -104,7 +129,7 @@ pub async fn serve(
             }
             pkt = pkt_rx.recv() => {
                 let Some(pkt) = pkt else { break };
-                if let Some(pending) = handle(&mut server, &listeners, d, pkt).await
+                if let Some(pending) = handle(&mut server, &listeners, d, &mut quiet, pkt).await
                     && write_tx.send(pending).await.is_err()
                 {
                     error!("lease writer stopped; DHCP server stops");
@@ -127,6 +152,7 @@ async fn handle(
     server: &mut Server,
     listeners: &[Listener],
     d: &DhcpMetrics,
+    quiet: &mut Quiet,
     pkt: Packet,
 ) -> Option<Pending> {
     let SocketAddr::V4(src) = pkt.src else {
@@ -176,11 +202,19 @@ async fn handle(
                             subnet: net.to_string(),
                         })
                         .inc();
-                    warn!(?mac, xid, %net, "address pool exhausted; no offer");
+                    if quiet.allow(format!("exhausted {net}")) {
+                        warn!(?mac, xid, %net, "address pool exhausted; no offer (each one is counted in dhcp_pool_exhausted_total)");
+                    }
                 }
-                Ignored::NoBoot(e) => warn!(?mac, xid, error = %e, "no boot file for client"),
+                Ignored::NoBoot(e) => {
+                    if quiet.allow(format!("noboot {mac:?} {e}")) {
+                        warn!(?mac, xid, error = %e, "no boot file for client");
+                    }
+                }
                 Ignored::NoSubnet { .. } => {
-                    warn!(?mac, xid, reason = %ignored, "dropping DHCP packet")
+                    if quiet.allow(format!("nosubnet {ignored}")) {
+                        warn!(?mac, xid, reason = %ignored, "dropping DHCP packet");
+                    }
                 }
                 _ => debug!(?mac, xid, reason = %ignored, "not answering"),
             }
