@@ -20,7 +20,7 @@ bench-dhcp:
 
 # Fuzz the DHCP packet path for five minutes.
 fuzz:
-    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run dhcp_packet seeds/dhcp_packet -- -max_total_time=300
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run dhcp_packet corpus/dhcp_packet seeds/dhcp_packet -- -max_total_time=300
 
 # Recapture the fuzz seeds from real clients (root).
 seeds:

@@ -26,6 +26,8 @@ pub enum WireError {
     OptionOverrun { code: u8, offset: usize },
     #[error("options are not terminated by END")]
     NoEnd,
+    #[error("option {code} has length {len}, which its type does not allow")]
+    OptionLength { code: u8, len: u8 },
     #[error("undecodable message")]
     Undecodable,
 }
@@ -40,8 +42,32 @@ impl WireError {
             WireError::NoMagic => "no_magic",
             WireError::OptionOverrun { .. } => "option_overrun",
             WireError::NoEnd => "no_end",
+            WireError::OptionLength { .. } => "option_length",
             WireError::Undecodable => "undecodable",
         }
+    }
+}
+
+const OPT_MESSAGE_TYPE: u8 = 53;
+/// Option 93 (RFC 4578) may list several architectures; the first is the one we act on.
+const OPT_CLIENT_ARCH: u8 = 93;
+
+/// The length an option must have, where the decoder reads a fixed size whatever the
+/// length byte says: a mismatch would shift every option after it (and trips the decoder's
+/// debug assertions, as fuzzing found).
+fn length_allowed(code: u8, len: u8) -> bool {
+    match code {
+        19 | 20 | 23 | 27 | 29 | 30 | 31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 | 116 | 156 | 157 => {
+            len == 1
+        }
+        13 | 22 | 26 | 57 => len == 2,
+        2 | 24 | 35 | 38 | 51 | 58 | 59 | 91 | 106 | 152..=155 => len == 4,
+        80 => len == 0,
+        94 => len == 3,
+        81 => len >= 3,
+        151 => len >= 1,
+        OPT_CLIENT_ARCH => len >= 2 && len % 2 == 0,
+        _ => true,
     }
 }
 
@@ -59,6 +85,9 @@ pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
     if buf[236..240] != MAGIC_COOKIE {
         return Err(WireError::NoMagic);
     }
+    // The options are copied as they are checked; a list in option 93 keeps its first entry.
+    let mut clean = Vec::with_capacity(buf.len());
+    clean.extend_from_slice(&buf[..HEADER_LEN]);
     let mut at = HEADER_LEN;
     loop {
         let Some(&code) = buf.get(at) else {
@@ -66,7 +95,10 @@ pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
         };
         match code {
             OPT_PAD => at += 1,
-            OPT_END => break,
+            OPT_END => {
+                clean.push(OPT_END);
+                break;
+            }
             _ => {
                 let Some(&len) = buf.get(at + 1) else {
                     return Err(WireError::OptionOverrun { code, offset: at });
@@ -75,11 +107,22 @@ pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
                 if end > buf.len() {
                     return Err(WireError::OptionOverrun { code, offset: at });
                 }
+                if !length_allowed(code, len) {
+                    // Without its type the message means nothing; any other misfit option
+                    // is left out (real clients send some, e.g. option 91 with no value).
+                    if code == OPT_MESSAGE_TYPE {
+                        return Err(WireError::OptionLength { code, len });
+                    }
+                } else if code == OPT_CLIENT_ARCH {
+                    clean.extend_from_slice(&[code, 2, buf[at + 2], buf[at + 3]]);
+                } else {
+                    clean.extend_from_slice(&buf[at..end]);
+                }
                 at = end;
             }
         }
     }
-    Message::decode(&mut Decoder::new(buf)).map_err(|_| WireError::Undecodable)
+    Message::decode(&mut Decoder::new(&clean)).map_err(|_| WireError::Undecodable)
 }
 
 #[cfg(test)]
@@ -111,6 +154,29 @@ mod tests {
     }
 
     #[test]
+    fn a_list_of_architectures_keeps_the_first() {
+        let good = discover();
+        let mut m = good[..HEADER_LEN].to_vec();
+        m.extend_from_slice(&[53, 1, 1, 93, 4, 0, 7, 0, 0, 60, 9]);
+        m.extend_from_slice(b"PXEClient");
+        m.push(255);
+        let msg = decode_request(&m).unwrap();
+        assert_eq!(
+            msg.opts()
+                .get(dhcproto::v4::OptionCode::ClientSystemArchitecture),
+            Some(&DhcpOption::ClientSystemArchitecture(
+                dhcproto::v4::Architecture(7)
+            ))
+        );
+        assert!(
+            msg.opts()
+                .get(dhcproto::v4::OptionCode::ClassIdentifier)
+                .is_some(),
+            "later options still parse"
+        );
+    }
+
+    #[test]
     fn refuses_bad_framing() {
         let good = discover();
         assert_eq!(decode_request(&good[..100]), Err(WireError::Truncated(100)));
@@ -131,6 +197,26 @@ mod tests {
             decode_request(&overrun),
             Err(WireError::OptionOverrun { code: 53, .. })
         ));
+        // Message type (53) must be one byte.
+        let mut long_type = good[..HEADER_LEN].to_vec();
+        long_type.extend_from_slice(&[53, 2, 1, 1, 255]);
+        assert_eq!(
+            decode_request(&long_type),
+            Err(WireError::OptionLength { code: 53, len: 2 })
+        );
+        // A misfit option of another type is left out; the rest still decode.
+        let mut rapid = good[..HEADER_LEN].to_vec();
+        rapid.extend_from_slice(&[53, 1, 1, 80, 1, 0, 91, 0, 50, 4, 10, 0, 0, 9, 255]);
+        let m = decode_request(&rapid).unwrap();
+        assert!(
+            m.opts()
+                .get(dhcproto::v4::OptionCode::RapidCommit)
+                .is_none()
+        );
+        assert_eq!(
+            m.opts().get(dhcproto::v4::OptionCode::RequestedIpAddress),
+            Some(&DhcpOption::RequestedIpAddress([10, 0, 0, 9].into()))
+        );
         let unterminated = &good[..good.len() - 1];
         assert_eq!(decode_request(unterminated), Err(WireError::NoEnd));
         assert_eq!(decode_request(&good[..HEADER_LEN]), Err(WireError::NoEnd));
