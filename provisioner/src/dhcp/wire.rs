@@ -52,23 +52,22 @@ const OPT_MESSAGE_TYPE: u8 = 53;
 /// Option 93 (RFC 4578) may list several architectures; the first is the one we act on.
 const OPT_CLIENT_ARCH: u8 = 93;
 
-/// The length an option must have, where the decoder reads a fixed size whatever the
-/// length byte says: a mismatch would shift every option after it (and trips the decoder's
-/// debug assertions, as fuzzing found).
-fn length_allowed(code: u8, len: u8) -> bool {
-    match code {
+/// The length an option must have where the decoder reads a fixed size whatever the length
+/// byte says (and asserts it in debug builds, as fuzzing found). `None`: any length.
+fn fixed_length(code: u8) -> Option<fn(u8) -> bool> {
+    Some(match code {
         19 | 20 | 23 | 27 | 29 | 30 | 31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 | 116 | 156 | 157 => {
-            len == 1
+            |len| len == 1
         }
-        13 | 22 | 26 | 57 => len == 2,
-        2 | 24 | 35 | 38 | 51 | 58 | 59 | 91 | 106 | 152..=155 => len == 4,
-        80 => len == 0,
-        94 => len == 3,
-        81 => len >= 3,
-        151 => len >= 1,
-        OPT_CLIENT_ARCH => len >= 2 && len % 2 == 0,
-        _ => true,
-    }
+        13 | 22 | 26 | 57 => |len| len == 2,
+        2 | 24 | 35 | 38 | 51 | 58 | 59 | 91 | 106 | 152..=155 => |len| len == 4,
+        80 => |len| len == 0,
+        94 => |len| len == 3,
+        81 => |len| len >= 3,
+        151 => |len| len >= 1,
+        OPT_CLIENT_ARCH => |len| len >= 2 && len % 2 == 0,
+        _ => return None,
+    })
 }
 
 /// Validates the framing of a client message and decodes it.
@@ -85,16 +84,24 @@ pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
     if buf[236..240] != MAGIC_COOKIE {
         return Err(WireError::NoMagic);
     }
-    // The options are copied as they are checked; a list in option 93 keeps its first entry.
+    // The options are copied as they are checked. A list in option 93 keeps its first entry;
+    // a fixed-size option repeated back to back (which RFC 3396 would concatenate into a
+    // size its type forbids) keeps its first instance.
     let mut clean = Vec::with_capacity(buf.len());
     clean.extend_from_slice(&buf[..HEADER_LEN]);
     let mut at = HEADER_LEN;
+    let mut last: Option<u8> = None;
     loop {
         let Some(&code) = buf.get(at) else {
             return Err(WireError::NoEnd);
         };
         match code {
-            OPT_PAD => at += 1,
+            // Kept: a pad ends an RFC 3396 run, and the decoder must see the same runs.
+            OPT_PAD => {
+                clean.push(OPT_PAD);
+                at += 1;
+                last = None;
+            }
             OPT_END => {
                 clean.push(OPT_END);
                 break;
@@ -107,16 +114,22 @@ pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
                 if end > buf.len() {
                     return Err(WireError::OptionOverrun { code, offset: at });
                 }
-                if !length_allowed(code, len) {
+                let rule = fixed_length(code);
+                let repeated = rule.is_some() && last == Some(code);
+                if rule.is_some_and(|ok| !ok(len)) {
                     // Without its type the message means nothing; any other misfit option
                     // is left out (real clients send some, e.g. option 91 with no value).
                     if code == OPT_MESSAGE_TYPE {
                         return Err(WireError::OptionLength { code, len });
                     }
+                } else if repeated {
+                    // Left out: the first instance stands.
                 } else if code == OPT_CLIENT_ARCH {
                     clean.extend_from_slice(&[code, 2, buf[at + 2], buf[at + 3]]);
+                    last = Some(code);
                 } else {
                     clean.extend_from_slice(&buf[at..end]);
+                    last = Some(code);
                 }
                 at = end;
             }
@@ -173,6 +186,19 @@ mod tests {
                 .get(dhcproto::v4::OptionCode::ClassIdentifier)
                 .is_some(),
             "later options still parse"
+        );
+    }
+
+    #[test]
+    fn back_to_back_fixed_options_keep_the_first_instance() {
+        let good = discover();
+        let mut m = good[..HEADER_LEN].to_vec();
+        // Two lease times back to back would concatenate (RFC 3396) into 8 bytes.
+        m.extend_from_slice(&[53, 1, 1, 51, 4, 0, 0, 0, 60, 51, 4, 0, 0, 0, 90, 255]);
+        let msg = decode_request(&m).unwrap();
+        assert_eq!(
+            msg.opts().get(dhcproto::v4::OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(60))
         );
     }
 
