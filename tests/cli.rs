@@ -21,6 +21,8 @@ fn refused(args: &[&str]) -> String {
             dir.path().to_str().unwrap(),
             "--http-listen",
             "127.0.0.1:0",
+            "--tftp-listen",
+            "127.0.0.1:0",
         ])
         .args(args)
         .output()
@@ -86,6 +88,8 @@ fn up() -> (Up, SocketAddr) {
             "--data-dir",
             dir.path().to_str().unwrap(),
             "--http-listen",
+            "127.0.0.1:0",
+            "--tftp-listen",
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())

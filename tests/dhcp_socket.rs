@@ -12,6 +12,7 @@ use provisioner::dhcp::leases::{LeaseTable, Subnet};
 use provisioner::dhcp::pxe::{BootMap, BootServer};
 use provisioner::dhcp::serve::Listener;
 use provisioner::dhcp::{Interface, Port, ReplyPorts, Server};
+use provisioner::events::{Events, Neighbors};
 use provisioner::metrics::Metrics;
 use provisioner::store;
 use tokio::net::UdpSocket;
@@ -69,11 +70,14 @@ async fn start() -> Running {
         iface: 0,
         port: Port::Dhcp,
     }];
+    let (events, writer) = Events::new(pool.clone(), Neighbors::default());
+    tokio::spawn(writer);
     let task = tokio::spawn(provisioner::dhcp::serve(
         server,
         listeners,
         pool.clone(),
         metrics.clone(),
+        events,
         shutdown.clone(),
     ));
     Running {

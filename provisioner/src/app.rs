@@ -10,13 +10,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::artifacts::ArtifactStore;
+use crate::boot::Discovery;
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::leases::{LeaseTable, Subnet};
 use crate::dhcp::pxe::BootServer;
 use crate::dhcp::serve::Listener;
 use crate::dhcp::{self, Interface, Port, ReplyPorts, Server};
+use crate::events::{Events, Neighbors};
+use crate::firmware::FirmwareSet;
+use crate::http::boot::BootContext;
 use crate::metrics::Metrics;
-use crate::{http, net, store};
+use crate::{http, net, store, tftp};
 
 /// Runs the appliance until `shutdown` is cancelled.
 pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -25,13 +30,44 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let metrics = Arc::new(Metrics::default());
     let mut tasks = JoinSet::new();
 
+    let interfaces = config
+        .interfaces
+        .iter()
+        .map(|name| {
+            Ok(Interface {
+                name: name.clone(),
+                net: net::interface_ipv4(name)?,
+            })
+        })
+        .collect::<Result<Vec<_>, net::NetError>>()?;
+    let advertise = config.advertise.or(interfaces.first().map(|i| i.addr()));
+
+    let firmware = FirmwareSet::load(&config.firmware_dir)?;
+    if firmware.is_empty() {
+        warn!(dir = %config.firmware_dir.display(), "no network-boot firmware to serve (fetch it with `just firmware`)");
+    }
+    let artifacts = ArtifactStore::open(&config.data_dir)?;
+    let discovery = import_discovery(&config, &artifacts).await?;
+
+    let (events, event_writer) = Events::new(pool.clone(), Neighbors::default());
+    let event_task = tokio::spawn(event_writer);
+
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
+    let boot = Arc::new(BootContext {
+        firmware,
+        artifacts,
+        discovery,
+        advertise,
+        http_port: http_addr.port(),
+    });
     let state = http::AppState {
         store: pool.clone(),
         metrics: metrics.clone(),
+        events: events.clone(),
+        boot: boot.clone(),
     };
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -41,7 +77,33 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     });
     info!(addr = %http_addr, "HTTP listening");
 
-    if let Some((server, listeners)) = dhcp_server(&config, &pool, http_addr.port()).await? {
+    let tftp_socket = std::net::UdpSocket::bind(config.tftp_listen).with_context(|| {
+        format!(
+            "cannot listen for TFTP on {} (port 69 needs root; --tftp-listen picks another)",
+            config.tftp_listen
+        )
+    })?;
+    let tftp_addr = tftp_socket.local_addr()?;
+    let mtu = interfaces
+        .iter()
+        .filter_map(|i| tftp::interface_mtu(&i.name))
+        .min()
+        .unwrap_or(1500);
+    tasks.spawn({
+        let (boot, events, token) = (boot.clone(), events.clone(), shutdown.clone());
+        async move {
+            if let Err(e) =
+                tftp::serve(tftp_socket, boot, events, tftp::blksize_for_mtu(mtu), token).await
+            {
+                tracing::error!(error = %e, "TFTP server failed");
+            }
+        }
+    });
+    info!(addr = %tftp_addr, "TFTP listening");
+
+    if let Some((server, listeners)) =
+        dhcp_server(&config, &pool, interfaces, advertise, http_addr.port()).await?
+    {
         info!(
             mode = ?server.mode,
             interfaces = ?server.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
@@ -54,22 +116,55 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
             listeners,
             pool.clone(),
             metrics.clone(),
+            events.clone(),
             shutdown.clone(),
         ));
     }
+    drop(events);
 
     shutdown.cancelled().await;
     info!("shutting down");
     while tasks.join_next().await.is_some() {}
+    // Every sender is gone with its server: the writer drains what is queued and ends.
+    let _ = event_task.await;
     pool.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Imports the discovery kernel and initrd into the artifact store (hashing them).
+async fn import_discovery(
+    config: &Config,
+    artifacts: &ArtifactStore,
+) -> anyhow::Result<Option<Discovery>> {
+    let (Some(kernel), Some(initrd)) = (
+        config.discovery.kernel.clone(),
+        config.discovery.initrd.clone(),
+    ) else {
+        warn!(
+            "no discovery image configured (--discovery-kernel, --discovery-initrd): nodes are told so and retry"
+        );
+        return Ok(None);
+    };
+    let store = artifacts.clone();
+    let (kernel, initrd) = tokio::task::spawn_blocking(move || {
+        Ok::<_, anyhow::Error>((store.import(&kernel)?, store.import(&initrd)?))
+    })
+    .await??;
+    info!(kernel = %kernel.sha256, initrd = %initrd.sha256, "discovery image imported");
+    Ok(Some(Discovery {
+        kernel,
+        initrd,
+        cmdline: config.discovery.cmdline.clone().unwrap_or_default(),
+    }))
 }
 
 /// Builds the DHCP server and binds its sockets, or says why DHCP stays off.
 async fn dhcp_server(
     config: &Config,
     pool: &store::Pool,
+    interfaces: Vec<Interface>,
+    advertise: Option<Ipv4Addr>,
     http_port: u16,
 ) -> anyhow::Result<Option<(Server, Vec<Listener>)>> {
     let d = &config.dhcp;
@@ -77,24 +172,14 @@ async fn dhcp_server(
         info!("DHCP is off (--dhcp off)");
         return Ok(None);
     }
-    if config.interfaces.is_empty() {
+    if interfaces.is_empty() {
         warn!(
             "DHCP stays off: no provisioning interface is named (--interface NAME); \
              HTTP and TFTP still run"
         );
         return Ok(None);
     }
-    let interfaces = config
-        .interfaces
-        .iter()
-        .map(|name| {
-            Ok(Interface {
-                name: name.clone(),
-                net: net::interface_ipv4(name)?,
-            })
-        })
-        .collect::<Result<Vec<_>, net::NetError>>()?;
-    let advertise = config.advertise.unwrap_or_else(|| interfaces[0].addr());
+    let advertise = advertise.unwrap_or_else(|| interfaces[0].addr());
     let subnets = if d.mode == DhcpMode::Full {
         subnets(config, &interfaces)?
     } else {

@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub advertise: Option<Ipv4Addr>,
     pub http_listen: Option<SocketAddr>,
     pub tftp_listen: Option<SocketAddr>,
+    pub firmware_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub discovery: DiscoveryFile,
     #[serde(default)]
     pub dhcp: DhcpFile,
     #[serde(default)]
@@ -54,6 +57,15 @@ pub struct DhcpFile {
     /// Entries replace the default boot file for their architecture.
     #[serde(default)]
     pub boot_files: Vec<BootFileEntry>,
+}
+
+/// The discovery image every unknown node boots.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFile {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +126,10 @@ pub struct Overrides {
     pub advertise: Option<Ipv4Addr>,
     pub http_listen: Option<SocketAddr>,
     pub tftp_listen: Option<SocketAddr>,
+    pub firmware_dir: Option<PathBuf>,
+    pub discovery_kernel: Option<PathBuf>,
+    pub discovery_initrd: Option<PathBuf>,
+    pub discovery_cmdline: Option<String>,
 }
 
 /// The configuration the appliance runs with, after the file and the flags are merged.
@@ -124,6 +140,8 @@ pub struct Config {
     pub advertise: Option<Ipv4Addr>,
     pub http_listen: SocketAddr,
     pub tftp_listen: SocketAddr,
+    pub firmware_dir: PathBuf,
+    pub discovery: DiscoveryFile,
     pub dhcp: DhcpConfig,
     pub store_sync: SyncMode,
 }
@@ -223,6 +241,15 @@ impl Config {
                 .tftp_listen
                 .or(file.tftp_listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+            firmware_dir: flags
+                .firmware_dir
+                .or(file.firmware_dir)
+                .unwrap_or_else(|| PathBuf::from("./firmware")),
+            discovery: DiscoveryFile {
+                kernel: flags.discovery_kernel.or(file.discovery.kernel),
+                initrd: flags.discovery_initrd.or(file.discovery.initrd),
+                cmdline: flags.discovery_cmdline.or(file.discovery.cmdline),
+            },
             dhcp,
             store_sync: file.store.sync.unwrap_or_default(),
         };
@@ -231,6 +258,21 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.discovery.kernel, &self.discovery.initrd) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "discovery.initrd",
+                    "a discovery kernel needs its initrd",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "discovery.kernel",
+                    "a discovery initrd needs its kernel",
+                ));
+            }
+            _ => {}
+        }
         let d = &self.dhcp;
         if d.lease_time < 60 {
             return Err(invalid("dhcp.lease_time", "must be at least 60 seconds"));

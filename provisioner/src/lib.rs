@@ -2,10 +2,15 @@
 //! and Trainium servers. This crate is the appliance; `main.rs` is its command line.
 
 pub mod app;
+pub mod artifacts;
+pub mod boot;
 pub mod config;
 pub mod dhcp;
+pub mod events;
+pub mod firmware;
 pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod store;
+pub mod tftp;
 pub mod types;

@@ -55,6 +55,18 @@ struct UpArgs {
     /// TFTP listen address (default 0.0.0.0:69).
     #[arg(long, value_name = "ADDR:PORT")]
     tftp_listen: Option<SocketAddr>,
+    /// Network-boot binaries and their manifest.toml (default ./firmware).
+    #[arg(long, value_name = "DIR")]
+    firmware_dir: Option<PathBuf>,
+    /// Kernel of the discovery image every new node boots.
+    #[arg(long, value_name = "PATH")]
+    discovery_kernel: Option<PathBuf>,
+    /// Initramfs of the discovery image.
+    #[arg(long, value_name = "PATH")]
+    discovery_initrd: Option<PathBuf>,
+    /// The operator's part of the discovery kernel command line (e.g. console=ttyS0).
+    #[arg(long, value_name = "STR")]
+    discovery_cmdline: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +92,10 @@ fn main() -> anyhow::Result<()> {
                     advertise: args.advertise,
                     http_listen: args.http_listen,
                     tftp_listen: args.tftp_listen,
+                    firmware_dir: args.firmware_dir,
+                    discovery_kernel: args.discovery_kernel,
+                    discovery_initrd: args.discovery_initrd,
+                    discovery_cmdline: args.discovery_cmdline,
                 },
             )?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

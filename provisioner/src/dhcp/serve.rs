@@ -16,8 +16,11 @@ use tracing::{debug, error, info, warn};
 
 use super::leases::LeaseWrite;
 use super::{Ignored, Port, RecvInfo, Reply, Server, type_label, wire};
+use crate::events::Events;
 use crate::metrics::{DhcpMetrics, SubnetLabel, TypeLabel};
+use crate::store::nodes::EventKind;
 use crate::store::{self, StoreError};
+use crate::types::MacAddr;
 
 /// Packets waiting for the decision loop; past this they are dropped and counted.
 const QUEUE: usize = 8192;
@@ -84,6 +87,7 @@ pub async fn serve(
     listeners: Vec<Listener>,
     store: store::Pool,
     metrics: Arc<crate::metrics::Metrics>,
+    events: Events,
     shutdown: CancellationToken,
 ) {
     let listeners = Arc::new(listeners);
@@ -106,6 +110,7 @@ pub async fn serve(
         store,
         listeners.clone(),
         metrics.clone(),
+        events.clone(),
         revert_tx,
     ));
     let d = &metrics.dhcp;
@@ -129,7 +134,7 @@ pub async fn serve(
             }
             pkt = pkt_rx.recv() => {
                 let Some(pkt) = pkt else { break };
-                if let Some(pending) = handle(&mut server, &listeners, d, &mut quiet, pkt).await
+                if let Some(pending) = handle(&mut server, &listeners, d, &events, &mut quiet, pkt).await
                     && write_tx.send(pending).await.is_err()
                 {
                     error!("lease writer stopped; DHCP server stops");
@@ -152,6 +157,7 @@ async fn handle(
     server: &mut Server,
     listeners: &[Listener],
     d: &DhcpMetrics,
+    events: &Events,
     quiet: &mut Quiet,
     pkt: Packet,
 ) -> Option<Pending> {
@@ -183,7 +189,7 @@ async fn handle(
     match server.respond(&msg, &rx, unix_now()) {
         Ok(outcome) if outcome.writes.is_empty() => {
             if let Some(reply) = outcome.reply {
-                send(&l.socket, &reply, d).await;
+                send(&l.socket, &reply, d, events).await;
             }
             None
         }
@@ -194,7 +200,7 @@ async fn handle(
         Err(ignored) => {
             d.drop(ignored.reason());
             let xid = msg.xid();
-            let mac = crate::types::MacAddr::from_chaddr(msg.chaddr());
+            let mac = MacAddr::from_chaddr(msg.chaddr());
             match &ignored {
                 Ignored::PoolExhausted(net) => {
                     d.pool_exhausted
@@ -223,7 +229,7 @@ async fn handle(
     }
 }
 
-async fn send(socket: &UdpSocket, reply: &Reply, d: &DhcpMetrics) {
+async fn send(socket: &UdpSocket, reply: &Reply, d: &DhcpMetrics, events: &Events) {
     let mut buf = Vec::with_capacity(548);
     if let Err(e) = reply.msg.encode(&mut Encoder::new(&mut buf)) {
         error!(error = %e, "cannot encode DHCP reply");
@@ -241,10 +247,30 @@ async fn send(socket: &UdpSocket, reply: &Reply, d: &DhcpMetrics) {
                         r#type: type_label(t),
                     })
                     .inc();
+                record(events, reply, t);
             }
         }
         Err(e) => warn!(dest = %reply.dest, error = %e, "cannot send DHCP reply"),
     }
+}
+
+/// The exchange, against the client's MAC: `OFFER 10.0.0.5 file=undionly.kpxe`.
+fn record(events: &Events, reply: &Reply, t: dhcproto::v4::MessageType) {
+    let Some(mac) = MacAddr::from_chaddr(reply.msg.chaddr()) else {
+        return;
+    };
+    let m = &reply.msg;
+    let ip = [m.yiaddr(), m.ciaddr()]
+        .into_iter()
+        .find(|ip| !ip.is_unspecified());
+    let mut detail = type_label(t).to_uppercase();
+    if let Some(ip) = ip {
+        detail.push_str(&format!(" {ip}"));
+    }
+    if let Some(Ok(file)) = m.fname_str() {
+        detail.push_str(&format!(" file={}", file.trim_end_matches('\0')));
+    }
+    events.record(mac, ip, EventKind::Dhcp, detail);
 }
 
 async fn receive(
@@ -292,6 +318,7 @@ async fn write_loop(
     store: store::Pool,
     listeners: Arc<Vec<Listener>>,
     metrics: Arc<crate::metrics::Metrics>,
+    events: Events,
     revert: mpsc::UnboundedSender<Vec<LeaseWrite>>,
 ) {
     let d = &metrics.dhcp;
@@ -302,7 +329,7 @@ async fn write_loop(
                 d.store_commits.inc();
                 for p in batch.drain(..) {
                     if let Some((reply, l)) = p.reply {
-                        send(&listeners[l].socket, &reply, d).await;
+                        send(&listeners[l].socket, &reply, d, &events).await;
                     }
                 }
             }

@@ -1,4 +1,9 @@
-//! The appliance's HTTP side: health, metrics and the JSON API.
+//! The appliance's HTTP side: health, metrics, the JSON API, and HTTP boot (iPXE scripts,
+//! firmware, artifacts).
+
+pub mod boot;
+pub mod files;
+pub mod nodes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +26,8 @@ use crate::store::{self, StoreError};
 pub struct AppState {
     pub store: store::Pool,
     pub metrics: Arc<Metrics>,
+    pub events: crate::events::Events,
+    pub boot: boot::Boot,
 }
 
 /// Errors of the HTTP API, each with its status code.
@@ -52,6 +59,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/leases", get(leases))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{mac}", get(nodes::get))
+        .route("/boot/{name}", get(boot::script))
+        .route("/firmware/{name}", get(boot::firmware))
+        .route("/artifacts/{sha}", get(boot::artifact))
+        .route("/artifacts/{sha}/{name}", get(boot::artifact))
         .with_state(state)
 }
 

@@ -3,6 +3,7 @@
 //! `provisioner/migrations/`.
 
 pub mod leases;
+pub mod nodes;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,148 @@
+//! HTTP boot: per-node iPXE scripts, firmware for UEFI HTTP boot, and content-addressed
+//! artifacts. Every fetch is recorded against the node's MAC.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::warn;
+
+use super::AppState;
+use crate::artifacts::ArtifactStore;
+use crate::boot::{self, Discovery};
+use crate::dhcp::pxe::BootServer;
+use crate::firmware::FirmwareSet;
+use crate::store::nodes::EventKind;
+use crate::types::{MacAddr, Sha256};
+
+/// What HTTP boot serves from.
+#[derive(Debug)]
+pub struct BootContext {
+    pub firmware: FirmwareSet,
+    pub artifacts: ArtifactStore,
+    pub discovery: Option<Discovery>,
+    /// The address nodes reach the appliance at; without one, the request's `Host`.
+    pub advertise: Option<Ipv4Addr>,
+    pub http_port: u16,
+}
+
+impl BootContext {
+    fn server(&self, headers: &HeaderMap, local: Option<Ipv4Addr>) -> BootServer {
+        let from_host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.split(':').next())
+            .and_then(|h| h.parse::<Ipv4Addr>().ok());
+        BootServer {
+            advertise: self
+                .advertise
+                .or(from_host)
+                .or(local)
+                .unwrap_or(Ipv4Addr::LOCALHOST),
+            http_port: self.http_port,
+        }
+    }
+}
+
+pub type Boot = Arc<BootContext>;
+
+fn client_ip(addr: &SocketAddr) -> Option<Ipv4Addr> {
+    match addr.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    }
+}
+
+fn ipxe(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /boot/{MAC}.ipxe`: the node's iPXE script. Errors are iPXE scripts too (status 200,
+/// so iPXE runs them): they print the reason and retry.
+pub async fn script(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let server = st.boot.server(&headers, None);
+    let retry_generic = format!("{}/boot/${{net0/mac}}.ipxe", server.base_url());
+    let Some(mac) = name
+        .strip_suffix(".ipxe")
+        .and_then(|m| m.parse::<MacAddr>().ok())
+    else {
+        return ipxe(
+            StatusCode::OK,
+            boot::error_script(&format!("`{name}` names no MAC address"), &retry_generic),
+        );
+    };
+    st.events.record(
+        mac,
+        client_ip(&peer),
+        EventKind::Http,
+        format!("GET /boot/{name} (iPXE script)"),
+    );
+    match boot::script(st.boot.discovery.as_ref(), &server, mac) {
+        Ok(body) => ipxe(StatusCode::OK, body),
+        Err(e) => {
+            warn!(%mac, error = %e, "no boot script");
+            ipxe(
+                StatusCode::OK,
+                boot::error_script(&e.to_string(), &server.script_url(mac)),
+            )
+        }
+    }
+}
+
+/// `GET /firmware/{NAME}`: a network-boot binary that matched the manifest.
+pub async fn firmware(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(fw) = st.boot.firmware.get(&name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Some(ip) = client_ip(&peer) {
+        st.events
+            .record_ip(ip, EventKind::Http, format!("GET /firmware/{name}"));
+    }
+    super::files::serve(&fw.path, fw.sha256, &headers).await
+}
+
+/// `GET /artifacts/{SHA256}` and `/artifacts/{SHA256}/{NAME}`.
+pub async fn artifact(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(params): Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(sha) = params
+        .iter()
+        .find(|(k, _)| k == "sha")
+        .and_then(|(_, v)| v.parse::<Sha256>().ok())
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(path) = st.boot.artifacts.path(sha) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Some(ip) = client_ip(&peer) {
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        st.events
+            .record_ip(ip, EventKind::Http, format!("GET /artifacts/{sha}{range}"));
+    }
+    super::files::serve(&path, sha, &headers).await
+}

@@ -1,0 +1,162 @@
+//! Serving files over HTTP: streamed from disk, never read whole into memory, with
+//! `Content-Length`, a sha256 `ETag`, `HEAD`, conditional requests and single byte ranges
+//! (RFC 9110 §14) so that a large image can be resumed.
+
+use std::io::SeekFrom;
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::types::Sha256;
+
+/// Bytes read from disk per chunk: what one transfer holds in memory.
+const CHUNK: usize = 256 * 1024;
+
+/// A byte range `start..=end` of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// No usable range: the whole file (multiple ranges are answered whole, as RFC 9110 lets).
+    Whole,
+    Part(ByteRange),
+    Unsatisfiable,
+}
+
+pub fn parse_range(value: &str, len: u64) -> RangeAsk {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // Suffix: the last N bytes.
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeAsk::Whole;
+        };
+        if n == 0 || len == 0 {
+            return RangeAsk::Unsatisfiable;
+        }
+        ByteRange {
+            start: len.saturating_sub(n),
+            end: len - 1,
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeAsk::Whole;
+        };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e >= start => e.min(len.saturating_sub(1)),
+                _ => return RangeAsk::Whole,
+            }
+        };
+        if start >= len {
+            return RangeAsk::Unsatisfiable;
+        }
+        ByteRange { start, end }
+    };
+    RangeAsk::Part(range)
+}
+
+/// Serves `path` (its digest `sha` as the ETag) for the request `headers`.
+pub async fn serve(path: &Path, sha: Sha256, headers: &HeaderMap) -> Response {
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(_) => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let etag = format!("\"{sha}\"");
+    let matches_etag = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v == "*"
+                    || v.split(',')
+                        .any(|t| t.trim().trim_start_matches("W/") == etag)
+            })
+    };
+    let mut base = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        base.insert(header::ETAG, v);
+    }
+    base.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    base.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if matches_etag(header::IF_NONE_MATCH) {
+        return (StatusCode::NOT_MODIFIED, base).into_response();
+    }
+    // If-Range: the range holds only for the same content.
+    let range_valid = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|_| matches_etag(header::IF_RANGE));
+    let ask = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) if range_valid => parse_range(v, len),
+        _ => RangeAsk::Whole,
+    };
+    let (status, start, count) = match ask {
+        RangeAsk::Whole => (StatusCode::OK, 0, len),
+        RangeAsk::Part(r) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start, r.end)) {
+                base.insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, r.start, r.end - r.start + 1)
+        }
+        RangeAsk::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                base.insert(header::CONTENT_RANGE, v);
+            }
+            return (StatusCode::RANGE_NOT_SATISFIABLE, base).into_response();
+        }
+    };
+    if start > 0 && file.seek(SeekFrom::Start(start)).await.is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    base.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK));
+    (status, base, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAsk::*;
+        let r = |s, e| Part(ByteRange { start: s, end: e });
+        assert_eq!(parse_range("bytes=0-99", 1000), r(0, 99));
+        assert_eq!(parse_range("bytes=900-", 1000), r(900, 999));
+        assert_eq!(parse_range("bytes=-100", 1000), r(900, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), r(0, 999));
+        assert_eq!(parse_range("bytes=990-5000", 1000), r(990, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 1000), Whole);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Whole);
+        assert_eq!(parse_range("items=0-1", 1000), Whole);
+        assert_eq!(parse_range("bytes=x-1", 1000), Whole);
+    }
+}

@@ -1,0 +1,125 @@
+//! Nodes seen while booting and their boot events (DHCP, TFTP, HTTP), recorded against MACs.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+use sqlx::{Row, SqliteConnection};
+
+use super::{Pool, StoreError};
+use crate::types::MacAddr;
+
+/// Which part of the boot plane saw the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Dhcp,
+    Tftp,
+    Http,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Dhcp => "dhcp",
+            EventKind::Tftp => "tftp",
+            EventKind::Http => "http",
+        }
+    }
+}
+
+/// One thing that happened to a node while it booted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootEvent {
+    pub mac: MacAddr,
+    pub ip: Option<Ipv4Addr>,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub kind: EventKind,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NodeRow {
+    pub mac: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub last_ip: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EventRow {
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Records `ev` in the caller's transaction: the node row is created or touched, the event
+/// appended.
+pub async fn record(conn: &mut SqliteConnection, ev: &BootEvent) -> Result<(), StoreError> {
+    let secs = ev.at_ms / 1000;
+    let mac = ev.mac.to_string();
+    sqlx::query(
+        "INSERT INTO nodes (mac, first_seen, last_seen, last_ip) VALUES (?1, ?2, ?2, ?3)
+         ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,
+            last_ip = COALESCE(excluded.last_ip, nodes.last_ip)",
+    )
+    .bind(&mac)
+    .bind(secs)
+    .bind(ev.ip.map(|ip| ip.to_string()))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO boot_events (mac, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&mac)
+        .bind(ev.at_ms)
+        .bind(ev.kind.as_str())
+        .bind(&ev.detail)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn list(pool: &Pool) -> Result<Vec<NodeRow>, StoreError> {
+    let rows = sqlx::query("SELECT mac, first_seen, last_seen, last_ip FROM nodes ORDER BY mac")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(node_row).collect()
+}
+
+pub async fn get(
+    pool: &Pool,
+    mac: MacAddr,
+) -> Result<Option<(NodeRow, Vec<EventRow>)>, StoreError> {
+    let mac = mac.to_string();
+    let Some(row) =
+        sqlx::query("SELECT mac, first_seen, last_seen, last_ip FROM nodes WHERE mac = ?1")
+            .bind(&mac)
+            .fetch_optional(pool)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let events =
+        sqlx::query("SELECT at_ms, kind, detail FROM boot_events WHERE mac = ?1 ORDER BY id")
+            .bind(&mac)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(EventRow {
+                    at_ms: r.try_get("at_ms")?,
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some((node_row(&row)?, events)))
+}
+
+fn node_row(r: &sqlx::sqlite::SqliteRow) -> Result<NodeRow, StoreError> {
+    Ok(NodeRow {
+        mac: r.try_get("mac")?,
+        first_seen: r.try_get("first_seen")?,
+        last_seen: r.try_get("last_seen")?,
+        last_ip: r.try_get("last_ip")?,
+    })
+}
