@@ -93,6 +93,10 @@ impl FirmwareSet {
                 });
             }
             let path = dir.join(&entry.name);
+            if !stays_inside(dir, &path) {
+                error!(name = %entry.name, "firmware is a link that leaves the firmware directory; it will not be served");
+                continue;
+            }
             match sha256_file(&path) {
                 Ok((sha, size)) if sha == entry.sha256 => {
                     info!(name = %entry.name, arch = %entry.arch, %sha, "firmware ok");
@@ -130,6 +134,16 @@ impl FirmwareSet {
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+}
+
+/// Whether `path` (after following links) is still inside `dir`. A missing file is "inside":
+/// it is reported as missing instead.
+fn stays_inside(dir: &Path, path: &Path) -> bool {
+    match (dir.canonicalize(), path.canonicalize()) {
+        (Ok(d), Ok(p)) => p.starts_with(d),
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => true,
+        _ => false,
     }
 }
 
@@ -178,7 +192,21 @@ sha256 = "{good}"
 "#
         );
         std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
+        // A link out of the directory to a file whose hash matches is still refused.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"good").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link.efi"))
+            .unwrap();
+        let manifest = std::fs::read_to_string(dir.path().join("manifest.toml")).unwrap()
+            + &format!(
+                "[[binary]]\nname = \"link.efi\"\narch = \"x\"\npackage = \"p\"\nversion = \"1\"\npath = \"x\"\nsha256 = \"{good}\"\n"
+            );
+        std::fs::write(dir.path().join("manifest.toml"), manifest).unwrap();
         let set = FirmwareSet::load(dir.path()).unwrap();
+        assert!(
+            set.get("link.efi").is_none(),
+            "a link leaving the root is refused"
+        );
         assert_eq!(set.len(), 1);
         assert!(set.get("good.efi").is_some());
         assert!(set.get("bad.efi").is_none(), "a mismatch is refused");

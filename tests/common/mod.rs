@@ -34,6 +34,24 @@ pub fn require(tools: &[(&str, &str)]) -> bool {
     false
 }
 
+/// Like `require`, for tests that need the tools but not root.
+pub fn require_tools(tools: &[(&str, &str)]) -> bool {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(bin, _)| which(bin).is_none())
+        .map(|(bin, package)| format!("{bin} (apt-get install {package})"))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("test prerequisites missing: {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
 pub fn which(bin: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -272,4 +290,80 @@ pub fn appliance() -> &'static str {
 
 pub fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The appliance started on loopback with `args` after `up`; killed (by PID) on drop.
+pub struct Running {
+    pub child: Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(args: &[&str]) -> Running {
+        use std::io::BufRead;
+        let mut child = Command::new(appliance())
+            .arg("up")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the appliance");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    pub fn wait_line(&mut self, needle: &str) -> Option<String> {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return Some(l.clone());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return Some(l);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// The `addr=` of a log line such as `HTTP listening addr=127.0.0.1:40000`.
+    pub fn addr(&mut self, needle: &str) -> std::net::SocketAddr {
+        let line = self
+            .wait_line(needle)
+            .unwrap_or_else(|| panic!("no `{needle}` line"));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in `{line}`"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
