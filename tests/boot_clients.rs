@@ -11,7 +11,7 @@ use common::{Running, require_tools};
 
 struct Fixture {
     dir: tempfile::TempDir,
-    app: Running,
+    _app: Running,
     http: std::net::SocketAddr,
     tftp: std::net::SocketAddr,
     kernel_sha: String,
