@@ -85,7 +85,7 @@ fn start() -> Fixture {
     let tftp = app.addr("TFTP listening");
     Fixture {
         dir,
-        app,
+        _app: app,
         http,
         tftp,
         kernel_sha,
