@@ -9,6 +9,7 @@ pub mod dhcp;
 pub mod events;
 pub mod firmware;
 pub mod http;
+pub mod lab;
 pub mod metrics;
 pub mod net;
 pub mod store;

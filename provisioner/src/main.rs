@@ -27,6 +27,39 @@ struct Cli {
 enum Command {
     /// Run the appliance.
     Up(UpArgs),
+    /// The virtual rack: boot QEMU nodes from the appliance on a private network (root).
+    Lab(LabArgs),
+}
+
+#[derive(clap::Args)]
+struct LabArgs {
+    /// How many nodes to boot.
+    #[arg(long, default_value_t = 1)]
+    nodes: u8,
+    /// The nodes' firmware.
+    #[arg(long, value_enum, default_value = "bios")]
+    firmware: provisioner::lab::Firmware,
+    /// Where consoles, logs, the appliance's data and summary.json go.
+    #[arg(long, value_name = "DIR", default_value = "./var/lab")]
+    dir: PathBuf,
+    /// Network-boot binaries and their manifest.toml.
+    #[arg(long, value_name = "DIR", default_value = "./firmware")]
+    firmware_dir: PathBuf,
+    /// Kernel the nodes boot.
+    #[arg(long, value_name = "PATH")]
+    discovery_kernel: PathBuf,
+    /// Initramfs the nodes boot.
+    #[arg(long, value_name = "PATH")]
+    discovery_initrd: PathBuf,
+    /// The operator's part of the kernel command line.
+    #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
+    discovery_cmdline: String,
+    /// Memory of each node, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Stop after this many seconds even if nodes still run.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +113,39 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match cli.command {
+        Command::Lab(args) => {
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let opts = provisioner::lab::LabOptions {
+                nodes: args.nodes,
+                firmware: args.firmware,
+                dir: args.dir,
+                firmware_dir: args.firmware_dir,
+                discovery_kernel: args.discovery_kernel,
+                discovery_initrd: args.discovery_initrd,
+                discovery_cmdline: args.discovery_cmdline,
+                memory_mib: args.memory,
+                timeout: std::time::Duration::from_secs(args.timeout),
+            };
+            let dir = opts.dir.clone();
+            let summary = runtime.block_on(provisioner::lab::run(opts))?;
+            for n in &summary {
+                let events = n.api["events"].as_array().map_or(0, Vec::len);
+                println!(
+                    "node {} ({:?}): {} boot events, {}; console {}",
+                    n.mac,
+                    n.firmware,
+                    events,
+                    if n.exited {
+                        "powered off"
+                    } else {
+                        "still running at the end"
+                    },
+                    n.console.display()
+                );
+            }
+            println!("summary: {}", dir.join("summary.json").display());
+            Ok(())
+        }
         Command::Up(args) => {
             let file = FileConfig::load(args.config.as_deref())?;
             let config = Config::merge(

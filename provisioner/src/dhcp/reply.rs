@@ -64,7 +64,12 @@ pub fn add_boot(
     m.set_fname_str(file);
     m.opts_mut()
         .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
-    if pxe.is_netboot() || matches!(target, BootTarget::Http { .. }) {
+    // `HTTPClient` is what makes a UEFI HTTP-boot client take the offer. `PXEClient` marks a
+    // proxy offer; from a full server it would make UEFI PXE (EDK2: a "BINL" offer) ask port
+    // 4011 for its boot file instead of using the one given, so a full server leaves it out,
+    // as ISC dhcpd and dnsmasq do.
+    let http = class == "HTTPClient";
+    if (proxy && pxe.is_netboot()) || http {
         m.opts_mut()
             .insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
     }

@@ -1,0 +1,335 @@
+//! The virtual rack: a private network (one namespace, one bridge, a tap per node), the
+//! appliance on it in full DHCP mode, and N QEMU nodes network-booting from it, each with its
+//! serial console in a file. Everything it made is removed on exit, Ctrl-C or failure.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::types::MacAddr;
+
+/// The lab network, inside its own namespace.
+pub const LAB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const LAB_RANGE: &str = "10.99.0.100-10.99.0.200";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS with the NIC's iPXE option ROM.
+    Bios,
+    /// OVMF's own PXE client (the NIC's option ROM disabled).
+    Uefi,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub nodes: u8,
+    pub firmware: Firmware,
+    pub dir: PathBuf,
+    pub firmware_dir: PathBuf,
+    pub discovery_kernel: PathBuf,
+    pub discovery_initrd: PathBuf,
+    pub discovery_cmdline: String,
+    pub memory_mib: u32,
+    /// Stop after this long even if nodes are still running.
+    pub timeout: Duration,
+}
+
+/// What the lab saw of one node, written to `DIR/summary.json` at the end.
+#[derive(Debug, Serialize)]
+pub struct NodeSummary {
+    pub mac: String,
+    pub firmware: Firmware,
+    pub console: PathBuf,
+    /// Whether the node powered off by itself before the timeout.
+    pub exited: bool,
+    /// `GET /api/v1/nodes/{mac}` from the appliance, while it still ran.
+    pub api: serde_json::Value,
+}
+
+/// Removes, on drop, what the lab made: processes by PID, then the namespace (with its
+/// bridge and taps).
+struct Cleanup {
+    ns: String,
+    children: Vec<Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.start_kill();
+        }
+        for c in &mut self.children {
+            if let Some(pid) = c.id() {
+                // Reap synchronously: the runtime may be going away.
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub fn node_mac(i: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0x00, 0x99, 0x00, i])
+}
+
+/// Runs the lab; returns what each node did.
+pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the lab needs root (network namespaces and taps)");
+    }
+    for f in [&opts.discovery_kernel, &opts.discovery_initrd] {
+        if !f.is_file() {
+            bail!("discovery image file {} does not exist", f.display());
+        }
+    }
+    if opts.firmware == Firmware::Uefi && !Path::new(OVMF_CODE).is_file() {
+        bail!("{OVMF_CODE} is missing (apt-get install ovmf)");
+    }
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    let ns = format!("pvlab{}", std::process::id());
+    ip(&["netns", "add", &ns])?;
+    let mut lab = Cleanup {
+        ns: ns.clone(),
+        children: Vec::new(),
+    };
+    ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{LAB_ADDR}/24"),
+        "dev",
+        "br0",
+    ])?;
+    ip(&["-n", &ns, "link", "set", "br0", "up"])?;
+    for i in 0..opts.nodes {
+        let tap = format!("tap{i}");
+        ip(&["-n", &ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        ip(&["-n", &ns, "link", "set", &tap, "master", "br0"])?;
+        ip(&["-n", &ns, "link", "set", &tap, "up"])?;
+    }
+
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let app_log = opts.dir.join("appliance.log");
+    let data = opts.dir.join("data");
+    let log = std::fs::File::create(&app_log)?;
+    let appliance = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(&exe)
+        .args([
+            "up",
+            "--interface",
+            "br0",
+            "--dhcp",
+            "full",
+            "--dhcp-range",
+            LAB_RANGE,
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--firmware-dir")
+        .arg(&opts.firmware_dir)
+        .args([
+            "--http-listen",
+            &format!("{LAB_ADDR}:8080"),
+            "--tftp-listen",
+            &format!("{LAB_ADDR}:69"),
+        ])
+        .arg("--discovery-kernel")
+        .arg(&opts.discovery_kernel)
+        .arg("--discovery-initrd")
+        .arg(&opts.discovery_initrd)
+        .args(["--discovery-cmdline", &opts.discovery_cmdline])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start the appliance")?;
+    lab.children.push(appliance);
+    wait_for_log(&app_log, "DHCP serving", Duration::from_secs(60)).await?;
+    info!(ns = %ns, log = %app_log.display(), "appliance up on the lab network");
+
+    let mut nodes = Vec::new();
+    for i in 0..opts.nodes {
+        let console = opts.dir.join(format!("node{i}.console"));
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &ns,
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-no-reboot",
+        ])
+        .args([
+            "-m",
+            &opts.memory_mib.to_string(),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .args([
+            "-netdev",
+            &format!("tap,id=n0,ifname=tap{i},script=no,downscript=no"),
+        ]);
+        let mac = node_mac(i);
+        match opts.firmware {
+            Firmware::Bios => {
+                cmd.args([
+                    "-boot",
+                    "n",
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                ]);
+            }
+            Firmware::Uefi => {
+                let vars = opts.dir.join(format!("node{i}.vars.fd"));
+                std::fs::copy(OVMF_VARS, &vars)
+                    .with_context(|| format!("cannot copy {OVMF_VARS}"))?;
+                cmd.args([
+                    "-drive",
+                    &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                ])
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+                .args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+                ]);
+            }
+        }
+        let qemu_log = std::fs::File::create(opts.dir.join(format!("node{i}.qemu.log")))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(qemu_log.try_clone()?)
+            .stderr(qemu_log)
+            .spawn()
+            .context(
+                "cannot start qemu-system-x86_64 (apt-get install qemu-system-x86 ipxe-qemu)",
+            )?;
+        info!(node = i, %mac, console = %console.display(), "node powered on");
+        lab.children.push(child);
+        nodes.push((mac, console));
+    }
+
+    // Wait for every node to power off, the timeout, or Ctrl-C / SIGTERM.
+    let mut term = signal(SignalKind::terminate())?;
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let mut exited = vec![false; nodes.len()];
+    loop {
+        for (i, done) in exited.iter_mut().enumerate() {
+            if !*done && matches!(lab.children[i + 1].try_wait(), Ok(Some(_))) {
+                *done = true;
+                info!(node = i, "node powered off");
+            }
+        }
+        if exited.iter().all(|d| *d) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep_until(deadline) => { warn!("lab timeout; stopping the nodes"); break; }
+            _ = tokio::signal::ctrl_c() => { warn!("interrupted; removing the lab"); break; }
+            _ = term.recv() => { warn!("terminated; removing the lab"); break; }
+        }
+    }
+
+    let mut summary = Vec::new();
+    for (i, (mac, console)) in nodes.into_iter().enumerate() {
+        let api = http_get_in_netns(
+            &ns,
+            SocketAddr::from((LAB_ADDR, 8080)),
+            &format!("/api/v1/nodes/{mac}"),
+        )
+        .ok()
+        .and_then(|body| serde_json::from_str(&body).ok())
+        .unwrap_or(serde_json::Value::Null);
+        summary.push(NodeSummary {
+            mac: mac.to_string(),
+            firmware: opts.firmware,
+            console,
+            exited: exited[i],
+            api,
+        });
+    }
+    std::fs::write(
+        opts.dir.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
+    drop(lab);
+    Ok(summary)
+}
+
+async fn wait_for_log(path: &Path, needle: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return Ok(());
+        }
+        if text.contains("Error:") || tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the appliance did not start; its log ({}):\n{text}",
+                path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A plain HTTP GET made from inside namespace `ns` (a thread enters it), so the lab needs no
+/// route into its private network.
+fn http_get_in_netns(ns: &str, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let ns_path = format!("/var/run/netns/{ns}");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    std::thread::spawn(move || -> anyhow::Result<String> {
+        let f = std::fs::File::open(&ns_path)?;
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(request.as_bytes())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
+}

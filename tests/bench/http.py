@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""HTTP benchmark: the appliance beside nginx (sendfile, one worker), in one run, on the same
+namespace pair (a veth pair, MTU 1500). Each server is pinned to CPU 0, the clients to CPU 1.
+
+For each server it measures
+  (a) one client (curl -o /dev/null, curl's %{speed_download}) fetching a 1 GiB file,
+  (b) 32 clients at once fetching the 1 GiB file: aggregate MB/s (all bytes / wall time),
+  (c) 4 KiB requests a second with `wrk -t1 -c64 -d10s --latency`, and its p99 latency,
+and prints each figure for both, the ratio appliance/nginx, and the appliance's peak RSS
+(VmHWM) after start (it imports, hashes and copies the 1 GiB file), after (a), (b) and (c).
+The appliance serves the files as imported artifacts (/artifacts/SHA256), nginx from a
+directory; before measuring, each server's 4 KiB answer is checked against its sha256 and
+every transfer's status and length are checked. MB = 10^6 bytes.
+
+Usage: tests/bench/http.py [--binary target/release/provisioner] [--big-mib 1024]
+       [--small-kib 4] [--clients 32] [--seconds 10] [--connections 64] [--repeat 3]
+Needs root, curl, wrk, nginx (nginx-light or nginx; Debian 12 ships 1.22).
+Traffic stays inside the two namespaces it creates; it removes them, its temporary files
+and its processes (by PID) on exit.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SRV, CLI = f"pvt{os.getpid()}s", f"pvt{os.getpid()}c"
+SRV_IF, CLI_IF = "bench0", "bench1"
+SERVER_IP, CLIENT_IP = "10.216.0.1", "10.216.0.2"
+MTU = 1500
+BIG, SMALL = "bench-big.bin", "bench-small.bin"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def netns_exec(ns, *args):
+    return ["ip", "netns", "exec", ns, *args]
+
+
+def setup():
+    sh("ip", "netns", "add", SRV)
+    sh("ip", "netns", "add", CLI)
+    sh("ip", "link", "add", SRV_IF, "netns", SRV, "type", "veth", "peer", "name", CLI_IF, "netns", CLI)
+    sh("ip", "-n", SRV, "addr", "add", SERVER_IP + "/24", "dev", SRV_IF)
+    sh("ip", "-n", CLI, "addr", "add", CLIENT_IP + "/24", "dev", CLI_IF)
+    for ns, dev in ((SRV, SRV_IF), (CLI, CLI_IF)):
+        sh("ip", "-n", ns, "link", "set", dev, "mtu", str(MTU), "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def teardown():
+    for ns in (SRV, CLI):
+        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+
+
+def children(pid):
+    """PIDs of pid's children (nginx's workers), to be stopped with it."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+class Server:
+    def __init__(self, name, argv, work, ready, ready_s=30):
+        self.name, self.argv, self.work, self.ready, self.ready_s = name, argv, work, ready, ready_s
+        self.proc = None
+        self.kids = set()
+        self.log = os.path.join(work, f"{name}.log")
+
+    def start(self):
+        log = open(self.log, "w")
+        self.proc = subprocess.Popen(netns_exec(SRV, "taskset", "-c", "0", *self.argv),
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.time() + self.ready_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode}); "
+                                   f"see {self.log}")
+            if self.ready(self):
+                self.kids.update(children(self.proc.pid))
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s; see {self.log}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_kib(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.kids.update(children(self.proc.pid))
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # A worker its master left behind: only the PIDs recorded as this server's children.
+        for pid in self.kids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid in (1, self.proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def port_open(port):
+    out = subprocess.run(netns_exec(SRV, "ss", "-ltnH", f"sport = :{port}"),
+                         capture_output=True, text=True, timeout=10).stdout
+    return bool(out.strip())
+
+
+def make_file(path, size):
+    """Random bytes (nothing compresses them); returns the sha256 hex."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 4 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    os.chmod(path, 0o644)
+    return h.hexdigest()
+
+
+def appliance(binary, work, root, files, ready_s):
+    fw = os.path.join(work, "firmware")
+    os.makedirs(fw, exist_ok=True)
+    open(os.path.join(fw, "manifest.toml"), "w").close()  # no firmware: only the artifacts
+    data = os.path.join(work, "appliance-data")
+    shutil.rmtree(data, ignore_errors=True)
+    argv = [binary, "up", "--data-dir", data, "--firmware-dir", fw,
+            "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off",
+            "--discovery-kernel", os.path.join(root, BIG), "--discovery-initrd", os.path.join(root, SMALL)]
+    server = Server("appliance", argv, work, lambda s: "HTTP listening" in s.log_text(), ready_s)
+    base = f"http://{SERVER_IP}:8080/artifacts"
+    server.urls = {BIG: f"{base}/{files[BIG]}", SMALL: f"{base}/{files[SMALL]}"}
+    return server
+
+
+def nginx(work, root):
+    tmp = os.path.join(work, "nginx-tmp")
+    os.makedirs(tmp, exist_ok=True)
+    conf = os.path.join(work, "nginx.conf")
+    temps = "".join(f"    {k}_temp_path {tmp}/{k};\n"
+                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    with open(conf, "w") as f:
+        f.write(f"""user root;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    sendfile on;
+    access_log off;
+    default_type application/octet-stream;
+{temps}    server {{
+        listen {SERVER_IP}:80;
+        root {root};
+    }}
+}}
+""")
+    argv = ["nginx", "-p", work, "-e", os.path.join(work, "nginx-error.log"), "-c", conf,
+            "-g", "daemon off;"]
+    server = Server("nginx", argv, work, lambda s: port_open(80))
+    server.urls = {BIG: f"http://{SERVER_IP}/{BIG}", SMALL: f"http://{SERVER_IP}/{SMALL}"}
+    return server
+
+
+def run_bounded(argv, timeout):
+    """Runs argv in its own process group; on timeout kills that group. (rc, output, seconds)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        return None, out, time.monotonic() - t0
+    return p.returncode, out, time.monotonic() - t0
+
+
+def client(*argv):
+    return netns_exec(CLI, "taskset", "-c", "1", *argv)
+
+
+CURL_W = "%{http_code} %{size_download} %{speed_download}\\n"
+
+
+def check_small(args, url, out_dir, sha):
+    out = os.path.join(out_dir, "small.bin")
+    rc, text, _ = run_bounded(client("curl", "-sS", "-o", out, url), args.timeout)
+    got = hashlib.sha256(open(out, "rb").read()).hexdigest() if os.path.exists(out) else None
+    if os.path.exists(out):
+        os.remove(out)
+    if rc != 0 or got != sha:
+        raise RuntimeError(f"{url}: curl exit {rc}, sha256 {'differs' if got else 'none'}: "
+                           f"{(text or '').strip()[-200:]}")
+
+
+def fetch_one(args, url, size):
+    """One client, whole file to /dev/null; curl's average speed in MB/s."""
+    rc, text, _ = run_bounded(client("curl", "-sS", "-o", "/dev/null", "-w", CURL_W, url), args.timeout)
+    if rc is None:
+        raise RuntimeError(f"{url}: curl still running after {args.timeout} s")
+    m = re.search(r"^(\d+) (\d+) ([\d.]+)$", text or "", re.M)
+    if rc != 0 or not m or m.group(1) != "200" or int(m.group(2)) != size:
+        raise RuntimeError(f"{url}: curl exit {rc}: {(text or '').strip()[-200:]}")
+    return float(m.group(3)) / 1e6
+
+
+def fetch_many(args, url, size, n, out_dir):
+    """n clients at once; returns (aggregate MB/s, wall s, failures)."""
+    outs = [os.path.join(out_dir, f"c{i}") for i in range(n)]
+    lines = [f"(curl -sS -o /dev/null -w {shlex.quote(CURL_W)} {shlex.quote(url)} >{o}.out 2>&1;"
+             f" echo $? >{o}.rc) &" for o in outs]
+    rc, _, secs = run_bounded(client("sh", "-c", "\n".join(lines) + "\nwait\n"), args.timeout)
+    failures = [] if rc is not None else [f"clients still running after {args.timeout} s"]
+    total = 0
+    for i, o in enumerate(outs):
+        try:
+            crc = open(o + ".rc").read().strip()
+            text = open(o + ".out", errors="replace").read()
+        except OSError:
+            crc, text = "none", ""
+        m = re.search(r"^(\d+) (\d+) ([\d.]+)$", text, re.M)
+        if m:
+            total += int(m.group(2))
+        if crc != "0" or not m or m.group(1) != "200" or int(m.group(2)) != size:
+            failures.append(f"client {i}: exit {crc}: {text.strip()[-200:]}")
+        for p in (o + ".rc", o + ".out"):
+            if os.path.exists(p):
+                os.remove(p)
+    return total / secs / 1e6, secs, failures
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(args, url):
+    """(requests/s, p99 ms, problems) from wrk --latency."""
+    argv = client("wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s",
+                  "--latency", url)
+    rc, text, _ = run_bounded(argv, args.seconds + 60)
+    text = text or ""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+    if rc != 0 or not rps or not p99:
+        raise RuntimeError(f"wrk exit {rc}: {text.strip()[-300:]}")
+    problems = []
+    for pat in (r"Non-2xx or 3xx responses: \d+", r"Socket errors: [^\n]+"):
+        m = re.search(pat, text)
+        if m:
+            problems.append(m.group(0))
+    return float(rps.group(1)), to_ms(*p99.groups()), problems
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default="target/release/provisioner")
+    ap.add_argument("--big-mib", type=int, default=1024, help="size of the large file")
+    ap.add_argument("--small-kib", type=int, default=4, help="size of the file wrk asks for")
+    ap.add_argument("--clients", type=int, default=32, help="clients at once in (b)")
+    ap.add_argument("--seconds", type=int, default=10, help="wrk duration")
+    ap.add_argument("--connections", type=int, default=64, help="wrk connections")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of (a); the median is shown")
+    ap.add_argument("--repeat-many", type=int, default=1, help="runs of (b); the median is shown")
+    ap.add_argument("--timeout", type=int, default=180, help="seconds any one transfer step may take")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces)")
+    for tool in ("curl", "wrk", "nginx", "taskset", "ss"):
+        if not shutil.which(tool):
+            raise SystemExit(f"missing {tool}: apt-get install curl wrk nginx-light")
+    binary = os.path.abspath(args.binary)
+    if not os.access(binary, os.X_OK):
+        raise SystemExit(f"no appliance binary at {binary}: cargo build --release")
+    big_size, small_size = args.big_mib << 20, args.small_kib << 10
+    t_start, load0 = time.monotonic(), os.getloadavg()[0]
+    work = tempfile.mkdtemp(prefix="bench-http-")
+    results, notes = {}, []
+    try:
+        os.chmod(work, 0o755)
+        root = os.path.join(work, "root")
+        out_dir = os.path.join(work, "out")
+        os.mkdir(root, 0o755)
+        os.mkdir(out_dir)
+        files = {BIG: make_file(os.path.join(root, BIG), big_size),
+                 SMALL: make_file(os.path.join(root, SMALL), small_size)}
+        setup()
+        for name, make in (("appliance", lambda: appliance(binary, work, root, files,
+                                                           max(60, args.big_mib // 10))),
+                           ("nginx", lambda: nginx(work, root))):
+            server = make()
+            r = results[name] = {}
+            print(f"{name}:", flush=True)
+            step = "start"
+            try:
+                t0 = time.monotonic()
+                server.start()
+                r["ready_s"] = time.monotonic() - t0
+                r["rss0"] = server.peak_kib()
+                print(f"  ready in {r['ready_s']:.1f} s", flush=True)
+                step = "check"
+                check_small(args, server.urls[SMALL], out_dir, files[SMALL])
+                step = "(a)"
+                r["a"] = statistics.median(fetch_one(args, server.urls[BIG], big_size)
+                                           for _ in range(args.repeat))
+                r["rss_a"] = server.peak_kib()
+                print(f"  (a) 1 client: {r['a']:.0f} MB/s", flush=True)
+                step = "(b)"
+                runs = [fetch_many(args, server.urls[BIG], big_size, args.clients, out_dir)
+                        for _ in range(args.repeat_many)]
+                r["b"] = statistics.median(x[0] for x in runs)
+                failures = [f for x in runs for f in x[2]]
+                r["b_ok"] = args.clients - max(len(x[2]) for x in runs)
+                r["rss_b"] = server.peak_kib()
+                print(f"  (b) {args.clients} clients: {r['b']:.0f} MB/s in all "
+                      f"({statistics.median(x[1] for x in runs):.1f} s), {len(failures)} failed",
+                      flush=True)
+                for f in failures[:10]:
+                    print(f"      {f}", flush=True)
+                if failures:
+                    notes.append(f"{name} (b): {len(failures)} fetches failed; first: {failures[0]}")
+                step = "(c)"
+                r["rps"], r["p99"], problems = wrk(args, server.urls[SMALL])
+                r["rss_c"] = server.peak_kib()
+                print(f"  (c) {r['rps']:.0f} requests/s, p99 {r['p99']:.2f} ms"
+                      + (f"; {', '.join(problems)}" if problems else ""), flush=True)
+                for p in problems:
+                    notes.append(f"{name} (c): {p}")
+                if not server.alive():
+                    raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
+            except RuntimeError as e:
+                r["error"] = f"{step}: {e}"
+                notes.append(f"{name} {step}: {e}")
+                print(f"  FAILED: {e}", flush=True)
+            finally:
+                server.stop()
+                if name == "appliance":
+                    bad = [l for l in server.log_text().splitlines()
+                           if "panic" in l.lower() or " ERROR " in l]
+                    for l in bad[:5]:
+                        notes.append(f"appliance log: {l.strip()[:300]}")
+    finally:
+        teardown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    app, ngx = results.get("appliance", {}), results.get("nginx", {})
+
+    def cell(r, k, f):
+        return f % r[k] if r.get(k) is not None else "-"
+
+    def ratio(k):
+        return f"{app[k] / ngx[k]:.2f}" if app.get(k) and ngx.get(k) else "-"
+
+    print(f"\nHTTP benchmark (veth, MTU {MTU}; server on CPU 0, clients on CPU 1; "
+          f"MB = 10^6 bytes; (a) median of {args.repeat}, (b) median of {args.repeat_many}; "
+          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
+    print("| figure | appliance | nginx | appliance/nginx |")
+    print("|---|---|---|---|")
+    rows = (("a", f"(a) 1 client, {args.big_mib} MiB, MB/s", "%.0f"),
+            ("b", f"(b) {args.clients} clients x {args.big_mib} MiB, aggregate MB/s", "%.0f"),
+            ("rps", f"(c) {args.small_kib} KiB requests/s (wrk -t{args.threads} -c{args.connections} "
+                    f"-d{args.seconds}s)", "%.0f"),
+            ("p99", "(c) p99 latency, ms", "%.2f"))
+    for k, label, f in rows:
+        print(f"| {label} | {cell(app, k, f)} | {cell(ngx, k, f)} | {ratio(k)} |")
+    print(f"| (b) clients ok | {app.get('b_ok', '-')}/{args.clients} | "
+          f"{ngx.get('b_ok', '-')}/{args.clients} | |")
+    mib = lambda k: f"{app[k] / 1024:.1f} MiB" if app.get(k) else "-"
+    print(f"\nAppliance: ready in {cell(app, 'ready_s', '%.1f')} s (imports the {args.big_mib} MiB "
+          f"file); peak RSS (VmHWM) after start {mib('rss0')}, after (a) {mib('rss_a')}, "
+          f"after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
+    for n in notes:
+        print(f"- {n}")
+    print(f"\n(took {time.monotonic() - t_start:.0f} s)")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

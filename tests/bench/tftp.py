@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""TFTP benchmark: the appliance beside tftpd-hpa and dnsmasq, in one run, on the same
+namespace pair (a veth pair, MTU 1500). Each server is pinned to CPU 0, the clients to CPU 1.
+
+For each server it measures
+  (a) one client fetching a 64 MiB file at blksize 1468 (each block waits a round trip),
+  (b) 50 clients at once, each fetching a 1 MiB file: wall time and aggregate MB/s; every
+      client must succeed and its copy must match the file's sha256,
+and for the appliance only
+  (c) the 64 MiB file again with RFC 7440 windowsize 16 (tftpd-hpa and dnsmasq drop the
+      option from their OACK), after checking with `atftp --trace` that the OACK carries it.
+It prints MB/s (10^6 bytes a second) for each, the ratios appliance/tftpd-hpa, and the
+appliance's peak RSS (VmHWM) after start, after (a), (b) and (c): it must not grow with the
+file size or the number of clients.
+
+Usage: tests/bench/tftp.py [--binary target/release/provisioner] [--big-mib 64]
+       [--small-mib 1] [--clients 50] [--window 16] [--client atftp|curl] [--repeat 1]
+Needs root, atftp (atftp), curl, in.tftpd (tftpd-hpa), dnsmasq (dnsmasq-base).
+Traffic stays inside the two namespaces it creates; it removes them, its temporary files
+and its processes (by PID) on exit.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SRV, CLI = f"pvt{os.getpid()}s", f"pvt{os.getpid()}c"
+SRV_IF, CLI_IF = "bench0", "bench1"
+SERVER_IP, CLIENT_IP = "10.215.0.1", "10.215.0.2"
+MTU = 1500
+BLKSIZE = 1468  # what MTU 1500 carries: 1500 - 20 (IP) - 8 (UDP) - 4 (TFTP)
+BIG, SMALL = "bench-big.bin", "bench-small.bin"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def netns_exec(ns, *args):
+    return ["ip", "netns", "exec", ns, *args]
+
+
+def setup():
+    sh("ip", "netns", "add", SRV)
+    sh("ip", "netns", "add", CLI)
+    sh("ip", "link", "add", SRV_IF, "netns", SRV, "type", "veth", "peer", "name", CLI_IF, "netns", CLI)
+    sh("ip", "-n", SRV, "addr", "add", SERVER_IP + "/24", "dev", SRV_IF)
+    sh("ip", "-n", CLI, "addr", "add", CLIENT_IP + "/24", "dev", CLI_IF)
+    for ns, dev in ((SRV, SRV_IF), (CLI, CLI_IF)):
+        sh("ip", "-n", ns, "link", "set", dev, "mtu", str(MTU), "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def teardown():
+    for ns in (SRV, CLI):
+        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+
+
+class Server:
+    def __init__(self, name, argv, work, ready, ready_s=30):
+        self.name, self.argv, self.work, self.ready, self.ready_s = name, argv, work, ready, ready_s
+        self.proc = None
+        self.log = os.path.join(work, f"{name}.log")
+
+    def start(self):
+        log = open(self.log, "w")
+        self.proc = subprocess.Popen(netns_exec(SRV, "taskset", "-c", "0", *self.argv),
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.time() + self.ready_s
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode}); "
+                                   f"see {self.log}")
+            if self.ready(self):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s; see {self.log}")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_kib(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def port_open(port):
+    out = subprocess.run(netns_exec(SRV, "ss", "-lunH", f"sport = :{port}"),
+                         capture_output=True, text=True, timeout=10).stdout
+    return bool(out.strip())
+
+
+def make_file(path, size):
+    """Random bytes (nothing compresses or dedups them); returns the sha256 hex."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 1 << 20))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    os.chmod(path, 0o644)
+    return h.hexdigest()
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def appliance(binary, work, root, files):
+    with open(os.path.join(root, "manifest.toml"), "w") as f:
+        for name, sha in files.items():
+            f.write(f'[[binary]]\nname = "{name}"\narch = "bench"\npackage = "bench"\n'
+                    f'version = "1"\npath = "{name}"\nsha256 = "{sha}"\n\n')
+    data = os.path.join(work, "appliance-data")
+    shutil.rmtree(data, ignore_errors=True)
+    argv = [binary, "up", "--data-dir", data, "--firmware-dir", root,
+            "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off"]
+    return Server("appliance", argv, work, lambda s: "TFTP serving" in s.log_text())
+
+
+def tftpd_hpa(work, root):
+    return Server("tftpd-hpa", ["in.tftpd", "-L", "-s", root, "--address", f"{SERVER_IP}:69"],
+                  work, lambda s: port_open(69))
+
+
+def dnsmasq(work, root, clients):
+    argv = ["dnsmasq", "--port=0", "--enable-tftp", f"--tftp-root={root}", "--keep-in-foreground",
+            "--conf-file=/dev/null", "--user=root", f"--interface={SRV_IF}", "--bind-interfaces",
+            "--pid-file=", f"--log-facility={os.path.join(work, 'dnsmasq-internal.log')}",
+            # dnsmasq's default limit is 50 transfers at once; let every client in.
+            f"--tftp-max={max(50, clients + 5)}"]
+    return Server("dnsmasq", argv, work, lambda s: port_open(69))
+
+
+def client_argv(client, name, out, window=None):
+    if client == "curl" and window is None:
+        return ["curl", "-sS", "--tftp-blksize", str(BLKSIZE), "-o", out, f"tftp://{SERVER_IP}/{name}"]
+    argv = ["atftp", "--option", f"blksize {BLKSIZE}"]
+    if window:
+        argv += ["--option", f"windowsize {window}"]
+    return argv + ["-g", "-r", name, "-l", out, SERVER_IP]
+
+
+def run_bounded(argv, timeout):
+    """Runs argv in its own process group; on timeout kills that group. (rc, output, seconds)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        return None, out, time.monotonic() - t0
+    return p.returncode, out, time.monotonic() - t0
+
+
+def fetch_one(args, out_dir, name, size, sha, window=None):
+    """One client fetches `name`; returns MB/s. Raises if it fails or the copy differs."""
+    out = os.path.join(out_dir, "one.bin")
+    if os.path.exists(out):
+        os.remove(out)
+    argv = client_argv("atftp" if window else args.client, name, out, window)
+    rc, text, secs = run_bounded(netns_exec(CLI, "taskset", "-c", "1", *argv), args.timeout)
+    if rc is None:
+        raise RuntimeError(f"{name}: client still running after {args.timeout} s")
+    if rc != 0 or not os.path.exists(out):
+        raise RuntimeError(f"{name}: client exited {rc}: {text.strip()[-300:]}")
+    got = os.path.getsize(out)
+    if got != size or sha256_of(out) != sha:
+        raise RuntimeError(f"{name}: got {got} bytes, sha256 {'ok' if got == size else 'differs'}")
+    os.remove(out)
+    return size / secs / 1e6
+
+
+def fetch_many(args, out_dir, name, size, sha, n):
+    """n clients at once, each fetching `name`; returns (wall s, aggregate MB/s, failures)."""
+    outs = [os.path.join(out_dir, f"c{i}.bin") for i in range(n)]
+    for o in outs:
+        if os.path.exists(o):
+            os.remove(o)
+    lines = [f"({shlex.join(client_argv(args.client, name, o))} >{o}.log 2>&1; echo $? >{o}.rc) &"
+             for o in outs]
+    script = "\n".join(lines) + "\nwait\n"
+    rc, text, secs = run_bounded(netns_exec(CLI, "taskset", "-c", "1", "sh", "-c", script),
+                                 args.timeout)
+    failures = []
+    if rc is None:
+        failures.append(f"clients still running after {args.timeout} s")
+    for i, o in enumerate(outs):
+        try:
+            with open(o + ".rc") as f:
+                crc = f.read().strip()
+        except OSError:
+            crc = "none"
+        if crc != "0":
+            try:
+                with open(o + ".log", errors="replace") as f:
+                    why = f.read().strip()[-200:]
+            except OSError:
+                why = ""
+            failures.append(f"client {i}: exit {crc}: {why}")
+        elif not os.path.exists(o) or os.path.getsize(o) != size or sha256_of(o) != sha:
+            got = os.path.getsize(o) if os.path.exists(o) else 0
+            failures.append(f"client {i}: copy differs ({got} bytes)")
+        for p in (o, o + ".rc", o + ".log"):
+            if os.path.exists(p):
+                os.remove(p)
+    return secs, n * size / secs / 1e6, failures
+
+
+def check_window_oack(args, out_dir, name, window):
+    """Asks for windowsize with --trace and returns what the server's OACK said."""
+    out = os.path.join(out_dir, "trace.bin")
+    argv = ["atftp", "--trace", "--option", f"blksize {BLKSIZE}", "--option", f"windowsize {window}",
+            "-g", "-r", name, "-l", out, SERVER_IP]
+    rc, text, _ = run_bounded(netns_exec(CLI, "taskset", "-c", "1", *argv), args.timeout)
+    if os.path.exists(out):
+        os.remove(out)
+    m = re.search(r"received OACK <([^>]*)>", text or "")
+    return m.group(1) if m else f"no OACK (exit {rc})"
+
+
+def median_rate(fn, repeat):
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default="target/release/provisioner")
+    ap.add_argument("--big-mib", type=int, default=64, help="size of the single-client file")
+    ap.add_argument("--small-mib", type=float, default=1, help="size each of the many clients fetches")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--window", type=int, default=16, help="RFC 7440 windowsize for (c)")
+    ap.add_argument("--client", choices=("atftp", "curl"), default="atftp",
+                    help="client for (a) and (b); (c) always uses atftp")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of (a), (b) and (c); the median is shown")
+    ap.add_argument("--timeout", type=int, default=120, help="seconds any one transfer step may take")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces)")
+    for tool in ("atftp", "curl", "in.tftpd", "dnsmasq", "taskset", "ss"):
+        if not shutil.which(tool):
+            raise SystemExit(f"missing {tool}: apt-get install atftp curl tftpd-hpa dnsmasq-base")
+    binary = os.path.abspath(args.binary)
+    if not os.access(binary, os.X_OK):
+        raise SystemExit(f"no appliance binary at {binary}: cargo build --release")
+    big_size, small_size = args.big_mib << 20, int(args.small_mib * (1 << 20))
+    t_start, load0 = time.monotonic(), os.getloadavg()[0]
+    work = tempfile.mkdtemp(prefix="bench-tftp-")
+    results, notes = {}, []
+    try:
+        # tftpd-hpa drops to an unprivileged user after chroot: the tree must be readable.
+        os.chmod(work, 0o755)
+        root = os.path.join(work, "root")
+        out_dir = os.path.join(work, "out")
+        os.mkdir(root, 0o755)
+        os.mkdir(out_dir)
+        files = {BIG: make_file(os.path.join(root, BIG), big_size),
+                 SMALL: make_file(os.path.join(root, SMALL), small_size)}
+        setup()
+        for name, make in (("appliance", lambda: appliance(binary, work, root, files)),
+                           ("tftpd-hpa", lambda: tftpd_hpa(work, root)),
+                           ("dnsmasq", lambda: dnsmasq(work, root, args.clients))):
+            server = make()
+            r = results[name] = {}
+            print(f"{name}:", flush=True)
+            step = "start"
+            try:
+                server.start()
+                r["rss0"] = server.peak_kib()
+                step = "(a)"
+                r["a"] = median_rate(lambda: fetch_one(args, out_dir, BIG, big_size, files[BIG]),
+                                     args.repeat)
+                r["rss_a"] = server.peak_kib()
+                print(f"  (a) 1 client, {args.big_mib} MiB: {r['a']:.1f} MB/s", flush=True)
+                step = "(b)"
+                runs = [fetch_many(args, out_dir, SMALL, small_size, files[SMALL], args.clients)
+                        for _ in range(args.repeat)]
+                secs = statistics.median(x[0] for x in runs)
+                rate = args.clients * small_size / secs / 1e6
+                failures = [f for x in runs for f in x[2]]
+                worst = max(len([f for f in x[2] if f.startswith("client ")]) for x in runs)
+                r["b"] = (secs, rate, args.clients - worst)
+                r["rss_b"] = server.peak_kib()
+                print(f"  (b) {args.clients} clients: {secs:.2f} s, {rate:.1f} MB/s, "
+                      f"{len(failures)} failed in {args.repeat} runs", flush=True)
+                for f in failures[:10]:
+                    print(f"      {f}", flush=True)
+                if failures:
+                    notes.append(f"{name} (b): {len(failures)} of {args.clients} x {args.repeat} fetches failed; "
+                                 f"first: {failures[0]}")
+                if name == "appliance":
+                    step = "(c)"
+                    oack = check_window_oack(args, out_dir, SMALL, args.window)
+                    r["oack"] = oack
+                    print(f"  OACK to windowsize {args.window}: {oack}", flush=True)
+                    if f"windowsize:{args.window}," not in oack.replace(" ", "").replace("=", ":") + ",":
+                        notes.append(f"appliance: OACK did not grant windowsize {args.window}: {oack}")
+                    r["c"] = median_rate(lambda: fetch_one(args, out_dir, BIG, big_size, files[BIG],
+                                                           window=args.window), args.repeat)
+                    r["rss_c"] = server.peak_kib()
+                    print(f"  (c) windowsize {args.window}: {r['c']:.1f} MB/s", flush=True)
+                if not server.alive():
+                    raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
+            except RuntimeError as e:
+                r["error"] = f"{step}: {e}"
+                notes.append(f"{name} {step}: {e}")
+                print(f"  FAILED: {e}", flush=True)
+            finally:
+                server.stop()
+                if name == "appliance":
+                    panics = [l for l in server.log_text().splitlines()
+                              if "panic" in l.lower() or " ERROR " in l]
+                    for l in panics[:5]:
+                        notes.append(f"appliance log: {l.strip()[:300]}")
+    finally:
+        teardown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    def fmt(v, f="%.1f"):
+        return f % v if v is not None else "-"
+
+    base = results.get("tftpd-hpa", {})
+    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+    print(f"\nTFTP benchmark (veth, MTU {MTU}, blksize {BLKSIZE}, client {args.client}; server on "
+          f"CPU 0, clients on CPU 1; MB = 10^6 bytes; median of {args.repeat} runs; "
+          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
+    print(f"| server | (a) 1 client, {args.big_mib} MiB, MB/s | (a) ratio to tftpd-hpa | "
+          f"(b) {args.clients} clients x {args.small_mib:g} MiB: wall s | (b) aggregate MB/s | "
+          f"(b) ratio to tftpd-hpa | (b) clients ok | (c) windowsize {args.window}, MB/s | "
+          f"(c) ratio to tftpd-hpa (a) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        b = r.get("b")
+        print(f"| {name} | {fmt(r.get('a'))} | {ratio(r.get('a'), base.get('a'))} | "
+              f"{fmt(b[0] if b else None, '%.2f')} | {fmt(b[1] if b else None)} | "
+              f"{ratio(b[1] if b else None, base.get('b', (0, 0))[1])} | "
+              f"{f'{b[2]}/{args.clients}' if b else '-'} | {fmt(r.get('c'))} | "
+              f"{ratio(r.get('c'), base.get('a'))} |")
+    app = results.get("appliance", {})
+    mib = lambda k: f"{app[k] / 1024:.1f} MiB" if app.get(k) else "-"
+    print(f"\nAppliance peak RSS (VmHWM): after start {mib('rss0')}, after (a) {mib('rss_a')}, "
+          f"after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
+    for n in notes:
+        print(f"- {n}")
+    print(f"\n(took {time.monotonic() - t_start:.0f} s)")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
