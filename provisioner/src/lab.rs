@@ -192,11 +192,11 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             "tcg",
             "-no-reboot",
         ])
+        // -nographic: SeaBIOS and the NIC's iPXE ROM print to the serial line too.
         .args([
             "-m",
             &opts.memory_mib.to_string(),
-            "-display",
-            "none",
+            "-nographic",
             "-monitor",
             "none",
         ])

@@ -14,7 +14,7 @@ appliance's peak RSS (VmHWM) after start, after (a), (b) and (c): it must not gr
 file size or the number of clients.
 
 Usage: tests/bench/tftp.py [--binary target/release/provisioner] [--big-mib 64]
-       [--small-mib 1] [--clients 50] [--window 16] [--client atftp|curl] [--repeat 1]
+       [--small-mib 1] [--clients 50] [--window 16] [--client atftp|curl] [--repeat 3]
 Needs root, atftp (atftp), curl, in.tftpd (tftpd-hpa), dnsmasq (dnsmasq-base).
 Traffic stays inside the two namespaces it creates; it removes them, its temporary files
 and its processes (by PID) on exit.

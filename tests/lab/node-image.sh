@@ -64,7 +64,7 @@ trap 'rm -rf "$WORK"' EXIT
 # With no apt lists (or no network) it falls back to the newest cached .deb of that name.
 fetch() {
     local pkg=$1 ver file
-    ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+    ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1 || true)
     if [ -n "$ver" ]; then
         # apt-get download names files PKG_VERSION_ARCH.deb with ':' written as %3a
         file="$CACHE/${pkg}_${ver//:/%3a}_amd64.deb"
@@ -76,7 +76,7 @@ fetch() {
                 die "apt-get download $pkg=$ver failed (try apt-get update)"
         fi
     else
-        file=$(ls -1 "$CACHE/${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -n1 || true)
+        file=$(find "$CACHE" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort -V | tail -n1)
         [ -n "$file" ] || die "apt-cache knows no $pkg and none is cached (run apt-get update)"
         log "apt-cache knows no $pkg; using cached $(basename "$file")"
     fi
@@ -88,9 +88,10 @@ KPKG=${PROVISIONER_LAB_KERNEL_PKG:-}
 if [ -z "$KPKG" ]; then
     # The metapackage depends on exactly the current ABI's image package.
     KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null |
-           sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)
+           sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true)
     if [ -z "$KPKG" ]; then   # no apt lists: take the newest kernel in the cache
-        KPKG=$(ls -1 "$CACHE" 2>/dev/null | sed -n 's/^\(linux-image-6\.1\.0-[0-9]*-amd64\)_.*/\1/p' |
+        KPKG=$(find "$CACHE" -maxdepth 1 -name 'linux-image-6.1.0-*-amd64_*.deb' -printf '%f\n' |
+               sed -n 's/^\(linux-image-6\.1\.0-[0-9]*-amd64\)_.*/\1/p' |
                sort -V | tail -n1)
     fi
     [ -n "$KPKG" ] || die "cannot tell the kernel package (apt-get update, or set PROVISIONER_LAB_KERNEL_PKG)"
@@ -101,7 +102,7 @@ BDEB=$(fetch busybox-static)
 log "unpacking $(basename "$KDEB")"
 dpkg -x "$KDEB" "$WORK/kernel"
 dpkg -x "$BDEB" "$WORK/busybox"
-KVER=$(ls -1 "$WORK/kernel/lib/modules" | head -n1)
+KVER=$(find "$WORK/kernel/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | head -n1)
 MODDIR=$WORK/kernel/lib/modules/$KVER
 [ -f "$WORK/kernel/boot/vmlinuz-$KVER" ] || die "no vmlinuz-$KVER in $KDEB"
 [ -x "$WORK/busybox/bin/busybox" ] || die "no bin/busybox in $BDEB"
@@ -119,15 +120,15 @@ done
 # each module's own "depends=" (.modinfo) and order them dependencies first. A module that is
 # built in (modules.builtin) has no .ko and is skipped. virtio_pci is listed by itself because
 # virtio_net does not depend on it (it is the bus driver that finds the device).
-declare -A KO=() DONE=()
+declare -A KO=() SEEN=()
 while IFS= read -r f; do
     n=${f##*/}; n=${n%%.ko*}; KO[${n//-/_}]=$f
 done < <(find "$MODDIR/kernel" -name '*.ko*')
 ORDER=()
 add_module() {   # add_module NAME: add NAME after its dependencies
     local m=${1//-/_} dep deps f
-    [ -n "${DONE[$m]:-}" ] && return 0
-    DONE[$m]=1
+    [ -n "${SEEN[$m]:-}" ] && return 0
+    SEEN[$m]=1
     f=${KO[$m]:-}
     if [ -z "$f" ]; then
         grep -q "/${m}.ko$" "$MODDIR/modules.builtin" 2>/dev/null ||

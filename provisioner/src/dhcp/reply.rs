@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 
 use super::pxe::{BootServer, BootTarget, PxeRequest};
 use super::{RecvInfo, ReplyPorts};
@@ -10,6 +10,9 @@ use super::{RecvInfo, ReplyPorts};
 /// PXE vendor option 43, sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: the boot file in this
 /// packet is the one to use, skip boot-server discovery. Older PXE ROMs want it from a proxy.
 const PXE_DISCOVERY_CONTROL_USE_FILE: [u8; 4] = [6, 1, 8, 255];
+/// iPXE's encapsulated options (175) and, in them, NO_PXEDHCP (176).
+const IPXE_ENCAP: u8 = 175;
+const IPXE_NO_PXEDHCP: u8 = 176;
 
 /// A reply to `req` of type `t` from `server_id`, with the fields RFC 2131 says to copy.
 pub fn base(req: &Message, t: MessageType, server_id: Ipv4Addr) -> Message {
@@ -77,6 +80,14 @@ pub fn add_boot(
         m.opts_mut().insert(DhcpOption::VendorExtensions(
             PXE_DISCOVERY_CONTROL_USE_FILE.to_vec(),
         ));
+    }
+    if !proxy && matches!(target, BootTarget::IpxeScript { .. }) {
+        // iPXE's own option space (175), NO_PXEDHCP (176) = 1: this server gave the boot
+        // file, so iPXE need not wait seconds for ProxyDHCP offers that will not come.
+        m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(IPXE_ENCAP),
+            vec![IPXE_NO_PXEDHCP, 1, 1],
+        )));
     }
     if let Some(uuid) = &pxe.uuid {
         m.opts_mut()

@@ -508,6 +508,10 @@ fn pxe_clients_get_boot_files_by_architecture_in_full_mode() {
         reply(&o).msg.fname_str().unwrap().unwrap(),
         "http://10.0.0.1:8080/boot/52-54-00-00-00-04.ipxe"
     );
+    assert!(
+        opt(&o, OptionCode::from(175)).is_some(),
+        "iPXE is told not to wait for ProxyDHCP"
+    );
     assert_eq!(
         opt(&o, OptionCode::ClientMachineIdentifier),
         Some(&DhcpOption::ClientMachineIdentifier(vec![0, 1, 2, 3]))

@@ -1,0 +1,189 @@
+//! The virtual rack boots real firmware: a BIOS node (SeaBIOS + the NIC's iPXE ROM) and a
+//! UEFI node (OVMF's own PXE client, which must fetch ipxe.efi over TFTP) network-boot from
+//! the appliance into a kernel and initramfs built by `tests/lab/node-image.sh`, whose /init
+//! takes an address by DHCP, reads provisioner.url from /proc/cmdline and calls back.
+//! Needs root, QEMU, OVMF; the image build downloads a Debian kernel package once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::{appliance, require};
+
+/// One QEMU at a time: these machines have two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The node image, built once into target/lab-image.
+fn node_image() -> (PathBuf, PathBuf) {
+    let out = workspace().join("target/lab-image");
+    let status = Command::new("bash")
+        .arg(workspace().join("tests/lab/node-image.sh"))
+        .arg(&out)
+        .status()
+        .expect("run node-image.sh");
+    assert!(status.success(), "node-image.sh failed");
+    (out.join("vmlinuz"), out.join("initrd.img"))
+}
+
+/// The firmware set, fetched from Debian's ipxe package if not yet present.
+fn firmware_dir() -> PathBuf {
+    let dir = workspace().join("firmware");
+    if !dir.join("undionly.kpxe").is_file() || !dir.join("ipxe.efi").is_file() {
+        let status = Command::new("bash")
+            .arg(dir.join("fetch.sh"))
+            .status()
+            .expect("run firmware/fetch.sh");
+        assert!(status.success(), "firmware/fetch.sh failed");
+    }
+    dir
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn boot(firmware: &str, memory: &str) -> (serde_json::Value, String, PathBuf, tempfile::TempDir) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (kernel, initrd) = node_image();
+    let fw = firmware_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(appliance())
+        .args([
+            "lab",
+            "--nodes",
+            "1",
+            "--firmware",
+            firmware,
+            "--memory",
+            memory,
+            "--timeout",
+            "300",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--firmware-dir")
+        .arg(&fw)
+        .arg("--discovery-kernel")
+        .arg(&kernel)
+        .arg("--discovery-initrd")
+        .arg(&initrd)
+        .output()
+        .expect("run provisioner lab");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "provisioner lab failed:\n{log}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let node = summary[0].clone();
+    let console = std::fs::read_to_string(dir.path().join("node0.console")).unwrap_or_default();
+    assert!(
+        node["exited"] == true,
+        "the node did not power off by itself:\n{console}\n{}",
+        std::fs::read_to_string(dir.path().join("appliance.log")).unwrap_or_default()
+    );
+    (node, console, kernel, dir)
+}
+
+fn details(node: &serde_json::Value) -> Vec<String> {
+    node["api"]["events"]
+        .as_array()
+        .map(|evs| {
+            evs.iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["kind"].as_str().unwrap_or(""),
+                        e["detail"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_booted(node: &serde_json::Value, console: &str, kernel: &Path) {
+    assert!(
+        console.contains("PROVISIONER-NODE up ip=10.99.0."),
+        "{console}"
+    );
+    assert!(console.contains("url=http://10.99.0.1:8080"), "{console}");
+    assert!(
+        console.contains("PROVISIONER-NODE callback ok"),
+        "{console}"
+    );
+    let ev = details(node);
+    let has = |needle: &str| ev.iter().any(|e| e.contains(needle));
+    assert!(has("dhcp ACK 10.99.0."), "{ev:#?}");
+    assert!(has("http GET /boot/52-54-00-99-00-00.ipxe"), "{ev:#?}");
+    assert!(
+        has(&format!("http GET /artifacts/{}", sha256(kernel))),
+        "{ev:#?}"
+    );
+    assert!(has("(callback)"), "{ev:#?}");
+}
+
+#[test]
+fn a_bios_node_boots_from_the_appliance() {
+    if !require(&[
+        ("ip", "iproute2"),
+        ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
+        ("cpio", "cpio"),
+    ]) {
+        return;
+    }
+    let (node, console, kernel, _dir) = boot("bios", "512");
+    assert!(
+        console.contains("iPXE"),
+        "the NIC's iPXE ROM ran:\n{console}"
+    );
+    assert_booted(&node, &console, &kernel);
+}
+
+#[test]
+fn a_uefi_node_gets_ipxe_over_tftp_by_its_architecture() {
+    if !require(&[
+        ("ip", "iproute2"),
+        ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu ovmf"),
+        ("cpio", "cpio"),
+    ]) {
+        return;
+    }
+    assert!(
+        Path::new("/usr/share/OVMF/OVMF_CODE.fd").is_file() || std::env::var("CI").is_err(),
+        "OVMF missing (apt-get install ovmf)"
+    );
+    if !Path::new("/usr/share/OVMF/OVMF_CODE.fd").is_file() {
+        eprintln!("SKIPPED: OVMF missing (apt-get install ovmf)");
+        return;
+    }
+    let (node, console, kernel, _dir) = boot("uefi", "1024");
+    assert!(
+        console.contains("Start PXE over IPv4"),
+        "OVMF's own PXE ran:\n{console}"
+    );
+    let ev = details(&node);
+    let size = std::fs::metadata(workspace().join("firmware/ipxe.efi"))
+        .unwrap()
+        .len();
+    assert!(
+        ev.iter().any(|e| e == "dhcp ACK 10.99.0.100 file=ipxe.efi"),
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e == &format!("tftp RRQ ipxe.efi sent {size} bytes")),
+        "{ev:#?}"
+    );
+    assert_booted(&node, &console, &kernel);
+}
