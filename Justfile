@@ -8,15 +8,35 @@ run:
 test:
     cargo test --workspace
 
-# The lab tests alone, with their output.
-lab:
-    cargo test --test lab_dhcp -- --nocapture
+# The virtual rack: N QEMU nodes booting from the appliance (root). Builds the test node image.
+lab nodes="2" firmware="bios":
+    cargo build --release
+    bash firmware/fetch.sh
+    bash tests/lab/node-image.sh target/lab-image
+    target/release/provisioner lab --nodes {{nodes}} --firmware {{firmware}} --discovery-kernel target/lab-image/vmlinuz --discovery-initrd target/lab-image/initrd.img
+
+# The lab tests alone, with their output (root).
+lab-test:
+    cargo test --test lab_dhcp --test lab_boot -- --nocapture
+
+# Fetch the network-boot binaries of firmware/manifest.toml from Debian's ipxe package.
+firmware:
+    bash firmware/fetch.sh
 
 # perfdhcp against the appliance, Kea and dnsmasq, plain and with PXE options (root).
 bench-dhcp:
     cargo build --release
     python3 tests/bench/dhcp.py
     python3 tests/bench/dhcp.py --pxe
+
+# TFTP against tftpd-hpa and dnsmasq; HTTP against nginx (root).
+bench-tftp:
+    cargo build --release
+    python3 tests/bench/tftp.py
+
+bench-http:
+    cargo build --release
+    python3 tests/bench/http.py
 
 # Fuzz the DHCP packet path for five minutes.
 fuzz:
