@@ -187,3 +187,83 @@ fn a_uefi_node_gets_ipxe_over_tftp_by_its_architecture() {
     );
     assert_booted(&node, &console, &kernel);
 }
+
+#[test]
+fn ctrl_c_removes_the_whole_lab() {
+    if !require(&[
+        ("ip", "iproute2"),
+        ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
+        ("cpio", "cpio"),
+    ]) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (kernel, initrd) = node_image();
+    let fw = firmware_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("lab.log");
+    let mut child = Command::new(appliance())
+        .args(["lab", "--nodes", "2", "--timeout", "300"])
+        .arg("--dir")
+        .arg(dir.path().join("lab"))
+        .arg("--firmware-dir")
+        .arg(&fw)
+        .arg("--discovery-kernel")
+        .arg(&kernel)
+        .arg("--discovery-initrd")
+        .arg(&initrd)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("lab.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let ns = format!("pvlab{}", child.id());
+    let up = common::wait_for(std::time::Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.matches("node powered on").count() == 2).then_some(())
+    });
+    if up.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nodes did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let exited = common::wait_for(std::time::Duration::from_secs(30), || {
+        child.try_wait().ok().flatten()
+    });
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(exited.is_some(), "lab still running 30 s after Ctrl-C");
+    let namespaces = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!namespaces.contains(&ns), "{ns} left behind: {namespaces}");
+    // No QEMU or appliance of this lab is left: their consoles stop growing.
+    let console = dir.path().join("lab/node0.console");
+    let before = std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0),
+        before
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("interrupted"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}

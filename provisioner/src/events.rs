@@ -133,14 +133,6 @@ fn parse_arp(text: &str, ip: Ipv4Addr) -> Option<MacAddr> {
     })
 }
 
-pub fn kind_label(k: EventKind) -> &'static str {
-    match k {
-        EventKind::Dhcp => "dhcp",
-        EventKind::Tftp => "tftp",
-        EventKind::Http => "http",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
