@@ -70,7 +70,8 @@ async fn start() -> Running {
         iface: 0,
         port: Port::Dhcp,
     }];
-    let (events, writer) = Events::new(pool.clone(), Neighbors::default());
+    let journal = store::open_journal(dir.path()).await.unwrap();
+    let (events, writer) = Events::new(journal, Neighbors::default());
     tokio::spawn(writer);
     let task = tokio::spawn(provisioner::dhcp::serve(
         server,

@@ -49,7 +49,8 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let artifacts = ArtifactStore::open(&config.data_dir)?;
     let discovery = import_discovery(&config, &artifacts).await?;
 
-    let (events, event_writer) = Events::new(pool.clone(), Neighbors::default());
+    let journal = store::open_journal(&config.data_dir).await?;
+    let (events, event_writer) = Events::new(journal.clone(), Neighbors::default());
     let event_task = tokio::spawn(event_writer);
 
     let http_listener = TcpListener::bind(config.http_listen)
@@ -67,6 +68,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         store: pool.clone(),
         metrics: metrics.clone(),
         events: events.clone(),
+        journal: journal.clone(),
         boot: boot.clone(),
     };
     let token = shutdown.clone();
@@ -127,6 +129,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     while tasks.join_next().await.is_some() {}
     // Every sender is gone with its server: the writer drains what is queued and ends.
     let _ = event_task.await;
+    journal.close().await;
     pool.close().await;
     info!("stopped");
     Ok(())

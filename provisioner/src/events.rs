@@ -80,15 +80,13 @@ async fn write_loop(mut rx: mpsc::Receiver<BootEvent>, store: store::Pool) {
         }
         batch.clear();
         // Let events gather: one transaction per tick, not per packet.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn write(store: &store::Pool, batch: &[BootEvent]) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    for ev in batch {
-        store::nodes::record(&mut tx, ev).await?;
-    }
+    store::nodes::record(&mut tx, batch).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -153,9 +151,7 @@ mod tests {
     #[tokio::test]
     async fn events_reach_the_store_in_batches() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::store::open(dir.path(), crate::config::SyncMode::Normal)
-            .await
-            .unwrap();
+        let pool = crate::store::open_journal(dir.path()).await.unwrap();
         let (events, writer) = Events::new(pool.clone(), Neighbors::default());
         let task = tokio::spawn(writer);
         let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();

@@ -290,6 +290,10 @@ def main():
     try:
         # tftpd-hpa drops to an unprivileged user after chroot: the tree must be readable.
         os.chmod(work, 0o755)
+        # A copy: a rebuild during the run must not change the binary under test.
+        shutil.copy2(binary, os.path.join(work, "provisioner"))
+        binary = os.path.join(work, "provisioner")
+        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(binary)))
         root = os.path.join(work, "root")
         out_dir = os.path.join(work, "out")
         os.mkdir(root, 0o755)
@@ -380,6 +384,7 @@ def main():
     mib = lambda k: f"{app[k] / 1024:.1f} MiB" if app.get(k) else "-"
     print(f"\nAppliance peak RSS (VmHWM): after start {mib('rss0')}, after (a) {mib('rss_a')}, "
           f"after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
+    print(f"\nAppliance binary: {args.binary}, built {built}")
     for n in notes:
         print(f"- {n}")
     print(f"\n(took {time.monotonic() - t_start:.0f} s)")

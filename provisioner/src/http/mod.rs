@@ -27,6 +27,8 @@ pub struct AppState {
     pub store: store::Pool,
     pub metrics: Arc<Metrics>,
     pub events: crate::events::Events,
+    /// The boot journal: nodes seen and their boot events.
+    pub journal: store::Pool,
     pub boot: boot::Boot,
 }
 

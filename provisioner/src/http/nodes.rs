@@ -13,7 +13,7 @@ use crate::store::nodes::{EventKind, EventRow, NodeRow};
 use crate::types::MacAddr;
 
 pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<NodeRow>>, ApiError> {
-    Ok(Json(crate::store::nodes::list(&st.store).await?))
+    Ok(Json(crate::store::nodes::list(&st.journal).await?))
 }
 
 #[derive(Serialize)]
@@ -46,7 +46,7 @@ pub async fn get(
             format!("GET /api/v1/nodes/{mac} (callback)"),
         );
     }
-    match crate::store::nodes::get(&st.store, mac).await? {
+    match crate::store::nodes::get(&st.journal, mac).await? {
         Some((node, events)) => Ok(Json(NodeView { node, events }).into_response()),
         None => Ok((
             StatusCode::NOT_FOUND,

@@ -36,11 +36,26 @@ pub enum StoreError {
 
 /// Opens (creating if needed) `DATA_DIR/provisioner.db` and brings its schema up to date.
 pub async fn open(data_dir: &Path, sync: SyncMode) -> Result<Pool, StoreError> {
+    let pool = open_file(data_dir, "provisioner.db", sync).await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Opens `DATA_DIR/journal.db`, the boot journal (nodes seen, boot events). It is a separate
+/// file so that its stream of writes never shares SQLite's one write lock with the leases;
+/// it commits without fsync: a power cut may lose the last events, never a lease.
+pub async fn open_journal(data_dir: &Path) -> Result<Pool, StoreError> {
+    let pool = open_file(data_dir, "journal.db", SyncMode::Normal).await?;
+    sqlx::migrate!("./migrations-journal").run(&pool).await?;
+    Ok(pool)
+}
+
+async fn open_file(data_dir: &Path, name: &str, sync: SyncMode) -> Result<Pool, StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
-    let path = data_dir.join("provisioner.db");
+    let path = data_dir.join(name);
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .map_err(|source| StoreError::Open {
             path: path.display().to_string(),
@@ -63,6 +78,5 @@ pub async fn open(data_dir: &Path, sync: SyncMode) -> Result<Pool, StoreError> {
             path: path.display().to_string(),
             source,
         })?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
     Ok(pool)
 }

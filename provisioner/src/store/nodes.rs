@@ -3,7 +3,9 @@
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{Pool, StoreError};
 use crate::types::MacAddr;
@@ -53,28 +55,48 @@ pub struct EventRow {
     pub detail: String,
 }
 
-/// Records `ev` in the caller's transaction: the node row is created or touched, the event
-/// appended.
-pub async fn record(conn: &mut SqliteConnection, ev: &BootEvent) -> Result<(), StoreError> {
-    let secs = ev.at_ms / 1000;
-    let mac = ev.mac.to_string();
-    sqlx::query(
-        "INSERT INTO nodes (mac, first_seen, last_seen, last_ip) VALUES (?1, ?2, ?2, ?3)
-         ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen,
-            last_ip = COALESCE(excluded.last_ip, nodes.last_ip)",
-    )
-    .bind(&mac)
-    .bind(secs)
-    .bind(ev.ip.map(|ip| ip.to_string()))
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO boot_events (mac, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)")
-        .bind(&mac)
-        .bind(ev.at_ms)
-        .bind(ev.kind.as_str())
-        .bind(&ev.detail)
-        .execute(&mut *conn)
-        .await?;
+/// Rows per multi-row INSERT: well under SQLite's limit on bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Records `events` in the caller's transaction: each node row is created or touched once,
+/// the events appended, a few hundred rows per statement (a busy boot network sends
+/// thousands a second).
+pub async fn record(conn: &mut SqliteConnection, events: &[BootEvent]) -> Result<(), StoreError> {
+    let mut latest: HashMap<MacAddr, (i64, Option<Ipv4Addr>)> = HashMap::new();
+    for ev in events {
+        let e = latest.entry(ev.mac).or_insert((ev.at_ms / 1000, ev.ip));
+        e.0 = e.0.max(ev.at_ms / 1000);
+        if ev.ip.is_some() {
+            e.1 = ev.ip;
+        }
+    }
+    let nodes: Vec<_> = latest.into_iter().collect();
+    for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO nodes (mac, first_seen, last_seen, last_ip) ");
+        q.push_values(chunk, |mut row, (mac, (secs, ip))| {
+            row.push_bind(mac.to_string())
+                .push_bind(*secs)
+                .push_bind(*secs)
+                .push_bind(ip.map(|ip| ip.to_string()));
+        });
+        q.push(
+            " ON CONFLICT (mac) DO UPDATE SET last_seen = MAX(nodes.last_seen, excluded.last_seen), \
+             last_ip = COALESCE(excluded.last_ip, nodes.last_ip)",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO boot_events (mac, at_ms, kind, detail) ");
+        q.push_values(chunk, |mut row, ev| {
+            row.push_bind(ev.mac.to_string())
+                .push_bind(ev.at_ms)
+                .push_bind(ev.kind.as_str())
+                .push_bind(ev.detail.clone());
+        });
+        q.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

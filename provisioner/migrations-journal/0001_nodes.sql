@@ -1,3 +1,5 @@
+-- The boot journal lives in its own SQLite file (journal.db): a busy boot network writes
+-- thousands of events a second, and they must never wait on, or delay, a lease commit.
 -- Nodes seen on the provisioning network, and what happened to each while it booted:
 -- every DHCP exchange, TFTP transfer and HTTP fetch, against its MAC.
 CREATE TABLE nodes (
