@@ -14,6 +14,7 @@ every transfer's status and length are checked. MB = 10^6 bytes.
 
 Usage: tests/bench/http.py [--binary target/release/provisioner] [--big-mib 1024]
        [--small-kib 4] [--clients 32] [--seconds 10] [--connections 64] [--repeat 3]
+       [--rounds 1]
 Needs root, curl, wrk, nginx (nginx-light or nginx; Debian 12 ships 1.22).
 Traffic stays inside the two namespaces it creates; it removes them, its temporary files
 and its processes (by PID) on exit.
@@ -87,13 +88,12 @@ class Server:
         deadline = time.time() + self.ready_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode}); "
-                                   f"see {self.log}")
+                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode})")
             if self.ready(self):
                 self.kids.update(children(self.proc.pid))
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s; see {self.log}")
+        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -289,6 +289,66 @@ def wrk(args, url):
     return float(rps.group(1)), to_ms(*p99.groups()), problems
 
 
+def measure(args, name, server, r, notes, rnd, out_dir, files, big_size):
+    """One round on one server: check, (a), (b), (c). Appends to r."""
+    def peak(key):
+        v = server.peak_kib()
+        if v is not None:
+            r[key] = max(r.get(key, 0), v)
+
+    print(f"{name} (round {rnd + 1}/{args.rounds}):", flush=True)
+    step = "start"
+    try:
+        t0 = time.monotonic()
+        server.start()
+        r["ready_s"].append(time.monotonic() - t0)
+        peak("rss0")
+        print(f"  ready in {r['ready_s'][-1]:.1f} s", flush=True)
+        step = "check"
+        check_small(args, server.urls[SMALL], out_dir, files[SMALL])
+        step = "(a)"
+        for _ in range(args.repeat):
+            r["a"].append(fetch_one(args, server.urls[BIG], big_size))
+        peak("rss_a")
+        print(f"  (a) 1 client: {' '.join(f'{x:.0f}' for x in r['a'][-args.repeat:])} MB/s",
+              flush=True)
+        step = "(b)"
+        rate, secs, failures = fetch_many(args, server.urls[BIG], big_size, args.clients, out_dir)
+        r["b"].append(rate)
+        r["b_ok"] = min(r["b_ok"], args.clients - len(failures))
+        peak("rss_b")
+        print(f"  (b) {args.clients} clients: {rate:.0f} MB/s in all ({secs:.1f} s), "
+              f"{len(failures)} failed", flush=True)
+        for f in failures[:10]:
+            print(f"      {f}", flush=True)
+        if failures:
+            notes.append(f"{name} (b): {len(failures)} fetches failed; first: {failures[0]}")
+        step = "(c)"
+        rps, p99, problems = wrk(args, server.urls[SMALL])
+        r["rps"].append(rps)
+        r["p99"].append(p99)
+        peak("rss_c")
+        print(f"  (c) {rps:.0f} requests/s, p99 {p99:.2f} ms"
+              + (f"; {', '.join(problems)}" if problems else ""), flush=True)
+        for p in problems:
+            notes.append(f"{name} (c): {p}")
+        if not server.alive():
+            raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
+    except RuntimeError as e:
+        r["error"] = f"{step}: {e}"
+        # The log goes with the temporary directory: keep its end in the report.
+        tail = " | ".join(server.log_text().strip().splitlines()[-3:])[-400:]
+        notes.append(f"{name} {step}: {e}" + (f"; log ends: {tail}" if tail else ""))
+        print(f"  FAILED: {e}", flush=True)
+    finally:
+        server.stop()
+        if name == "appliance":
+            bad = [l for l in server.log_text().splitlines()
+                   if "panic" in l.lower() or " ERROR " in l]
+            for l in bad[:5]:
+                notes.append(f"appliance log: {l.strip()[:300]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default="target/release/provisioner")
@@ -298,8 +358,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=10, help="wrk duration")
     ap.add_argument("--connections", type=int, default=64, help="wrk connections")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of (a); the median is shown")
-    ap.add_argument("--repeat-many", type=int, default=1, help="runs of (b); the median is shown")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of (a) a round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="times the whole server sequence runs (spreads a busy machine's noise "
+                         "over both servers); medians over every run are shown")
     ap.add_argument("--timeout", type=int, default=180, help="seconds any one transfer step may take")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -313,7 +375,7 @@ def main():
     big_size, small_size = args.big_mib << 20, args.small_kib << 10
     t_start, load0 = time.monotonic(), os.getloadavg()[0]
     work = tempfile.mkdtemp(prefix="bench-http-")
-    results, notes = {}, []
+    results, notes, built = {}, [], "?"
     try:
         os.chmod(work, 0o755)
         # A copy: a rebuild during the run must not change the binary under test.
@@ -327,65 +389,25 @@ def main():
         files = {BIG: make_file(os.path.join(root, BIG), big_size),
                  SMALL: make_file(os.path.join(root, SMALL), small_size)}
         setup()
-        for name, make in (("appliance", lambda: appliance(binary, work, root, files,
-                                                           max(60, args.big_mib // 10))),
-                           ("nginx", lambda: nginx(work, root))):
-            server = make()
-            r = results[name] = {}
-            print(f"{name}:", flush=True)
-            step = "start"
-            try:
-                t0 = time.monotonic()
-                server.start()
-                r["ready_s"] = time.monotonic() - t0
-                r["rss0"] = server.peak_kib()
-                print(f"  ready in {r['ready_s']:.1f} s", flush=True)
-                step = "check"
-                check_small(args, server.urls[SMALL], out_dir, files[SMALL])
-                step = "(a)"
-                r["a"] = statistics.median(fetch_one(args, server.urls[BIG], big_size)
-                                           for _ in range(args.repeat))
-                r["rss_a"] = server.peak_kib()
-                print(f"  (a) 1 client: {r['a']:.0f} MB/s", flush=True)
-                step = "(b)"
-                runs = [fetch_many(args, server.urls[BIG], big_size, args.clients, out_dir)
-                        for _ in range(args.repeat_many)]
-                r["b"] = statistics.median(x[0] for x in runs)
-                failures = [f for x in runs for f in x[2]]
-                r["b_ok"] = args.clients - max(len(x[2]) for x in runs)
-                r["rss_b"] = server.peak_kib()
-                print(f"  (b) {args.clients} clients: {r['b']:.0f} MB/s in all "
-                      f"({statistics.median(x[1] for x in runs):.1f} s), {len(failures)} failed",
-                      flush=True)
-                for f in failures[:10]:
-                    print(f"      {f}", flush=True)
-                if failures:
-                    notes.append(f"{name} (b): {len(failures)} fetches failed; first: {failures[0]}")
-                step = "(c)"
-                r["rps"], r["p99"], problems = wrk(args, server.urls[SMALL])
-                r["rss_c"] = server.peak_kib()
-                print(f"  (c) {r['rps']:.0f} requests/s, p99 {r['p99']:.2f} ms"
-                      + (f"; {', '.join(problems)}" if problems else ""), flush=True)
-                for p in problems:
-                    notes.append(f"{name} (c): {p}")
-                if not server.alive():
-                    raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
-            except RuntimeError as e:
-                r["error"] = f"{step}: {e}"
-                notes.append(f"{name} {step}: {e}")
-                print(f"  FAILED: {e}", flush=True)
-            finally:
-                server.stop()
-                if name == "appliance":
-                    bad = [l for l in server.log_text().splitlines()
-                           if "panic" in l.lower() or " ERROR " in l]
-                    for l in bad[:5]:
-                        notes.append(f"appliance log: {l.strip()[:300]}")
+        servers = (("appliance", lambda: appliance(binary, work, root, files,
+                                                   max(60, args.big_mib // 10))),
+                   ("nginx", lambda: nginx(work, root)))
+        results = {name: {"a": [], "b": [], "rps": [], "p99": [], "ready_s": [],
+                          "b_ok": args.clients} for name, _ in servers}
+        for rnd in range(args.rounds):
+            for name, make in servers:
+                if "error" in results[name]:
+                    continue
+                measure(args, name, make(), results[name], notes, rnd, out_dir, files,
+                        big_size)
     finally:
         teardown()
         shutil.rmtree(work, ignore_errors=True)
 
-    app, ngx = results.get("appliance", {}), results.get("nginx", {})
+    med = lambda xs: statistics.median(xs) if xs else None
+    summary = {name: {k: med(r[k]) for k in ("a", "b", "rps", "p99", "ready_s")}
+               for name, r in results.items()}
+    app, ngx = summary.get("appliance", {}), summary.get("nginx", {})
 
     def cell(r, k, f):
         return f % r[k] if r.get(k) is not None else "-"
@@ -393,9 +415,9 @@ def main():
     def ratio(k):
         return f"{app[k] / ngx[k]:.2f}" if app.get(k) and ngx.get(k) else "-"
 
-    print(f"\nHTTP benchmark (veth, MTU {MTU}; server on CPU 0, clients on CPU 1; "
-          f"MB = 10^6 bytes; (a) median of {args.repeat}, (b) median of {args.repeat_many}; "
-          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
+    print(f"\nHTTP benchmark (veth, MTU {MTU}; server on CPU 0, clients on CPU 1; MB = 10^6 "
+          f"bytes; medians over {args.rounds} rounds: (a) {args.repeat} runs a round, (b) and (c) "
+          f"one; 1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
     print("| figure | appliance | nginx | appliance/nginx |")
     print("|---|---|---|---|")
     rows = (("a", f"(a) 1 client, {args.big_mib} MiB, MB/s", "%.0f"),
@@ -405,12 +427,19 @@ def main():
             ("p99", "(c) p99 latency, ms", "%.2f"))
     for k, label, f in rows:
         print(f"| {label} | {cell(app, k, f)} | {cell(ngx, k, f)} | {ratio(k)} |")
-    print(f"| (b) clients ok | {app.get('b_ok', '-')}/{args.clients} | "
-          f"{ngx.get('b_ok', '-')}/{args.clients} | |")
-    mib = lambda k: f"{app[k] / 1024:.1f} MiB" if app.get(k) else "-"
+    ok = lambda n: f"{results[n]['b_ok']}/{args.clients}" if results.get(n, {}).get("b") else "-"
+    print(f"| (b) clients ok (worst run) | {ok('appliance')} | {ok('nginx')} | |")
+    print("\nEvery run:")
+    for name, r in results.items():
+        print(f"- {name}: (a) {' '.join(f'{x:.0f}' for x in r['a']) or '-'} MB/s; "
+              f"(b) {' '.join(f'{x:.0f}' for x in r['b']) or '-'} MB/s; "
+              f"(c) {' '.join(f'{x:.0f}' for x in r['rps']) or '-'} requests/s, p99 "
+              f"{' '.join(f'{x:.2f}' for x in r['p99']) or '-'} ms")
+    a = results.get("appliance", {})
+    mib = lambda k: f"{a[k] / 1024:.1f} MiB" if a.get(k) else "-"
     print(f"\nAppliance: ready in {cell(app, 'ready_s', '%.1f')} s (imports the {args.big_mib} MiB "
-          f"file); peak RSS (VmHWM) after start {mib('rss0')}, after (a) {mib('rss_a')}, "
-          f"after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
+          f"file); peak RSS (VmHWM, largest over rounds) after start {mib('rss0')}, after (a) "
+          f"{mib('rss_a')}, after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
     print(f"\nAppliance binary: {args.binary}, built {built}")
     for n in notes:
         print(f"- {n}")

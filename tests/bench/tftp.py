@@ -14,7 +14,8 @@ appliance's peak RSS (VmHWM) after start, after (a), (b) and (c): it must not gr
 file size or the number of clients.
 
 Usage: tests/bench/tftp.py [--binary target/release/provisioner] [--big-mib 64]
-       [--small-mib 1] [--clients 50] [--window 16] [--client atftp|curl] [--repeat 3]
+       [--small-mib 1] [--clients 50] [--window 16] [--client atftp|curl]
+       [--repeat 3] [--rounds 1]
 Needs root, atftp (atftp), curl, in.tftpd (tftpd-hpa), dnsmasq (dnsmasq-base).
 Traffic stays inside the two namespaces it creates; it removes them, its temporary files
 and its processes (by PID) on exit.
@@ -79,12 +80,11 @@ class Server:
         deadline = time.time() + self.ready_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode}); "
-                                   f"see {self.log}")
+                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode})")
             if self.ready(self):
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s; see {self.log}")
+        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -259,8 +259,66 @@ def check_window_oack(args, out_dir, name, window):
     return m.group(1) if m else f"no OACK (exit {rc})"
 
 
-def median_rate(fn, repeat):
-    return statistics.median(fn() for _ in range(repeat))
+def measure(args, name, server, r, notes, rnd, out_dir, files, big_size, small_size):
+    """One round on one server: (a), (b), and for the appliance (c). Appends to r."""
+    def peak(key):
+        v = server.peak_kib()
+        if v is not None:
+            r[key] = max(r.get(key, 0), v)
+
+    print(f"{name} (round {rnd + 1}/{args.rounds}):", flush=True)
+    step = "start"
+    try:
+        server.start()
+        peak("rss0")
+        step = "(a)"
+        for _ in range(args.repeat):
+            r["a"].append(fetch_one(args, out_dir, BIG, big_size, files[BIG]))
+        peak("rss_a")
+        print(f"  (a) 1 client, {args.big_mib} MiB: "
+              f"{' '.join(f'{x:.1f}' for x in r['a'][-args.repeat:])} MB/s", flush=True)
+        step = "(b)"
+        for _ in range(args.repeat):
+            secs, rate, failures = fetch_many(args, out_dir, SMALL, small_size, files[SMALL],
+                                              args.clients)
+            r["b"].append(secs)
+            bad = len([f for f in failures if f.startswith("client ")])
+            r["b_ok"] = min(r["b_ok"], args.clients - bad)
+            print(f"  (b) {args.clients} clients: {secs:.2f} s, {rate:.1f} MB/s, "
+                  f"{len(failures)} failed", flush=True)
+            for f in failures[:10]:
+                print(f"      {f}", flush=True)
+            if failures:
+                notes.append(f"{name} (b): {len(failures)} of {args.clients} failed; "
+                             f"first: {failures[0]}")
+        peak("rss_b")
+        if name == "appliance":
+            step = "(c)"
+            if rnd == 0:
+                oack = check_window_oack(args, out_dir, SMALL, args.window)
+                print(f"  OACK to windowsize {args.window}: {oack}", flush=True)
+                if f"windowsize:{args.window}," not in oack.replace(" ", "").replace("=", ":") + ",":
+                    notes.append(f"appliance: OACK did not grant windowsize {args.window}: {oack}")
+            for _ in range(args.repeat):
+                r["c"].append(fetch_one(args, out_dir, BIG, big_size, files[BIG], window=args.window))
+            peak("rss_c")
+            print(f"  (c) windowsize {args.window}: "
+                  f"{' '.join(f'{x:.1f}' for x in r['c'][-args.repeat:])} MB/s", flush=True)
+        if not server.alive():
+            raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
+    except RuntimeError as e:
+        r["error"] = f"{step}: {e}"
+        # The log goes with the temporary directory: keep its end in the report.
+        tail = " | ".join(server.log_text().strip().splitlines()[-3:])[-400:]
+        notes.append(f"{name} {step}: {e}" + (f"; log ends: {tail}" if tail else ""))
+        print(f"  FAILED: {e}", flush=True)
+    finally:
+        server.stop()
+        if name == "appliance":
+            bad = [l for l in server.log_text().splitlines()
+                   if "panic" in l.lower() or " ERROR " in l]
+            for l in bad[:5]:
+                notes.append(f"appliance log: {l.strip()[:300]}")
 
 
 def main():
@@ -272,7 +330,10 @@ def main():
     ap.add_argument("--window", type=int, default=16, help="RFC 7440 windowsize for (c)")
     ap.add_argument("--client", choices=("atftp", "curl"), default="atftp",
                     help="client for (a) and (b); (c) always uses atftp")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of (a), (b) and (c); the median is shown")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of (a), (b) and (c) a round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="times the whole server sequence runs (spreads a busy machine's noise "
+                         "over all servers); the median of every run is shown")
     ap.add_argument("--timeout", type=int, default=120, help="seconds any one transfer step may take")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -286,7 +347,7 @@ def main():
     big_size, small_size = args.big_mib << 20, int(args.small_mib * (1 << 20))
     t_start, load0 = time.monotonic(), os.getloadavg()[0]
     work = tempfile.mkdtemp(prefix="bench-tftp-")
-    results, notes = {}, []
+    results, notes, built = {}, [], "?"
     try:
         # tftpd-hpa drops to an unprivileged user after chroot: the tree must be readable.
         os.chmod(work, 0o755)
@@ -301,61 +362,16 @@ def main():
         files = {BIG: make_file(os.path.join(root, BIG), big_size),
                  SMALL: make_file(os.path.join(root, SMALL), small_size)}
         setup()
-        for name, make in (("appliance", lambda: appliance(binary, work, root, files)),
-                           ("tftpd-hpa", lambda: tftpd_hpa(work, root)),
-                           ("dnsmasq", lambda: dnsmasq(work, root, args.clients))):
-            server = make()
-            r = results[name] = {}
-            print(f"{name}:", flush=True)
-            step = "start"
-            try:
-                server.start()
-                r["rss0"] = server.peak_kib()
-                step = "(a)"
-                r["a"] = median_rate(lambda: fetch_one(args, out_dir, BIG, big_size, files[BIG]),
-                                     args.repeat)
-                r["rss_a"] = server.peak_kib()
-                print(f"  (a) 1 client, {args.big_mib} MiB: {r['a']:.1f} MB/s", flush=True)
-                step = "(b)"
-                runs = [fetch_many(args, out_dir, SMALL, small_size, files[SMALL], args.clients)
-                        for _ in range(args.repeat)]
-                secs = statistics.median(x[0] for x in runs)
-                rate = args.clients * small_size / secs / 1e6
-                failures = [f for x in runs for f in x[2]]
-                worst = max(len([f for f in x[2] if f.startswith("client ")]) for x in runs)
-                r["b"] = (secs, rate, args.clients - worst)
-                r["rss_b"] = server.peak_kib()
-                print(f"  (b) {args.clients} clients: {secs:.2f} s, {rate:.1f} MB/s, "
-                      f"{len(failures)} failed in {args.repeat} runs", flush=True)
-                for f in failures[:10]:
-                    print(f"      {f}", flush=True)
-                if failures:
-                    notes.append(f"{name} (b): {len(failures)} of {args.clients} x {args.repeat} fetches failed; "
-                                 f"first: {failures[0]}")
-                if name == "appliance":
-                    step = "(c)"
-                    oack = check_window_oack(args, out_dir, SMALL, args.window)
-                    r["oack"] = oack
-                    print(f"  OACK to windowsize {args.window}: {oack}", flush=True)
-                    if f"windowsize:{args.window}," not in oack.replace(" ", "").replace("=", ":") + ",":
-                        notes.append(f"appliance: OACK did not grant windowsize {args.window}: {oack}")
-                    r["c"] = median_rate(lambda: fetch_one(args, out_dir, BIG, big_size, files[BIG],
-                                                           window=args.window), args.repeat)
-                    r["rss_c"] = server.peak_kib()
-                    print(f"  (c) windowsize {args.window}: {r['c']:.1f} MB/s", flush=True)
-                if not server.alive():
-                    raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
-            except RuntimeError as e:
-                r["error"] = f"{step}: {e}"
-                notes.append(f"{name} {step}: {e}")
-                print(f"  FAILED: {e}", flush=True)
-            finally:
-                server.stop()
-                if name == "appliance":
-                    panics = [l for l in server.log_text().splitlines()
-                              if "panic" in l.lower() or " ERROR " in l]
-                    for l in panics[:5]:
-                        notes.append(f"appliance log: {l.strip()[:300]}")
+        servers = (("appliance", lambda: appliance(binary, work, root, files)),
+                   ("tftpd-hpa", lambda: tftpd_hpa(work, root)),
+                   ("dnsmasq", lambda: dnsmasq(work, root, args.clients)))
+        results = {name: {"a": [], "b": [], "c": [], "b_ok": args.clients} for name, _ in servers}
+        for rnd in range(args.rounds):
+            for name, make in servers:
+                if "error" in results[name]:
+                    continue
+                measure(args, name, make(), results[name], notes, rnd, out_dir, files,
+                        big_size, small_size)
     finally:
         teardown()
         shutil.rmtree(work, ignore_errors=True)
@@ -363,27 +379,39 @@ def main():
     def fmt(v, f="%.1f"):
         return f % v if v is not None else "-"
 
-    base = results.get("tftpd-hpa", {})
+    med = lambda xs: statistics.median(xs) if xs else None
+    summary = {}
+    for name, r in results.items():
+        b_secs = med(r["b"])
+        summary[name] = {"a": med(r["a"]), "c": med(r["c"]), "b_secs": b_secs,
+                         "b": args.clients * small_size / b_secs / 1e6 if b_secs else None}
+    base = summary.get("tftpd-hpa", {})
     ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+    runs = args.rounds * args.repeat
     print(f"\nTFTP benchmark (veth, MTU {MTU}, blksize {BLKSIZE}, client {args.client}; server on "
-          f"CPU 0, clients on CPU 1; MB = 10^6 bytes; median of {args.repeat} runs; "
-          f"1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
+          f"CPU 0, clients on CPU 1; MB = 10^6 bytes; median of {runs} runs ({args.rounds} rounds "
+          f"x {args.repeat}); 1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
     print(f"| server | (a) 1 client, {args.big_mib} MiB, MB/s | (a) ratio to tftpd-hpa | "
           f"(b) {args.clients} clients x {args.small_mib:g} MiB: wall s | (b) aggregate MB/s | "
-          f"(b) ratio to tftpd-hpa | (b) clients ok | (c) windowsize {args.window}, MB/s | "
+          f"(b) ratio to tftpd-hpa | (b) clients ok (worst run) | (c) windowsize {args.window}, MB/s | "
           f"(c) ratio to tftpd-hpa (a) |")
     print("|---|---|---|---|---|---|---|---|---|")
+    for name, m in summary.items():
+        r = results[name]
+        print(f"| {name} | {fmt(m['a'])} | {ratio(m['a'], base.get('a'))} | "
+              f"{fmt(m['b_secs'], '%.2f')} | {fmt(m['b'])} | {ratio(m['b'], base.get('b'))} | "
+              f"{r['b_ok'] if r['b'] else '-'}/{args.clients} | {fmt(m['c'])} | "
+              f"{ratio(m['c'], base.get('a'))} |")
+    print("\nEvery run, MB/s:")
     for name, r in results.items():
-        b = r.get("b")
-        print(f"| {name} | {fmt(r.get('a'))} | {ratio(r.get('a'), base.get('a'))} | "
-              f"{fmt(b[0] if b else None, '%.2f')} | {fmt(b[1] if b else None)} | "
-              f"{ratio(b[1] if b else None, base.get('b', (0, 0))[1])} | "
-              f"{f'{b[2]}/{args.clients}' if b else '-'} | {fmt(r.get('c'))} | "
-              f"{ratio(r.get('c'), base.get('a'))} |")
+        b = [args.clients * small_size / x / 1e6 for x in r["b"]]
+        print(f"- {name}: (a) {' '.join(f'{x:.1f}' for x in r['a']) or '-'}; "
+              f"(b) {' '.join(f'{x:.1f}' for x in b) or '-'}"
+              + (f"; (c) {' '.join(f'{x:.1f}' for x in r['c'])}" if r["c"] else ""))
     app = results.get("appliance", {})
     mib = lambda k: f"{app[k] / 1024:.1f} MiB" if app.get(k) else "-"
-    print(f"\nAppliance peak RSS (VmHWM): after start {mib('rss0')}, after (a) {mib('rss_a')}, "
-          f"after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
+    print(f"\nAppliance peak RSS (VmHWM, largest over rounds): after start {mib('rss0')}, "
+          f"after (a) {mib('rss_a')}, after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
     print(f"\nAppliance binary: {args.binary}, built {built}")
     for n in notes:
         print(f"- {n}")
