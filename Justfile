@@ -36,7 +36,7 @@ bench-tftp:
 
 bench-http:
     cargo build --release
-    python3 tests/bench/http.py
+    python3 tests/bench/http_serve.py
 
 # Fuzz the DHCP packet path for five minutes.
 fuzz:

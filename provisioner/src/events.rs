@@ -84,7 +84,33 @@ async fn write_loop(mut rx: mpsc::Receiver<BootEvent>, store: store::Pool) {
     }
 }
 
+/// Merges repeats within one batch: a node fetching the same thing many times in a tick
+/// (wrk, a retry loop) is one event `… (×N)`, not N rows.
+fn coalesce(batch: &[BootEvent]) -> Vec<BootEvent> {
+    let mut index: HashMap<(MacAddr, EventKind, &str), usize> = HashMap::new();
+    let mut out: Vec<(BootEvent, u32)> = Vec::new();
+    for ev in batch {
+        match index.get(&(ev.mac, ev.kind, ev.detail.as_str())) {
+            Some(&i) => out[i].1 += 1,
+            None => {
+                index.insert((ev.mac, ev.kind, ev.detail.as_str()), out.len());
+                out.push((ev.clone(), 1));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(mut ev, n)| {
+            if n > 1 {
+                ev.detail = format!("{} (×{n})", ev.detail);
+            }
+            ev
+        })
+        .collect()
+}
+
 async fn write(store: &store::Pool, batch: &[BootEvent]) -> Result<(), StoreError> {
+    let batch = coalesce(batch);
+    let batch = batch.as_slice();
     let mut tx = store.begin().await?;
     store::nodes::record(&mut tx, batch).await?;
     tx.commit().await?;
@@ -167,5 +193,20 @@ mod tests {
         assert_eq!(node.last_ip.as_deref(), Some("10.0.0.5"));
         assert_eq!(evs.len(), 2);
         assert_eq!(evs[1].kind, "tftp");
+    }
+
+    #[test]
+    fn repeats_in_a_batch_become_one_event() {
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let ev = |d: &str| BootEvent {
+            mac,
+            ip: None,
+            at_ms: 1,
+            kind: EventKind::Http,
+            detail: d.into(),
+        };
+        let out = coalesce(&[ev("GET /a"), ev("GET /b"), ev("GET /a"), ev("GET /a")]);
+        let details: Vec<_> = out.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, ["GET /a (×3)", "GET /b"]);
     }
 }

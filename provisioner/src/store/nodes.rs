@@ -11,7 +11,7 @@ use super::{Pool, StoreError};
 use crate::types::MacAddr;
 
 /// Which part of the boot plane saw the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Dhcp,

@@ -12,7 +12,7 @@ The appliance serves the files as imported artifacts (/artifacts/SHA256), nginx 
 directory; before measuring, each server's 4 KiB answer is checked against its sha256 and
 every transfer's status and length are checked. MB = 10^6 bytes.
 
-Usage: tests/bench/http.py [--binary target/release/provisioner] [--big-mib 1024]
+Usage: tests/bench/http_serve.py [--binary target/release/provisioner] [--big-mib 1024]
        [--small-kib 4] [--clients 32] [--seconds 10] [--connections 64] [--repeat 3]
        [--rounds 1]
 Needs root, curl, wrk, nginx (nginx-light or nginx; Debian 12 ships 1.22).
