@@ -346,9 +346,12 @@ async fn write_loop(
 
 async fn commit(store: &store::Pool, batch: &[Pending]) -> Result<(), StoreError> {
     let mut tx = store.begin().await?;
-    for w in batch.iter().flat_map(|p| &p.writes) {
-        store::leases::upsert(&mut tx, &w.after).await?;
-    }
+    let leases: Vec<_> = batch
+        .iter()
+        .flat_map(|p| &p.writes)
+        .map(|w| &w.after)
+        .collect();
+    store::leases::upsert_many(&mut tx, &leases).await?;
     tx.commit().await?;
     Ok(())
 }

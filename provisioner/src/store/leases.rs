@@ -70,24 +70,39 @@ impl Lease {
     }
 }
 
-/// Writes `leases` in order, in the caller's transaction: the previous binding of a MAC must
-/// come before its new one, as `LeaseTable::bind` returns them.
-pub async fn upsert(conn: &mut SqliteConnection, lease: &Lease) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO leases (ip, mac, state, hostname, expires_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, state = excluded.state,
-            hostname = excluded.hostname, expires_at = excluded.expires_at,
-            updated_at = excluded.updated_at",
-    )
-    .bind(lease.ip.to_string())
-    .bind(lease.mac.to_string())
-    .bind(lease.state.as_str())
-    .bind(lease.hostname.as_deref())
-    .bind(lease.expires_at)
-    .bind(lease.updated_at)
-    .execute(conn)
-    .await?;
+/// Writes a batch of leases in one statement per few hundred rows, in the caller's
+/// transaction. Later writes of the same address win; rows keep the order of their last
+/// write, so a MAC's old binding is released before its new one becomes active.
+pub async fn upsert_many(conn: &mut SqliteConnection, leases: &[&Lease]) -> Result<(), StoreError> {
+    let mut last = std::collections::HashMap::with_capacity(leases.len());
+    for (i, l) in leases.iter().enumerate() {
+        last.insert(l.ip, i);
+    }
+    let rows: Vec<&Lease> = leases
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| last.get(&l.ip) == Some(i))
+        .map(|(_, l)| *l)
+        .collect();
+    for chunk in rows.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO leases (ip, mac, state, hostname, expires_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut row, l| {
+            row.push_bind(l.ip.to_string())
+                .push_bind(l.mac.to_string())
+                .push_bind(l.state.as_str())
+                .push_bind(l.hostname.clone())
+                .push_bind(l.expires_at)
+                .push_bind(l.updated_at);
+        });
+        q.push(
+            " ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, \
+             hostname = excluded.hostname, expires_at = excluded.expires_at, \
+             updated_at = excluded.updated_at",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -143,15 +158,31 @@ mod tests {
             .await
             .unwrap();
         let mut conn = pool.acquire().await.unwrap();
-        upsert(&mut conn, &lease("10.0.0.5", 1, LeaseState::Active))
+        upsert_many(&mut conn, &[&lease("10.0.0.5", 1, LeaseState::Active)])
             .await
             .unwrap();
-        upsert(&mut conn, &lease("10.0.0.5", 2, LeaseState::Active))
+        upsert_many(&mut conn, &[&lease("10.0.0.5", 2, LeaseState::Active)])
             .await
             .unwrap();
         drop(conn);
         let rows = all(&pool).await.unwrap();
         assert_eq!(rows, vec![lease("10.0.0.5", 2, LeaseState::Active)]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_last_write_of_each_address_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::store::open(dir.path(), SyncMode::Normal)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let a5 = lease("10.0.0.5", 1, LeaseState::Active);
+        let r5 = lease("10.0.0.5", 1, LeaseState::Released);
+        let a6 = lease("10.0.0.6", 1, LeaseState::Active);
+        // MAC 1 takes .5, then moves to .6: .5 must be released before .6 is active.
+        upsert_many(&mut conn, &[&a5, &r5, &a6]).await.unwrap();
+        drop(conn);
+        assert_eq!(all(&pool).await.unwrap(), vec![r5, a6]);
     }
 
     #[tokio::test]
@@ -161,18 +192,18 @@ mod tests {
             .await
             .unwrap();
         let mut conn = pool.acquire().await.unwrap();
-        upsert(&mut conn, &lease("10.0.0.5", 1, LeaseState::Active))
+        upsert_many(&mut conn, &[&lease("10.0.0.5", 1, LeaseState::Active)])
             .await
             .unwrap();
         assert!(
-            upsert(&mut conn, &lease("10.0.0.6", 1, LeaseState::Active))
+            upsert_many(&mut conn, &[&lease("10.0.0.6", 1, LeaseState::Active)])
                 .await
                 .is_err()
         );
-        upsert(&mut conn, &lease("10.0.0.5", 1, LeaseState::Released))
+        upsert_many(&mut conn, &[&lease("10.0.0.5", 1, LeaseState::Released)])
             .await
             .unwrap();
-        upsert(&mut conn, &lease("10.0.0.6", 1, LeaseState::Active))
+        upsert_many(&mut conn, &[&lease("10.0.0.6", 1, LeaseState::Active)])
             .await
             .unwrap();
     }
