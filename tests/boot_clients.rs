@@ -335,7 +335,12 @@ fn http_boot_scripts_firmware_and_artifacts_with_ranges() {
     }
 
     // The node that asked for its script is on record, with that fetch.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The boot journal is written in ticks of 100 ms: wait (bounded) for it.
+    let seen = common::wait_for(std::time::Duration::from_secs(10), || {
+        let (_, nodes) = curl(&[&format!("{base}/api/v1/nodes")]);
+        nodes.contains("52:54:00:12:34:56").then_some(())
+    });
+    assert!(seen.is_some(), "the node never appeared in /api/v1/nodes");
     let (_, nodes) = curl(&[&format!("{base}/api/v1/nodes")]);
     assert!(nodes.contains("52:54:00:12:34:56"), "{nodes}");
     let (_, node) = curl(&[&format!("{base}/api/v1/nodes/52:54:00:12:34:56")]);

@@ -270,14 +270,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
 
     let mut summary = Vec::new();
     for (i, (mac, console)) in nodes.into_iter().enumerate() {
-        let api = http_get_in_netns(
-            &ns,
-            SocketAddr::from((LAB_ADDR, 8080)),
-            &format!("/api/v1/nodes/{mac}"),
-        )
-        .ok()
-        .and_then(|body| serde_json::from_str(&body).ok())
-        .unwrap_or(serde_json::Value::Null);
+        let api = settled_node(&ns, mac).await;
         summary.push(NodeSummary {
             mac: mac.to_string(),
             firmware: opts.firmware,
@@ -292,6 +285,31 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     )?;
     drop(lab);
     Ok(summary)
+}
+
+/// The node's record from the API once the boot journal has caught up: events are written
+/// in ticks, and a node that calls back and powers off at once is faster than a tick.
+async fn settled_node(ns: &str, mac: MacAddr) -> serde_json::Value {
+    let get = || {
+        http_get_in_netns(
+            ns,
+            SocketAddr::from((LAB_ADDR, 8080)),
+            &format!("/api/v1/nodes/{mac}"),
+        )
+        .ok()
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .unwrap_or(serde_json::Value::Null)
+    };
+    let mut last = get();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = get();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 async fn wait_for_log(path: &Path, needle: &str, limit: Duration) -> anyhow::Result<()> {
