@@ -71,13 +71,7 @@ fn discover(
     let hostname = srv.table.reservation(mac).and_then(|r| r.hostname.clone());
     add_lease_options(&mut m, &srv.table.subnets()[s], hostname.as_deref(), true);
     add_netboot(srv, req, mac, &mut m);
-    Ok(Outcome {
-        reply: Some(Reply {
-            dest: destination(req, rx, srv.ports),
-            msg: m,
-        }),
-        writes: vec![],
-    })
+    Ok(answer(srv, req, rx, m, vec![]))
 }
 
 fn request(
@@ -155,13 +149,24 @@ fn request(
     m.set_ciaddr(ciaddr);
     add_lease_options(&mut m, &srv.table.subnets()[s], hostname.as_deref(), true);
     add_netboot(srv, req, mac, &mut m);
-    Ok(Outcome {
+    Ok(answer(srv, req, rx, m, writes))
+}
+
+/// A reply sent where RFC 2131 §4.1 says, once `writes` are stored.
+fn answer(
+    srv: &Server,
+    req: &Message,
+    rx: &RecvInfo,
+    msg: Message,
+    writes: Vec<LeaseWrite>,
+) -> Outcome {
+    Outcome {
         reply: Some(Reply {
             dest: destination(req, rx, srv.ports),
-            msg: m,
+            msg,
         }),
         writes,
-    })
+    }
 }
 
 fn nak(srv: &Server, req: &Message, rx: &RecvInfo, why: &'static str) -> Outcome {
@@ -229,13 +234,7 @@ fn inform(
     m.set_ciaddr(req.ciaddr());
     add_lease_options(&mut m, &srv.table.subnets()[s], None, false);
     add_netboot(srv, req, mac, &mut m);
-    Ok(Outcome {
-        reply: Some(Reply {
-            dest: destination(req, rx, srv.ports),
-            msg: m,
-        }),
-        writes: vec![],
-    })
+    Ok(answer(srv, req, rx, m, vec![]))
 }
 
 fn add_lease_options(m: &mut Message, subnet: &Subnet, hostname: Option<&str>, with_times: bool) {
