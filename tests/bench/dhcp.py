@@ -24,79 +24,21 @@ import sys
 import tempfile
 import time
 
-SRV, CLI = f"pvb{os.getpid()}s", f"pvb{os.getpid()}c"
-SRV_IF, CLI_IF = "bench0", "bench1"
+import benchlib
+from benchlib import SRV_IF
+
 SERVER_IP, CLIENT_IP = "10.214.0.1", "10.214.0.2"
+NET = benchlib.NetnsPair("pvb", SERVER_IP, CLIENT_IP, prefixlen=16)
 POOL = ("10.214.1.0", "10.214.255.254")
 CLIENTS = 50_000
 PXE_OPTS = ["-o", "60,505845436c69656e74", "-o", "93,0000"]  # "PXEClient", BIOS
 
 
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, **kw)
-
-
-def netns_exec(ns, *args):
-    return ["ip", "netns", "exec", ns, *args]
-
-
-def setup():
-    sh("ip", "netns", "add", SRV)
-    sh("ip", "netns", "add", CLI)
-    sh("ip", "link", "add", SRV_IF, "netns", SRV, "type", "veth", "peer", "name", CLI_IF, "netns", CLI)
-    sh("ip", "-n", SRV, "addr", "add", SERVER_IP + "/16", "dev", SRV_IF)
-    sh("ip", "-n", CLI, "addr", "add", CLIENT_IP + "/16", "dev", CLI_IF)
-    for ns, dev in ((SRV, SRV_IF), (CLI, CLI_IF)):
-        sh("ip", "-n", ns, "link", "set", dev, "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-
-
-def teardown():
-    for ns in (SRV, CLI):
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-
-
-class Server:
-    def __init__(self, name, argv, work, ready):
-        self.name, self.argv, self.work, self.ready = name, argv, work, ready
-        self.proc = None
-
-    def start(self):
-        log = open(os.path.join(self.work, f"{self.name}.log"), "w")
-        # Kea writes its PID and lock files where these say, not under /run.
-        env = dict(os.environ, KEA_PIDFILE_DIR=self.work, KEA_LOCKFILE_DIR=self.work)
-        self.proc = subprocess.Popen(netns_exec(SRV, "taskset", "-c", "0", *self.argv),
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited early; see {log.name}")
-            if self.ready():
-                return
-            time.sleep(0.2)
-        raise SystemExit(f"{self.name} not ready; see {log.name}")
-
-    def peak_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def port_open(port):
-    out = subprocess.run(netns_exec(SRV, "ss", "-lunH", f"sport = :{port}"),
-                         capture_output=True, text=True).stdout
-    return bool(out.strip())
+def dhcp_server(name, argv, work):
+    """Ready once something listens on port 67. Kea writes its PID and lock files where
+    KEA_PIDFILE_DIR and KEA_LOCKFILE_DIR say, not under /run."""
+    return benchlib.Server(name, argv, work, lambda s: NET.port_open(67), ns=NET.srv, ready_s=20,
+                           env={"KEA_PIDFILE_DIR": work, "KEA_LOCKFILE_DIR": work})
 
 
 def appliance(binary, work, pxe):
@@ -107,8 +49,7 @@ def appliance(binary, work, pxe):
                 f'range = "{POOL[0]}-{POOL[1]}"\nlease_time = 3600\n')
     data = os.path.join(work, "appliance-data")
     shutil.rmtree(data, ignore_errors=True)
-    return Server("appliance", [binary, "up", "--config", conf, "--data-dir", data], work,
-                  lambda: port_open(67))
+    return dhcp_server("appliance", [binary, "up", "--config", conf, "--data-dir", data], work)
 
 
 def kea(work, pxe):
@@ -131,7 +72,7 @@ def kea(work, pxe):
     path = os.path.join(work, "kea.json")
     with open(path, "w") as f:
         json.dump(conf, f)
-    return Server("kea", ["kea-dhcp4", "-c", path], work, lambda: port_open(67))
+    return dhcp_server("kea", ["kea-dhcp4", "-c", path], work)
 
 
 def dnsmasq(work, pxe):
@@ -147,17 +88,17 @@ def dnsmasq(work, pxe):
             "--no-ping"]
     if pxe:
         argv += ["--dhcp-match=set:bios,option:client-arch,0", "--dhcp-boot=tag:bios,undionly.kpxe"]
-    return Server("dnsmasq", argv, work, lambda: port_open(67))
+    return dhcp_server("dnsmasq", argv, work)
 
 
 def perfdhcp(rate, seconds, pxe, timers=False):
-    argv = ["taskset", "-c", "1", "perfdhcp", "-4", "-r", str(int(rate)), "-p", str(seconds),
+    argv = ["perfdhcp", "-4", "-r", str(int(rate)), "-p", str(seconds),
             "-R", str(CLIENTS), "-d", "1"]
     if pxe:
         argv += PXE_OPTS
     if timers:
         argv += ["-x", "t"]
-    out = subprocess.run(netns_exec(CLI, *argv, SERVER_IP), capture_output=True, text=True).stdout
+    out = subprocess.run(NET.client(*argv, SERVER_IP), capture_output=True, text=True).stdout
     return out
 
 
@@ -222,38 +163,38 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--pxe", action="store_true", help="clients send options 60 and 93; servers give a boot file")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("needs root (network namespaces)")
-    for tool in ("perfdhcp", "kea-dhcp4", "dnsmasq", "taskset", "ss"):
-        if not shutil.which(tool):
-            raise SystemExit(f"missing {tool}: apt-get install kea-admin kea-dhcp4-server dnsmasq-base")
+    benchlib.preflight(("perfdhcp", "kea-dhcp4", "dnsmasq", "taskset", "ss"),
+                       "kea-admin kea-dhcp4-server dnsmasq-base")
     binary = os.path.abspath(args.binary)
     work = tempfile.mkdtemp(prefix="bench-dhcp-")
     results = {}
-    setup()
+    NET.setup()
     try:
         for name, make, start in (("appliance", lambda: appliance(binary, work, args.pxe), 2000),
                                   ("kea", lambda: kea(work, args.pxe), 2000),
                                   ("dnsmasq", lambda: dnsmasq(work, args.pxe), 50)):
             server = make()
             print(f"{name}:", flush=True)
-            server.start()
             try:
+                try:
+                    server.start()
+                except RuntimeError as e:
+                    raise SystemExit(f"{e}; see {server.log}") from None
                 rate = highest_rate(start, args.seconds, args.pxe)
                 lat = latencies(perfdhcp(rate * 0.97, args.seconds, args.pxe, timers=True)) if rate else {}
-                peak = server.peak_kib()
+                peak = server.peak_kib() or 0
                 leases = None
                 if name == "appliance":
                     # Hold 50,000 leases: every simulated client completes at least one DORA.
                     perfdhcp(min(rate, 5000) * 0.9, max(args.seconds, CLIENTS // 4000 + 2), args.pxe)
-                    peak = server.peak_kib()
+                    peak = server.peak_kib() or 0
                     time.sleep(6)  # the lease gauge is refreshed every 5 s
                     leases = active_leases()
                 results[name] = (rate, lat, peak, leases)
             finally:
                 server.stop()
     finally:
-        teardown()
+        NET.teardown()
     kea_rate = results.get("kea", (0,))[0] or 1
     mode = "PXE options 60 + 93" if args.pxe else "plain"
     print(f"\nDHCP benchmark ({mode}; perfdhcp, {CLIENTS} clients, {args.seconds} s a step, "
@@ -270,7 +211,7 @@ def main():
 
 
 def active_leases():
-    out = subprocess.run(netns_exec(SRV, "curl", "-s", "http://127.0.0.1:8080/metrics"),
+    out = subprocess.run(benchlib.netns_exec(NET.srv, "curl", "-s", "http://127.0.0.1:8080/metrics"),
                          capture_output=True, text=True).stdout
     m = re.search(r"^dhcp_active_leases (\d+)", out, re.M)
     return int(m.group(1)) if m else None

@@ -21,138 +21,19 @@ and its processes (by PID) on exit.
 """
 
 import argparse
-import hashlib
 import os
 import re
 import shlex
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-SRV, CLI = f"pvt{os.getpid()}s", f"pvt{os.getpid()}c"
-SRV_IF, CLI_IF = "bench0", "bench1"
+import benchlib
+
 SERVER_IP, CLIENT_IP = "10.216.0.1", "10.216.0.2"
 MTU = 1500
+NET = benchlib.NetnsPair("pvt", SERVER_IP, CLIENT_IP, prefixlen=24, mtu=MTU)
 BIG, SMALL = "bench-big.bin", "bench-small.bin"
-
-
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, **kw)
-
-
-def netns_exec(ns, *args):
-    return ["ip", "netns", "exec", ns, *args]
-
-
-def setup():
-    sh("ip", "netns", "add", SRV)
-    sh("ip", "netns", "add", CLI)
-    sh("ip", "link", "add", SRV_IF, "netns", SRV, "type", "veth", "peer", "name", CLI_IF, "netns", CLI)
-    sh("ip", "-n", SRV, "addr", "add", SERVER_IP + "/24", "dev", SRV_IF)
-    sh("ip", "-n", CLI, "addr", "add", CLIENT_IP + "/24", "dev", CLI_IF)
-    for ns, dev in ((SRV, SRV_IF), (CLI, CLI_IF)):
-        sh("ip", "-n", ns, "link", "set", dev, "mtu", str(MTU), "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-
-
-def teardown():
-    for ns in (SRV, CLI):
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-
-
-def children(pid):
-    """PIDs of pid's children (nginx's workers), to be stopped with it."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-class Server:
-    def __init__(self, name, argv, work, ready, ready_s=30):
-        self.name, self.argv, self.work, self.ready, self.ready_s = name, argv, work, ready, ready_s
-        self.proc = None
-        self.kids = set()
-        self.log = os.path.join(work, f"{name}.log")
-
-    def start(self):
-        log = open(self.log, "w")
-        self.proc = subprocess.Popen(netns_exec(SRV, "taskset", "-c", "0", *self.argv),
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.time() + self.ready_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode})")
-            if self.ready(self):
-                self.kids.update(children(self.proc.pid))
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s")
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def peak_kib(self):
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return None
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.kids.update(children(self.proc.pid))
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        # A worker its master left behind: only the PIDs recorded as this server's children.
-        for pid in self.kids:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                if ppid in (1, self.proc.pid):
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
-                pass
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-
-def port_open(port):
-    out = subprocess.run(netns_exec(SRV, "ss", "-ltnH", f"sport = :{port}"),
-                         capture_output=True, text=True, timeout=10).stdout
-    return bool(out.strip())
-
-
-def make_file(path, size):
-    """Random bytes (nothing compresses them); returns the sha256 hex."""
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            chunk = os.urandom(min(left, 4 << 20))
-            h.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
-    os.chmod(path, 0o644)
-    return h.hexdigest()
 
 
 def appliance(binary, work, root, files, ready_s):
@@ -164,7 +45,8 @@ def appliance(binary, work, root, files, ready_s):
     argv = [binary, "up", "--data-dir", data, "--firmware-dir", fw,
             "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off",
             "--discovery-kernel", os.path.join(root, BIG), "--discovery-initrd", os.path.join(root, SMALL)]
-    server = Server("appliance", argv, work, lambda s: "HTTP listening" in s.log_text(), ready_s)
+    server = benchlib.Server("appliance", argv, work, lambda s: "HTTP listening" in s.log_text(),
+                             ns=NET.srv, ready_s=ready_s)
     base = f"http://{SERVER_IP}:8080/artifacts"
     server.urls = {BIG: f"{base}/{files[BIG]}", SMALL: f"{base}/{files[SMALL]}"}
     return server
@@ -194,27 +76,9 @@ http {{
 """)
     argv = ["nginx", "-p", work, "-e", os.path.join(work, "nginx-error.log"), "-c", conf,
             "-g", "daemon off;"]
-    server = Server("nginx", argv, work, lambda s: port_open(80))
+    server = benchlib.Server("nginx", argv, work, lambda s: NET.port_open(80, "tcp"), ns=NET.srv)
     server.urls = {BIG: f"http://{SERVER_IP}/{BIG}", SMALL: f"http://{SERVER_IP}/{SMALL}"}
     return server
-
-
-def run_bounded(argv, timeout):
-    """Runs argv in its own process group; on timeout kills that group. (rc, output, seconds)."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
-        return None, out, time.monotonic() - t0
-    return p.returncode, out, time.monotonic() - t0
-
-
-def client(*argv):
-    return netns_exec(CLI, "taskset", "-c", "1", *argv)
 
 
 CURL_W = "%{http_code} %{size_download} %{speed_download}\\n"
@@ -222,8 +86,8 @@ CURL_W = "%{http_code} %{size_download} %{speed_download}\\n"
 
 def check_small(args, url, out_dir, sha):
     out = os.path.join(out_dir, "small.bin")
-    rc, text, _ = run_bounded(client("curl", "-sS", "-o", out, url), args.timeout)
-    got = hashlib.sha256(open(out, "rb").read()).hexdigest() if os.path.exists(out) else None
+    rc, text, _ = benchlib.run_bounded(NET.client("curl", "-sS", "-o", out, url), args.timeout)
+    got = benchlib.sha256_of(out) if os.path.exists(out) else None
     if os.path.exists(out):
         os.remove(out)
     if rc != 0 or got != sha:
@@ -233,7 +97,8 @@ def check_small(args, url, out_dir, sha):
 
 def fetch_one(args, url, size):
     """One client, whole file to /dev/null; curl's average speed in MB/s."""
-    rc, text, _ = run_bounded(client("curl", "-sS", "-o", "/dev/null", "-w", CURL_W, url), args.timeout)
+    rc, text, _ = benchlib.run_bounded(NET.client("curl", "-sS", "-o", "/dev/null", "-w", CURL_W, url),
+                                       args.timeout)
     if rc is None:
         raise RuntimeError(f"{url}: curl still running after {args.timeout} s")
     m = re.search(r"^(\d+) (\d+) ([\d.]+)$", text or "", re.M)
@@ -247,7 +112,8 @@ def fetch_many(args, url, size, n, out_dir):
     outs = [os.path.join(out_dir, f"c{i}") for i in range(n)]
     lines = [f"(curl -sS -o /dev/null -w {shlex.quote(CURL_W)} {shlex.quote(url)} >{o}.out 2>&1;"
              f" echo $? >{o}.rc) &" for o in outs]
-    rc, _, secs = run_bounded(client("sh", "-c", "\n".join(lines) + "\nwait\n"), args.timeout)
+    rc, _, secs = benchlib.run_bounded(NET.client("sh", "-c", "\n".join(lines) + "\nwait\n"),
+                                       args.timeout)
     failures = [] if rc is not None else [f"clients still running after {args.timeout} s"]
     total = 0
     for i, o in enumerate(outs):
@@ -273,9 +139,9 @@ def to_ms(value, unit):
 
 def wrk(args, url):
     """(requests/s, p99 ms, problems) from wrk --latency."""
-    argv = client("wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s",
+    argv = NET.client("wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s",
                   "--latency", url)
-    rc, text, _ = run_bounded(argv, args.seconds + 60)
+    rc, text, _ = benchlib.run_bounded(argv, args.seconds + 60)
     text = text or ""
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
@@ -291,62 +157,41 @@ def wrk(args, url):
 
 def measure(args, name, server, r, notes, rnd, out_dir, files, big_size):
     """One round on one server: check, (a), (b), (c). Appends to r."""
-    def peak(key):
-        v = server.peak_kib()
-        if v is not None:
-            r[key] = max(r.get(key, 0), v)
-
     print(f"{name} (round {rnd + 1}/{args.rounds}):", flush=True)
-    step = "start"
-    try:
+    with benchlib.ServerRound(name, server, r, notes) as at:
         t0 = time.monotonic()
         server.start()
         r["ready_s"].append(time.monotonic() - t0)
-        peak("rss0")
+        at.peak("rss0")
         print(f"  ready in {r['ready_s'][-1]:.1f} s", flush=True)
-        step = "check"
+        at.step = "check"
         check_small(args, server.urls[SMALL], out_dir, files[SMALL])
-        step = "(a)"
+        at.step = "(a)"
         for _ in range(args.repeat):
             r["a"].append(fetch_one(args, server.urls[BIG], big_size))
-        peak("rss_a")
+        at.peak("rss_a")
         print(f"  (a) 1 client: {' '.join(f'{x:.0f}' for x in r['a'][-args.repeat:])} MB/s",
               flush=True)
-        step = "(b)"
+        at.step = "(b)"
         rate, secs, failures = fetch_many(args, server.urls[BIG], big_size, args.clients, out_dir)
         r["b"].append(rate)
         r["b_ok"] = min(r["b_ok"], args.clients - len(failures))
-        peak("rss_b")
+        at.peak("rss_b")
         print(f"  (b) {args.clients} clients: {rate:.0f} MB/s in all ({secs:.1f} s), "
               f"{len(failures)} failed", flush=True)
         for f in failures[:10]:
             print(f"      {f}", flush=True)
         if failures:
             notes.append(f"{name} (b): {len(failures)} fetches failed; first: {failures[0]}")
-        step = "(c)"
+        at.step = "(c)"
         rps, p99, problems = wrk(args, server.urls[SMALL])
         r["rps"].append(rps)
         r["p99"].append(p99)
-        peak("rss_c")
+        at.peak("rss_c")
         print(f"  (c) {rps:.0f} requests/s, p99 {p99:.2f} ms"
               + (f"; {', '.join(problems)}" if problems else ""), flush=True)
         for p in problems:
             notes.append(f"{name} (c): {p}")
-        if not server.alive():
-            raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
-    except RuntimeError as e:
-        r["error"] = f"{step}: {e}"
-        # The log goes with the temporary directory: keep its end in the report.
-        tail = " | ".join(server.log_text().strip().splitlines()[-3:])[-400:]
-        notes.append(f"{name} {step}: {e}" + (f"; log ends: {tail}" if tail else ""))
-        print(f"  FAILED: {e}", flush=True)
-    finally:
-        server.stop()
-        if name == "appliance":
-            bad = [l for l in server.log_text().splitlines()
-                   if "panic" in l.lower() or " ERROR " in l]
-            for l in bad[:5]:
-                notes.append(f"appliance log: {l.strip()[:300]}")
 
 
 def main():
@@ -364,31 +209,16 @@ def main():
                          "over both servers); medians over every run are shown")
     ap.add_argument("--timeout", type=int, default=180, help="seconds any one transfer step may take")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("needs root (network namespaces)")
-    for tool in ("curl", "wrk", "nginx", "taskset", "ss"):
-        if not shutil.which(tool):
-            raise SystemExit(f"missing {tool}: apt-get install curl wrk nginx-light")
-    binary = os.path.abspath(args.binary)
-    if not os.access(binary, os.X_OK):
-        raise SystemExit(f"no appliance binary at {binary}: cargo build --release")
+    binary = benchlib.preflight(("curl", "wrk", "nginx", "taskset", "ss"), "curl wrk nginx-light",
+                                args.binary)
     big_size, small_size = args.big_mib << 20, args.small_kib << 10
-    t_start, load0 = time.monotonic(), os.getloadavg()[0]
-    work = tempfile.mkdtemp(prefix="bench-http-")
+    t_start, load0 = time.monotonic(), benchlib.load_average()
+    work = benchlib.work_dir("bench-http-")
     results, notes, built = {}, [], "?"
     try:
-        os.chmod(work, 0o755)
-        # A copy: a rebuild during the run must not change the binary under test.
-        shutil.copy2(binary, os.path.join(work, "provisioner"))
-        binary = os.path.join(work, "provisioner")
-        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(binary)))
-        root = os.path.join(work, "root")
-        out_dir = os.path.join(work, "out")
-        os.mkdir(root, 0o755)
-        os.mkdir(out_dir)
-        files = {BIG: make_file(os.path.join(root, BIG), big_size),
-                 SMALL: make_file(os.path.join(root, SMALL), small_size)}
-        setup()
+        binary, built, root, out_dir, files = benchlib.stage(
+            work, binary, {BIG: big_size, SMALL: small_size})
+        NET.setup()
         servers = (("appliance", lambda: appliance(binary, work, root, files,
                                                    max(60, args.big_mib // 10))),
                    ("nginx", lambda: nginx(work, root)))
@@ -401,10 +231,10 @@ def main():
                 measure(args, name, make(), results[name], notes, rnd, out_dir, files,
                         big_size)
     finally:
-        teardown()
+        NET.teardown()
         shutil.rmtree(work, ignore_errors=True)
 
-    med = lambda xs: statistics.median(xs) if xs else None
+    med = benchlib.median
     summary = {name: {k: med(r[k]) for k in ("a", "b", "rps", "p99", "ready_s")}
                for name, r in results.items()}
     app, ngx = summary.get("appliance", {}), summary.get("nginx", {})
@@ -417,7 +247,7 @@ def main():
 
     print(f"\nHTTP benchmark (veth, MTU {MTU}; server on CPU 0, clients on CPU 1; MB = 10^6 "
           f"bytes; medians over {args.rounds} rounds: (a) {args.repeat} runs a round, (b) and (c) "
-          f"one; 1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
+          f"one; {benchlib.load_note(load0)})\n")
     print("| figure | appliance | nginx | appliance/nginx |")
     print("|---|---|---|---|")
     rows = (("a", f"(a) 1 client, {args.big_mib} MiB, MB/s", "%.0f"),
@@ -440,11 +270,7 @@ def main():
     print(f"\nAppliance: ready in {cell(app, 'ready_s', '%.1f')} s (imports the {args.big_mib} MiB "
           f"file); peak RSS (VmHWM, largest over rounds) after start {mib('rss0')}, after (a) "
           f"{mib('rss_a')}, after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
-    print(f"\nAppliance binary: {args.binary}, built {built}")
-    for n in notes:
-        print(f"- {n}")
-    print(f"\n(took {time.monotonic() - t_start:.0f} s)")
-    return 1 if any("error" in r for r in results.values()) else 0
+    return benchlib.finish(args.binary, built, notes, t_start, results)
 
 
 if __name__ == "__main__":

@@ -22,126 +22,21 @@ and its processes (by PID) on exit.
 """
 
 import argparse
-import hashlib
 import os
 import re
 import shlex
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-SRV, CLI = f"pvt{os.getpid()}s", f"pvt{os.getpid()}c"
-SRV_IF, CLI_IF = "bench0", "bench1"
+import benchlib
+from benchlib import SRV_IF
+
 SERVER_IP, CLIENT_IP = "10.215.0.1", "10.215.0.2"
 MTU = 1500
+NET = benchlib.NetnsPair("pvt", SERVER_IP, CLIENT_IP, prefixlen=24, mtu=MTU)
 BLKSIZE = 1468  # what MTU 1500 carries: 1500 - 20 (IP) - 8 (UDP) - 4 (TFTP)
 BIG, SMALL = "bench-big.bin", "bench-small.bin"
-
-
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, **kw)
-
-
-def netns_exec(ns, *args):
-    return ["ip", "netns", "exec", ns, *args]
-
-
-def setup():
-    sh("ip", "netns", "add", SRV)
-    sh("ip", "netns", "add", CLI)
-    sh("ip", "link", "add", SRV_IF, "netns", SRV, "type", "veth", "peer", "name", CLI_IF, "netns", CLI)
-    sh("ip", "-n", SRV, "addr", "add", SERVER_IP + "/24", "dev", SRV_IF)
-    sh("ip", "-n", CLI, "addr", "add", CLIENT_IP + "/24", "dev", CLI_IF)
-    for ns, dev in ((SRV, SRV_IF), (CLI, CLI_IF)):
-        sh("ip", "-n", ns, "link", "set", dev, "mtu", str(MTU), "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-
-
-def teardown():
-    for ns in (SRV, CLI):
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-
-
-class Server:
-    def __init__(self, name, argv, work, ready, ready_s=30):
-        self.name, self.argv, self.work, self.ready, self.ready_s = name, argv, work, ready, ready_s
-        self.proc = None
-        self.log = os.path.join(work, f"{name}.log")
-
-    def start(self):
-        log = open(self.log, "w")
-        self.proc = subprocess.Popen(netns_exec(SRV, "taskset", "-c", "0", *self.argv),
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.time() + self.ready_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early (status {self.proc.returncode})")
-            if self.ready(self):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {self.ready_s} s")
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def peak_kib(self):
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return None
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-
-def port_open(port):
-    out = subprocess.run(netns_exec(SRV, "ss", "-lunH", f"sport = :{port}"),
-                         capture_output=True, text=True, timeout=10).stdout
-    return bool(out.strip())
-
-
-def make_file(path, size):
-    """Random bytes (nothing compresses or dedups them); returns the sha256 hex."""
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            chunk = os.urandom(min(left, 1 << 20))
-            h.update(chunk)
-            f.write(chunk)
-            left -= len(chunk)
-    os.chmod(path, 0o644)
-    return h.hexdigest()
-
-
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def appliance(binary, work, root, files):
@@ -153,12 +48,13 @@ def appliance(binary, work, root, files):
     shutil.rmtree(data, ignore_errors=True)
     argv = [binary, "up", "--data-dir", data, "--firmware-dir", root,
             "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off"]
-    return Server("appliance", argv, work, lambda s: "TFTP serving" in s.log_text())
+    return benchlib.Server("appliance", argv, work, lambda s: "TFTP serving" in s.log_text(),
+                           ns=NET.srv)
 
 
 def tftpd_hpa(work, root):
-    return Server("tftpd-hpa", ["in.tftpd", "-L", "-s", root, "--address", f"{SERVER_IP}:69"],
-                  work, lambda s: port_open(69))
+    return benchlib.Server("tftpd-hpa", ["in.tftpd", "-L", "-s", root, "--address", f"{SERVER_IP}:69"],
+                           work, lambda s: NET.port_open(69), ns=NET.srv)
 
 
 def dnsmasq(work, root, clients):
@@ -167,7 +63,7 @@ def dnsmasq(work, root, clients):
             "--pid-file=", f"--log-facility={os.path.join(work, 'dnsmasq-internal.log')}",
             # dnsmasq's default limit is 50 transfers at once; let every client in.
             f"--tftp-max={max(50, clients + 5)}"]
-    return Server("dnsmasq", argv, work, lambda s: port_open(69))
+    return benchlib.Server("dnsmasq", argv, work, lambda s: NET.port_open(69), ns=NET.srv)
 
 
 def client_argv(client, name, out, window=None):
@@ -179,33 +75,19 @@ def client_argv(client, name, out, window=None):
     return argv + ["-g", "-r", name, "-l", out, SERVER_IP]
 
 
-def run_bounded(argv, timeout):
-    """Runs argv in its own process group; on timeout kills that group. (rc, output, seconds)."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate()
-        return None, out, time.monotonic() - t0
-    return p.returncode, out, time.monotonic() - t0
-
-
 def fetch_one(args, out_dir, name, size, sha, window=None):
     """One client fetches `name`; returns MB/s. Raises if it fails or the copy differs."""
     out = os.path.join(out_dir, "one.bin")
     if os.path.exists(out):
         os.remove(out)
     argv = client_argv("atftp" if window else args.client, name, out, window)
-    rc, text, secs = run_bounded(netns_exec(CLI, "taskset", "-c", "1", *argv), args.timeout)
+    rc, text, secs = benchlib.run_bounded(NET.client(*argv), args.timeout)
     if rc is None:
         raise RuntimeError(f"{name}: client still running after {args.timeout} s")
     if rc != 0 or not os.path.exists(out):
         raise RuntimeError(f"{name}: client exited {rc}: {text.strip()[-300:]}")
     got = os.path.getsize(out)
-    if got != size or sha256_of(out) != sha:
+    if got != size or benchlib.sha256_of(out) != sha:
         raise RuntimeError(f"{name}: got {got} bytes, sha256 {'ok' if got == size else 'differs'}")
     os.remove(out)
     return size / secs / 1e6
@@ -220,8 +102,7 @@ def fetch_many(args, out_dir, name, size, sha, n):
     lines = [f"({shlex.join(client_argv(args.client, name, o))} >{o}.log 2>&1; echo $? >{o}.rc) &"
              for o in outs]
     script = "\n".join(lines) + "\nwait\n"
-    rc, text, secs = run_bounded(netns_exec(CLI, "taskset", "-c", "1", "sh", "-c", script),
-                                 args.timeout)
+    rc, text, secs = benchlib.run_bounded(NET.client("sh", "-c", script), args.timeout)
     failures = []
     if rc is None:
         failures.append(f"clients still running after {args.timeout} s")
@@ -238,7 +119,7 @@ def fetch_many(args, out_dir, name, size, sha, n):
             except OSError:
                 why = ""
             failures.append(f"client {i}: exit {crc}: {why}")
-        elif not os.path.exists(o) or os.path.getsize(o) != size or sha256_of(o) != sha:
+        elif not os.path.exists(o) or os.path.getsize(o) != size or benchlib.sha256_of(o) != sha:
             got = os.path.getsize(o) if os.path.exists(o) else 0
             failures.append(f"client {i}: copy differs ({got} bytes)")
         for p in (o, o + ".rc", o + ".log"):
@@ -252,7 +133,7 @@ def check_window_oack(args, out_dir, name, window):
     out = os.path.join(out_dir, "trace.bin")
     argv = ["atftp", "--trace", "--option", f"blksize {BLKSIZE}", "--option", f"windowsize {window}",
             "-g", "-r", name, "-l", out, SERVER_IP]
-    rc, text, _ = run_bounded(netns_exec(CLI, "taskset", "-c", "1", *argv), args.timeout)
+    rc, text, _ = benchlib.run_bounded(NET.client(*argv), args.timeout)
     if os.path.exists(out):
         os.remove(out)
     m = re.search(r"received OACK <([^>]*)>", text or "")
@@ -261,23 +142,17 @@ def check_window_oack(args, out_dir, name, window):
 
 def measure(args, name, server, r, notes, rnd, out_dir, files, big_size, small_size):
     """One round on one server: (a), (b), and for the appliance (c). Appends to r."""
-    def peak(key):
-        v = server.peak_kib()
-        if v is not None:
-            r[key] = max(r.get(key, 0), v)
-
     print(f"{name} (round {rnd + 1}/{args.rounds}):", flush=True)
-    step = "start"
-    try:
+    with benchlib.ServerRound(name, server, r, notes) as at:
         server.start()
-        peak("rss0")
-        step = "(a)"
+        at.peak("rss0")
+        at.step = "(a)"
         for _ in range(args.repeat):
             r["a"].append(fetch_one(args, out_dir, BIG, big_size, files[BIG]))
-        peak("rss_a")
+        at.peak("rss_a")
         print(f"  (a) 1 client, {args.big_mib} MiB: "
               f"{' '.join(f'{x:.1f}' for x in r['a'][-args.repeat:])} MB/s", flush=True)
-        step = "(b)"
+        at.step = "(b)"
         for _ in range(args.repeat):
             secs, rate, failures = fetch_many(args, out_dir, SMALL, small_size, files[SMALL],
                                               args.clients)
@@ -291,9 +166,9 @@ def measure(args, name, server, r, notes, rnd, out_dir, files, big_size, small_s
             if failures:
                 notes.append(f"{name} (b): {len(failures)} of {args.clients} failed; "
                              f"first: {failures[0]}")
-        peak("rss_b")
+        at.peak("rss_b")
         if name == "appliance":
-            step = "(c)"
+            at.step = "(c)"
             if rnd == 0:
                 oack = check_window_oack(args, out_dir, SMALL, args.window)
                 print(f"  OACK to windowsize {args.window}: {oack}", flush=True)
@@ -301,24 +176,9 @@ def measure(args, name, server, r, notes, rnd, out_dir, files, big_size, small_s
                     notes.append(f"appliance: OACK did not grant windowsize {args.window}: {oack}")
             for _ in range(args.repeat):
                 r["c"].append(fetch_one(args, out_dir, BIG, big_size, files[BIG], window=args.window))
-            peak("rss_c")
+            at.peak("rss_c")
             print(f"  (c) windowsize {args.window}: "
                   f"{' '.join(f'{x:.1f}' for x in r['c'][-args.repeat:])} MB/s", flush=True)
-        if not server.alive():
-            raise RuntimeError(f"exited during the run (status {server.proc.returncode})")
-    except RuntimeError as e:
-        r["error"] = f"{step}: {e}"
-        # The log goes with the temporary directory: keep its end in the report.
-        tail = " | ".join(server.log_text().strip().splitlines()[-3:])[-400:]
-        notes.append(f"{name} {step}: {e}" + (f"; log ends: {tail}" if tail else ""))
-        print(f"  FAILED: {e}", flush=True)
-    finally:
-        server.stop()
-        if name == "appliance":
-            bad = [l for l in server.log_text().splitlines()
-                   if "panic" in l.lower() or " ERROR " in l]
-            for l in bad[:5]:
-                notes.append(f"appliance log: {l.strip()[:300]}")
 
 
 def main():
@@ -336,32 +196,16 @@ def main():
                          "over all servers); the median of every run is shown")
     ap.add_argument("--timeout", type=int, default=120, help="seconds any one transfer step may take")
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("needs root (network namespaces)")
-    for tool in ("atftp", "curl", "in.tftpd", "dnsmasq", "taskset", "ss"):
-        if not shutil.which(tool):
-            raise SystemExit(f"missing {tool}: apt-get install atftp curl tftpd-hpa dnsmasq-base")
-    binary = os.path.abspath(args.binary)
-    if not os.access(binary, os.X_OK):
-        raise SystemExit(f"no appliance binary at {binary}: cargo build --release")
+    binary = benchlib.preflight(("atftp", "curl", "in.tftpd", "dnsmasq", "taskset", "ss"),
+                                "atftp curl tftpd-hpa dnsmasq-base", args.binary)
     big_size, small_size = args.big_mib << 20, int(args.small_mib * (1 << 20))
-    t_start, load0 = time.monotonic(), os.getloadavg()[0]
-    work = tempfile.mkdtemp(prefix="bench-tftp-")
+    t_start, load0 = time.monotonic(), benchlib.load_average()
+    work = benchlib.work_dir("bench-tftp-")
     results, notes, built = {}, [], "?"
     try:
-        # tftpd-hpa drops to an unprivileged user after chroot: the tree must be readable.
-        os.chmod(work, 0o755)
-        # A copy: a rebuild during the run must not change the binary under test.
-        shutil.copy2(binary, os.path.join(work, "provisioner"))
-        binary = os.path.join(work, "provisioner")
-        built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(binary)))
-        root = os.path.join(work, "root")
-        out_dir = os.path.join(work, "out")
-        os.mkdir(root, 0o755)
-        os.mkdir(out_dir)
-        files = {BIG: make_file(os.path.join(root, BIG), big_size),
-                 SMALL: make_file(os.path.join(root, SMALL), small_size)}
-        setup()
+        binary, built, root, out_dir, files = benchlib.stage(
+            work, binary, {BIG: big_size, SMALL: small_size})
+        NET.setup()
         servers = (("appliance", lambda: appliance(binary, work, root, files)),
                    ("tftpd-hpa", lambda: tftpd_hpa(work, root)),
                    ("dnsmasq", lambda: dnsmasq(work, root, args.clients)))
@@ -373,13 +217,13 @@ def main():
                 measure(args, name, make(), results[name], notes, rnd, out_dir, files,
                         big_size, small_size)
     finally:
-        teardown()
+        NET.teardown()
         shutil.rmtree(work, ignore_errors=True)
 
     def fmt(v, f="%.1f"):
         return f % v if v is not None else "-"
 
-    med = lambda xs: statistics.median(xs) if xs else None
+    med = benchlib.median
     summary = {}
     for name, r in results.items():
         b_secs = med(r["b"])
@@ -390,7 +234,7 @@ def main():
     runs = args.rounds * args.repeat
     print(f"\nTFTP benchmark (veth, MTU {MTU}, blksize {BLKSIZE}, client {args.client}; server on "
           f"CPU 0, clients on CPU 1; MB = 10^6 bytes; median of {runs} runs ({args.rounds} rounds "
-          f"x {args.repeat}); 1-min load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n")
+          f"x {args.repeat}); {benchlib.load_note(load0)})\n")
     print(f"| server | (a) 1 client, {args.big_mib} MiB, MB/s | (a) ratio to tftpd-hpa | "
           f"(b) {args.clients} clients x {args.small_mib:g} MiB: wall s | (b) aggregate MB/s | "
           f"(b) ratio to tftpd-hpa | (b) clients ok (worst run) | (c) windowsize {args.window}, MB/s | "
@@ -412,11 +256,7 @@ def main():
     mib = lambda k: f"{app[k] / 1024:.1f} MiB" if app.get(k) else "-"
     print(f"\nAppliance peak RSS (VmHWM, largest over rounds): after start {mib('rss0')}, "
           f"after (a) {mib('rss_a')}, after (b) {mib('rss_b')}, after (c) {mib('rss_c')}")
-    print(f"\nAppliance binary: {args.binary}, built {built}")
-    for n in notes:
-        print(f"- {n}")
-    print(f"\n(took {time.monotonic() - t_start:.0f} s)")
-    return 1 if any("error" in r for r in results.values()) else 0
+    return benchlib.finish(args.binary, built, notes, t_start, results)
 
 
 if __name__ == "__main__":
