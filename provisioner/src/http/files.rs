@@ -150,17 +150,26 @@ pub async fn serve(path: &Path, sha: Sha256, headers: &HeaderMap) -> Response {
 }
 
 /// Streams `count` bytes from `start`: one blocking reader per transfer, a chunk at a time,
-/// at most one chunk queued ahead, so a transfer holds two chunks of memory however large
-/// the file. A client that goes away stops the reader.
+/// at most one chunk queued ahead, so a transfer holds a few chunks of memory however large
+/// the file. Chunk buffers come back to the reader when the connection has written them, so a
+/// long transfer reuses three buffers instead of allocating (and faulting in) a fresh one per
+/// chunk. A client that goes away stops the reader.
 fn stream(file: std::fs::File, start: u64, count: u64) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
     tokio::task::spawn_blocking(move || {
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let end = start + count;
         let mut at = start;
         while at < end {
             let n = CHUNK.min((end - at) as usize);
-            let mut buf = vec![0u8; n];
-            let item = file.read_exact_at(&mut buf, at).map(|()| Bytes::from(buf));
+            let mut buf = back_rx.try_recv().unwrap_or_default();
+            buf.resize(n, 0);
+            let item = file.read_exact_at(&mut buf, at).map(|()| {
+                Bytes::from_owner(Returned {
+                    buf,
+                    back: back_tx.clone(),
+                })
+            });
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
                 return;
@@ -173,6 +182,25 @@ fn stream(file: std::fs::File, start: u64, count: u64) -> Body {
         Some((item, rx))
     });
     Body::from_stream(chunks)
+}
+
+/// A chunk that goes back to its reader's pool when the connection is done with it.
+struct Returned {
+    buf: Vec<u8>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Returned {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        // The reader may have finished; then the buffer is simply freed.
+        let _ = self.back.send(std::mem::take(&mut self.buf));
+    }
 }
 
 #[cfg(test)]
