@@ -313,6 +313,31 @@ fn http_boot_scripts_firmware_and_artifacts_with_ranges() {
     ]);
     assert_eq!(code, "404");
 
+    // One keep-alive connection: an artifact (sendfile path), then a script (the router),
+    // then the artifact again; curl reuses the connection for all three.
+    let (a, b, c) = (
+        f.dir.path().join("a"),
+        f.dir.path().join("b"),
+        f.dir.path().join("c"),
+    );
+    let (ok, text) = curl(&[
+        "-v",
+        "-o",
+        a.to_str().unwrap(),
+        &url,
+        "-o",
+        b.to_str().unwrap(),
+        &format!("{base}/boot/52-54-00-12-34-56.ipxe"),
+        "-o",
+        c.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("Re-using existing connection"), "{text}");
+    assert_eq!(std::fs::read(&a).unwrap(), want);
+    assert!(std::fs::read_to_string(&b).unwrap().starts_with("#!ipxe\n"));
+    assert_eq!(std::fs::read(&c).unwrap(), want);
+
     // Firmware over HTTP (UEFI HTTP boot): only what matched the manifest.
     let (_, code) = curl(&[
         "-o",

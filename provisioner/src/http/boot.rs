@@ -111,10 +111,7 @@ pub async fn firmware(
     let Some(fw) = st.boot.firmware.get(&name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if let Some(ip) = client_ip(&peer) {
-        st.events
-            .record_ip(ip, EventKind::Http, format!("GET /firmware/{name}"));
-    }
+    note_firmware(&st, peer, &name);
     super::files::serve(&fw.path, fw.sha256, &headers).await
 }
 
@@ -135,6 +132,20 @@ pub async fn artifact(
     let Some(path) = st.boot.artifacts.path(sha) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    note_artifact(&st, peer, sha, &headers);
+    super::files::serve(&path, sha, &headers).await
+}
+
+/// Records a firmware fetch against the client's MAC.
+pub fn note_firmware(st: &AppState, peer: SocketAddr, name: &str) {
+    if let Some(ip) = client_ip(&peer) {
+        st.events
+            .record_ip(ip, EventKind::Http, format!("GET /firmware/{name}"));
+    }
+}
+
+/// Records an artifact fetch (and its range) against the client's MAC.
+pub fn note_artifact(st: &AppState, peer: SocketAddr, sha: Sha256, headers: &HeaderMap) {
     if let Some(ip) = client_ip(&peer) {
         let range = headers
             .get(header::RANGE)
@@ -144,5 +155,4 @@ pub async fn artifact(
         st.events
             .record_ip(ip, EventKind::Http, format!("GET /artifacts/{sha}{range}"));
     }
-    super::files::serve(&path, sha, &headers).await
 }

@@ -90,6 +90,33 @@ pub async fn serve(path: &Path, sha: Sha256, headers: &HeaderMap) -> Response {
         Ok(m) => m.len(),
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
+    let plan = plan(len, sha, headers);
+    let Some((start, count)) = plan.body else {
+        return (plan.status, plan.headers).into_response();
+    };
+    let body = if count <= SMALL {
+        let mut buf = vec![0u8; count as usize];
+        if file.read_exact_at(&mut buf, start).is_err() {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Body::from(buf)
+    } else {
+        stream(file, start, count)
+    };
+    (plan.status, plan.headers, body).into_response()
+}
+
+/// What to answer for a file of `len` bytes: status, headers, and which bytes (none for 304
+/// and 416). Shared by the hyper path and the sendfile path.
+#[derive(Debug)]
+pub struct Plan {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// `(start, count)` of the bytes to send.
+    pub body: Option<(u64, u64)>,
+}
+
+pub fn plan(len: u64, sha: Sha256, headers: &HeaderMap) -> Plan {
     let etag = format!("\"{sha}\"");
     let matches_etag = |name| {
         headers
@@ -111,7 +138,11 @@ pub async fn serve(path: &Path, sha: Sha256, headers: &HeaderMap) -> Response {
         HeaderValue::from_static("application/octet-stream"),
     );
     if matches_etag(header::IF_NONE_MATCH) {
-        return (StatusCode::NOT_MODIFIED, base).into_response();
+        return Plan {
+            status: StatusCode::NOT_MODIFIED,
+            headers: base,
+            body: None,
+        };
     }
     // If-Range: the range holds only for the same content.
     let range_valid = headers
@@ -133,20 +164,20 @@ pub async fn serve(path: &Path, sha: Sha256, headers: &HeaderMap) -> Response {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 base.insert(header::CONTENT_RANGE, v);
             }
-            return (StatusCode::RANGE_NOT_SATISFIABLE, base).into_response();
+            base.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+            return Plan {
+                status: StatusCode::RANGE_NOT_SATISFIABLE,
+                headers: base,
+                body: None,
+            };
         }
     };
     base.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    let body = if count <= SMALL {
-        let mut buf = vec![0u8; count as usize];
-        if file.read_exact_at(&mut buf, start).is_err() {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-        Body::from(buf)
-    } else {
-        stream(file, start, count)
-    };
-    (status, base, body).into_response()
+    Plan {
+        status,
+        headers: base,
+        body: Some((start, count)),
+    }
 }
 
 /// Streams `count` bytes from `start`: one blocking reader per transfer, a chunk at a time,

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod files;
 pub mod nodes;
+pub mod sendfile;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,18 +71,89 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown`, letting requests in flight finish.
+/// Serves on `listener` until `shutdown`, letting requests in flight finish (for up to ten
+/// seconds). Connections that start with a boot-file request take the sendfile path; the
+/// rest, and whatever such a connection asks next, go to hyper and the router.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    let router = router(state.clone());
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, state, token) = (router.clone(), state.clone(), shutdown.clone());
+        conns.spawn(async move { connection(stream, peer, router, state, token).await });
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    state: AppState,
+    token: CancellationToken,
+) {
+    let mut head = [0u8; 16];
+    let peeked = tokio::select! {
+        _ = token.cancelled() => return,
+        r = tokio::time::timeout(std::time::Duration::from_secs(60), stream.peek(&mut head)) => match r {
+            Ok(Ok(n)) => n,
+            _ => return,
+        },
+    };
+    if sendfile::wants(&head[..peeked]) {
+        let after = tokio::select! {
+            _ = token.cancelled() => return,
+            a = sendfile::serve(stream, peer, &state) => a,
+        };
+        if let sendfile::After::Hyper(rewind) = after {
+            with_hyper(rewind, peer, router, token).await;
+        }
+        return;
+    }
+    with_hyper(stream, peer, router, token).await;
+}
+
+async fn with_hyper<I>(io: I, peer: SocketAddr, router: Router, token: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            async move { tower_service::Service::call(&mut router, req).await }
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+        }
+    }
 }
 
 async fn healthz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
