@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{Running, require_tools};
+use common::{ON_LOOPBACK, Running, manifest_entry, require_tools, sha256};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -15,15 +14,6 @@ struct Fixture {
     http: std::net::SocketAddr,
     tftp: std::net::SocketAddr,
     kernel_sha: String,
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// Deterministic bytes (not all zero, so a wrong offset shows).
@@ -49,14 +39,11 @@ fn start() -> Fixture {
     std::os::unix::fs::symlink(dir.path().join("secret"), fw.join("escape.efi")).unwrap();
     let good = sha256(&fw.join("ipxe.efi"));
     let secret = sha256(&dir.path().join("secret"));
-    let entry = |name: &str, sha: &str| {
-        format!(
-            "[[binary]]\nname = \"{name}\"\narch = \"x86_64-efi\"\npackage = \"test\"\nversion = \"1\"\npath = \"{name}\"\nsha256 = \"{sha}\"\n"
-        )
-    };
     std::fs::write(
         fw.join("manifest.toml"),
-        entry("ipxe.efi", &good) + &entry("tampered.efi", &good) + &entry("escape.efi", &secret),
+        manifest_entry("ipxe.efi", &good)
+            + &manifest_entry("tampered.efi", &good)
+            + &manifest_entry("escape.efi", &secret),
     )
     .unwrap();
     let kernel = dir.path().join("vmlinuz");
@@ -65,22 +52,24 @@ fn start() -> Fixture {
     std::fs::write(&initrd, pattern(2048, 13)).unwrap();
     let kernel_sha = sha256(&kernel);
     let data = dir.path().join("data");
-    let mut app = Running::start(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--firmware-dir",
-        fw.to_str().unwrap(),
-        "--http-listen",
-        "127.0.0.1:0",
-        "--tftp-listen",
-        "127.0.0.1:0",
-        "--discovery-kernel",
-        kernel.to_str().unwrap(),
-        "--discovery-initrd",
-        initrd.to_str().unwrap(),
-        "--discovery-cmdline",
-        "console=ttyS0",
-    ]);
+    let mut app = Running::start(
+        &[
+            &ON_LOOPBACK[..],
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--firmware-dir",
+                fw.to_str().unwrap(),
+                "--discovery-kernel",
+                kernel.to_str().unwrap(),
+                "--discovery-initrd",
+                initrd.to_str().unwrap(),
+                "--discovery-cmdline",
+                "console=ttyS0",
+            ],
+        ]
+        .concat(),
+    );
     let http = app.addr("HTTP listening");
     let tftp = app.addr("TFTP listening");
     Fixture {

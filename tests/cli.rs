@@ -1,11 +1,14 @@
 //! The `provisioner` binary as an operator runs it: configuration errors that name the key,
 //! the HTTP endpoints, and a clean exit on SIGTERM. No root needed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{ON_LOOPBACK, Running};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_provisioner"))
@@ -15,15 +18,8 @@ fn bin() -> Command {
 fn refused(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args([
-            "up",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--tftp-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["up", "--data-dir", dir.path().to_str().unwrap()])
+        .args(ON_LOOPBACK)
         .args(args)
         .output()
         .unwrap();
@@ -67,65 +63,14 @@ fn configuration_errors_name_the_key_or_flag() {
     assert!(e.contains("nosuch0"), "{e}");
 }
 
-struct Up {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn up() -> (Up, SocketAddr) {
+/// The appliance on loopback with its data in a directory removed when the test ends.
+fn up() -> (Running, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .args([
-            "up",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--tftp-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut up = Up {
-        child,
-        lines: rx,
-        _dir: dir,
-    };
-    let addr = wait_line(&mut up, "HTTP listening")
-        .and_then(|l| l.split("addr=").nth(1).map(|a| a.trim().parse().unwrap()))
-        .expect("HTTP address in the log");
-    (up, addr)
-}
-
-fn wait_line(up: &mut Up, needle: &str) -> Option<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match up.lines.recv_timeout(left) {
-            Ok(l) if l.contains(needle) => return Some(l),
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
+    let data = dir.path().join("data");
+    let mut up =
+        Running::start(&[&["--data-dir", data.to_str().unwrap()][..], &ON_LOOPBACK].concat());
+    let addr = up.addr("HTTP listening");
+    (up, addr, dir)
 }
 
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -148,7 +93,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 #[test]
 fn up_serves_health_metrics_and_leases_and_exits_cleanly_on_sigterm() {
-    let (mut up, addr) = up();
+    let (mut up, addr, _dir) = up();
     let (status, body) = get(addr, "/healthz");
     assert_eq!(status, 200);
     assert!(body.contains("\"ok\""), "{body}");
@@ -165,7 +110,7 @@ fn up_serves_health_metrics_and_leases_and_exits_cleanly_on_sigterm() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(wait_line(&mut up, "stopped").is_some(), "no clean stop");
+    assert!(up.wait_line("stopped").is_some(), "no clean stop");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(st) = up.child.try_wait().unwrap() {
@@ -182,7 +127,9 @@ fn up_serves_health_metrics_and_leases_and_exits_cleanly_on_sigterm() {
 
 #[test]
 fn with_no_interface_dhcp_stays_off_and_says_so() {
-    let (mut up, _) = up();
-    let line = wait_line(&mut up, "DHCP stays off").expect("a line saying DHCP is off");
+    let (mut up, _, _dir) = up();
+    let line = up
+        .wait_line("DHCP stays off")
+        .expect("a line saying DHCP is off");
     assert!(line.contains("--interface"), "{line}");
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::{appliance, require};
+use common::{appliance, require, sha256};
 
 /// One QEMU at a time: these machines have two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -44,40 +44,13 @@ fn firmware_dir() -> PathBuf {
     dir
 }
 
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 fn boot(firmware: &str, memory: &str) -> (serde_json::Value, String, PathBuf, tempfile::TempDir) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (kernel, initrd) = node_image();
     let fw = firmware_dir();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(appliance())
-        .args([
-            "lab",
-            "--nodes",
-            "1",
-            "--firmware",
-            firmware,
-            "--memory",
-            memory,
-            "--timeout",
-            "300",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--firmware-dir")
-        .arg(&fw)
-        .arg("--discovery-kernel")
-        .arg(&kernel)
-        .arg("--discovery-initrd")
-        .arg(&initrd)
+    let out = lab_command(dir.path(), &fw, &kernel, &initrd)
+        .args(["--nodes", "1", "--firmware", firmware, "--memory", memory])
         .output()
         .expect("run provisioner lab");
     let log =
@@ -93,6 +66,20 @@ fn boot(firmware: &str, memory: &str) -> (serde_json::Value, String, PathBuf, te
         std::fs::read_to_string(dir.path().join("appliance.log")).unwrap_or_default()
     );
     (node, console, kernel, dir)
+}
+
+/// `provisioner lab` with its directory, firmware and node image; the caller adds the rest.
+fn lab_command(dir: &Path, fw: &Path, kernel: &Path, initrd: &Path) -> Command {
+    let mut c = Command::new(appliance());
+    c.args(["lab", "--timeout", "300", "--dir"])
+        .arg(dir)
+        .arg("--firmware-dir")
+        .arg(fw)
+        .arg("--discovery-kernel")
+        .arg(kernel)
+        .arg("--discovery-initrd")
+        .arg(initrd);
+    c
 }
 
 fn details(node: &serde_json::Value) -> Vec<String> {
@@ -202,16 +189,8 @@ fn ctrl_c_removes_the_whole_lab() {
     let fw = firmware_dir();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("lab.log");
-    let mut child = Command::new(appliance())
-        .args(["lab", "--nodes", "2", "--timeout", "300"])
-        .arg("--dir")
-        .arg(dir.path().join("lab"))
-        .arg("--firmware-dir")
-        .arg(&fw)
-        .arg("--discovery-kernel")
-        .arg(&kernel)
-        .arg("--discovery-initrd")
-        .arg(&initrd)
+    let mut child = lab_command(&dir.path().join("lab"), &fw, &kernel, &initrd)
+        .args(["--nodes", "2"])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(dir.path().join("lab.err")).unwrap())
         .spawn()

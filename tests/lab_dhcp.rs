@@ -132,20 +132,29 @@ fn one_segment(lab: &mut Lab) -> (String, String) {
     (srv, c)
 }
 
+/// What the two-client tests need.
+const CLIENTS: [(&str, &str); 4] = [
+    ("ip", "iproute2"),
+    ("dhclient", "isc-dhcp-client"),
+    ("udhcpc", "udhcpc"),
+    ("curl", "curl"),
+];
+
+/// The appliance's host and two client hosts, MACs ...:01 and ...:02, on one segment.
+fn two_clients(lab: &mut Lab) -> (String, String, String) {
+    let (srv, c1) = one_segment(lab);
+    let c2 = lab.host("c2");
+    lab.link(&c2, "eth0", 0, None, Some("02:00:00:00:01:02"));
+    (srv, c1, c2)
+}
+
 #[test]
 fn full_mode_gives_dhclient_and_udhcpc_distinct_leases() {
-    if !require(&[
-        ("ip", "iproute2"),
-        ("dhclient", "isc-dhcp-client"),
-        ("udhcpc", "udhcpc"),
-        ("curl", "curl"),
-    ]) {
+    if !require(&CLIENTS) {
         return;
     }
     let mut lab = Lab::new(1);
-    let (srv, c1) = one_segment(&mut lab);
-    let c2 = lab.host("c2");
-    lab.link(&c2, "eth0", 0, None, Some("02:00:00:00:01:02"));
+    let (srv, c1, c2) = two_clients(&mut lab);
     start(
         &mut lab,
         &srv,
@@ -256,18 +265,11 @@ fn pxe_clients_get_the_boot_file_of_their_architecture() {
 
 #[test]
 fn leases_survive_a_restart_and_kill_9() {
-    if !require(&[
-        ("ip", "iproute2"),
-        ("dhclient", "isc-dhcp-client"),
-        ("udhcpc", "udhcpc"),
-        ("curl", "curl"),
-    ]) {
+    if !require(&CLIENTS) {
         return;
     }
     let mut lab = Lab::new(1);
-    let (srv, c1) = one_segment(&mut lab);
-    let c2 = lab.host("c2");
-    lab.link(&c2, "eth0", 0, None, Some("02:00:00:00:01:02"));
+    let (srv, c1, c2) = two_clients(&mut lab);
     let args = [
         "--interface",
         "eth0",

@@ -8,7 +8,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::Running;
+use common::{ON_LOOPBACK, Running, manifest_entry, sha256};
 
 const RRQ: u16 = 1;
 const WRQ: u16 = 2;
@@ -23,33 +23,21 @@ fn start(size: usize) -> (Running, SocketAddr, Vec<u8>, tempfile::TempDir) {
     std::fs::create_dir(&fw).unwrap();
     let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(fw.join("file.bin"), &content).unwrap();
-    let sha = {
-        let out = std::process::Command::new("sha256sum")
-            .arg(fw.join("file.bin"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    std::fs::write(
-        fw.join("manifest.toml"),
-        format!("[[binary]]\nname = \"file.bin\"\narch = \"bios\"\npackage = \"t\"\nversion = \"1\"\npath = \"x\"\nsha256 = \"{sha}\"\n"),
-    )
-    .unwrap();
+    let sha = sha256(&fw.join("file.bin"));
+    std::fs::write(fw.join("manifest.toml"), manifest_entry("file.bin", &sha)).unwrap();
     let data = dir.path().join("data");
-    let mut app = Running::start(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--firmware-dir",
-        fw.to_str().unwrap(),
-        "--http-listen",
-        "127.0.0.1:0",
-        "--tftp-listen",
-        "127.0.0.1:0",
-    ]);
+    let mut app = Running::start(
+        &[
+            &ON_LOOPBACK[..],
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--firmware-dir",
+                fw.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
     let tftp = app.addr("TFTP listening");
     app.wait_line("TFTP serving").expect("TFTP up");
     (app, tftp, content, dir)

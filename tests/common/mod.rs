@@ -367,3 +367,31 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Flags that put the appliance's HTTP and TFTP on free loopback ports.
+pub const ON_LOOPBACK: [&str; 4] = [
+    "--http-listen",
+    "127.0.0.1:0",
+    "--tftp-listen",
+    "127.0.0.1:0",
+];
+
+/// The sha256 of a file, by the system's `sha256sum` (a check independent of our own).
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// One `[[binary]]` entry of a firmware manifest naming `name` with digest `sha`.
+pub fn manifest_entry(name: &str, sha: &str) -> String {
+    format!(
+        "[[binary]]\nname = \"{name}\"\narch = \"x86_64-efi\"\npackage = \"test\"\nversion = \"1\"\npath = \"{name}\"\nsha256 = \"{sha}\"\n"
+    )
+}
