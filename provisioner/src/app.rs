@@ -88,7 +88,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let tftp_addr = tftp_socket.local_addr()?;
     let mtu = interfaces
         .iter()
-        .filter_map(|i| tftp::interface_mtu(&i.name))
+        .filter_map(|i| net::interface_mtu(&i.name))
         .min()
         .unwrap_or(1500);
     tasks.spawn({

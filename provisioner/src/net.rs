@@ -53,6 +53,15 @@ pub fn interface_ipv4(name: &str) -> Result<Ipv4Net, NetError> {
     })
 }
 
+/// The MTU of an interface, from sysfs.
+pub fn interface_mtu(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A UDP socket on `0.0.0.0:port` that sees only traffic of interface `iface`, including
 /// broadcasts, as a DHCP server needs. Several such sockets share a port, one per interface.
 pub fn bind_udp_on_interface(iface: &str, port: u16) -> Result<std::net::UdpSocket, NetError> {

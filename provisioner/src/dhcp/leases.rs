@@ -419,11 +419,6 @@ impl LeaseTable {
             self.requeue(ip);
         }
     }
-
-    /// Free addresses left in subnet `s` (candidates, checked again when taken).
-    pub fn free_estimate(&self, s: usize) -> usize {
-        self.pools[s].fresh.len() + self.pools[s].recycled.len()
-    }
 }
 
 #[cfg(test)]

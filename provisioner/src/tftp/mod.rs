@@ -94,15 +94,6 @@ pub fn blksize_for_mtu(mtu: u32) -> u16 {
         .clamp(512, MAX_BLKSIZE)
 }
 
-/// The MTU of an interface, from sysfs.
-pub fn interface_mtu(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 struct Files {
     boot: Boot,
     events: Events,
