@@ -1,8 +1,9 @@
 //! The virtual rack boots real firmware: a BIOS node (SeaBIOS + the NIC's iPXE ROM) and a
 //! UEFI node (OVMF's own PXE client, which must fetch ipxe.efi over TFTP) network-boot from
 //! the appliance into a kernel and initramfs built by `tests/lab/node-image.sh`, whose /init
-//! takes an address by DHCP, reads provisioner.url from /proc/cmdline and calls back.
-//! Needs root, QEMU, OVMF; the image build downloads a Debian kernel package once.
+//! takes an address by DHCP, reads provisioner.url from /proc/cmdline and calls back. An arm64
+//! node (AAVMF) gets the arm64 iPXE and is told the x86-64 image is not for it.
+//! Needs root, QEMU, OVMF, AAVMF; the image build downloads a Debian kernel package once.
 
 mod common;
 
@@ -34,7 +35,8 @@ fn node_image() -> (PathBuf, PathBuf) {
 /// The firmware set, fetched from Debian's ipxe package if not yet present.
 fn firmware_dir() -> PathBuf {
     let dir = workspace().join("firmware");
-    if !dir.join("undionly.kpxe").is_file() || !dir.join("ipxe.efi").is_file() {
+    let names = ["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"];
+    if names.iter().any(|n| !dir.join(n).is_file()) {
         let status = Command::new("bash")
             .arg(dir.join("fetch.sh"))
             .status()
@@ -173,6 +175,78 @@ fn a_uefi_node_gets_ipxe_over_tftp_by_its_architecture() {
         "{ev:#?}"
     );
     assert_booted(&node, &console, &kernel);
+}
+
+/// A Grace tray is arm64: AAVMF's PXE client must get the arm64 iPXE by its architecture
+/// (11), and the script must tell it, rather than boot it into, an x86-64 discovery image.
+#[test]
+fn an_arm64_node_gets_arm64_ipxe_and_is_told_the_image_is_not_for_it() {
+    if !require(&[
+        ("ip", "iproute2"),
+        ("qemu-system-aarch64", "qemu-system-arm qemu-efi-aarch64"),
+        ("cpio", "cpio"),
+    ]) {
+        return;
+    }
+    let aavmf = Path::new("/usr/share/AAVMF/AAVMF_CODE.fd");
+    assert!(
+        aavmf.is_file() || std::env::var("CI").is_err(),
+        "AAVMF missing (apt-get install qemu-efi-aarch64)"
+    );
+    if !aavmf.is_file() {
+        eprintln!("SKIPPED: AAVMF missing (apt-get install qemu-efi-aarch64)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (kernel, initrd) = node_image();
+    let fw = firmware_dir();
+    let told = "this node runs arm64 code but the discovery image is for x86_64";
+    let dir = tempfile::tempdir().unwrap();
+    let out = lab_command(dir.path(), &fw, &kernel, &initrd)
+        .args([
+            "--nodes",
+            "1",
+            "--firmware",
+            "uefi-arm64",
+            "--memory",
+            "512",
+        ])
+        .args(["--until", told])
+        .output()
+        .expect("run provisioner lab");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "provisioner lab failed:\n{log}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let node = &summary[0];
+    let console = std::fs::read_to_string(dir.path().join("node0.console")).unwrap_or_default();
+    assert!(node["until_seen"] == true, "{console}");
+    assert!(
+        console.contains("NBP filename is ipxe-arm64.efi"),
+        "{console}"
+    );
+    assert!(
+        console.contains(&format!("Provisioner: {told}")),
+        "{console}"
+    );
+
+    let ev = details(node);
+    let size = std::fs::metadata(fw.join("ipxe-arm64.efi")).unwrap().len();
+    let has = |want: &str| ev.iter().any(|e| e == want);
+    assert!(has("dhcp ACK 10.99.0.100 file=ipxe-arm64.efi"), "{ev:#?}");
+    assert!(
+        has(&format!("tftp RRQ ipxe-arm64.efi sent {size} bytes")),
+        "{ev:#?}"
+    );
+    assert!(
+        has("http GET /boot/52-54-00-99-00-00.ipxe (iPXE script)"),
+        "{ev:#?}"
+    );
+    assert!(
+        !ev.iter().any(|e| e.contains("/artifacts/")),
+        "an arm64 node must not fetch an x86-64 kernel: {ev:#?}"
+    );
 }
 
 #[test]

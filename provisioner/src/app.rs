@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::artifacts::ArtifactStore;
-use crate::boot::Discovery;
+use crate::boot::{Discovery, KernelArch};
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::leases::{LeaseTable, Subnet};
 use crate::dhcp::pxe::BootServer;
@@ -150,16 +150,37 @@ async fn import_discovery(
         return Ok(None);
     };
     let store = artifacts.clone();
-    let (kernel, initrd) = tokio::task::spawn_blocking(move || {
-        Ok::<_, anyhow::Error>((store.import(&kernel)?, store.import(&initrd)?))
+    let (kernel, initrd, arch) = tokio::task::spawn_blocking(move || {
+        let arch = kernel_arch(&kernel)?;
+        Ok::<_, anyhow::Error>((store.import(&kernel)?, store.import(&initrd)?, arch))
     })
     .await??;
-    info!(kernel = %kernel.sha256, initrd = %initrd.sha256, "discovery image imported");
+    match arch {
+        Some(arch) => {
+            info!(kernel = %kernel.sha256, initrd = %initrd.sha256, arch = arch.name(), "discovery image imported")
+        }
+        None => warn!(
+            kernel = %kernel.sha256,
+            "discovery kernel's architecture is not in its header: every node is given it"
+        ),
+    }
     Ok(Some(Discovery {
         kernel,
         initrd,
         cmdline: config.discovery.cmdline.clone().unwrap_or_default(),
+        arch,
     }))
+}
+
+/// The architecture of the kernel image at `path`, from its first bytes.
+fn kernel_arch(path: &std::path::Path) -> anyhow::Result<Option<KernelArch>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(KernelArch::HEADER_LEN);
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot read discovery kernel {}", path.display()))?
+        .take(KernelArch::HEADER_LEN as u64)
+        .read_to_end(&mut head)?;
+    Ok(KernelArch::of_image(&head))
 }
 
 /// Builds the DHCP server and binds its sockets, or says why DHCP stays off.

@@ -17,12 +17,77 @@ pub struct Discovery {
     pub kernel: Artifact,
     pub initrd: Artifact,
     pub cmdline: String,
+    /// What the kernel runs on, read from its header; `None` when the header says nothing we
+    /// know, and then every node is given it.
+    pub arch: Option<KernelArch>,
+}
+
+/// The CPU architecture a kernel image is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelArch {
+    X86_64,
+    Arm64,
+}
+
+impl KernelArch {
+    /// How many bytes of the image [`KernelArch::of_image`] needs.
+    pub const HEADER_LEN: usize = 4096;
+
+    /// Reads the architecture from the start of a kernel image: the PE header of an EFI-stub
+    /// kernel (x86 bzImage, arm64 Image or arm64 EFI zboot), else the x86 boot protocol's
+    /// `HdrS` or the arm64 Image magic.
+    pub fn of_image(head: &[u8]) -> Option<KernelArch> {
+        let le16 = |at: usize| {
+            head.get(at..at + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        };
+        let le32 = |at: usize| {
+            head.get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        if head.starts_with(b"MZ")
+            && let Some(pe) = le32(0x3c)
+            && head.get(pe as usize..pe as usize + 4) == Some(b"PE\0\0")
+        {
+            match le16(pe as usize + 4) {
+                Some(0x8664) => return Some(KernelArch::X86_64),
+                Some(0xaa64) => return Some(KernelArch::Arm64),
+                _ => {}
+            }
+        }
+        if head.get(0x202..0x206) == Some(b"HdrS") {
+            return Some(KernelArch::X86_64);
+        }
+        if head.get(0x38..0x3c) == Some(b"ARM\x64") {
+            return Some(KernelArch::Arm64);
+        }
+        None
+    }
+
+    /// iPXE's `${buildarch}` values of the iPXE builds that can boot this kernel
+    /// (undionly.kpxe is an i386 build that boots x86-64 kernels).
+    fn ipxe_buildarchs(self) -> &'static [&'static str] {
+        match self {
+            KernelArch::X86_64 => &["x86_64", "i386"],
+            KernelArch::Arm64 => &["arm64"],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelArch::X86_64 => "x86_64",
+            KernelArch::Arm64 => "arm64",
+        }
+    }
 }
 
 #[derive(Template)]
 #[template(path = "ipxe/discovery.ipxe", escape = "none")]
 struct DiscoveryScript {
     mac: MacAddr,
+    /// `${buildarch}` values that may boot the image; empty when its architecture is unknown.
+    accepts: &'static [&'static str],
+    image_arch: &'static str,
     kernel_url: String,
     initrd_url: String,
     cmdline: String,
@@ -68,6 +133,11 @@ pub fn script(
     let d = discovery.ok_or(BootError::NoDiscoveryImage)?;
     Ok(DiscoveryScript {
         mac,
+        accepts: d.arch.map(KernelArch::ipxe_buildarchs).unwrap_or(&[]),
+        image_arch: d
+            .arch
+            .map(KernelArch::name)
+            .unwrap_or("an unknown architecture"),
         kernel_url: d.kernel.url(server),
         initrd_url: d.initrd.url(server),
         cmdline: kernel_cmdline(&d.cmdline, server, mac),
@@ -129,6 +199,7 @@ mod tests {
             kernel: artifact(0xaa, "vmlinuz"),
             initrd: artifact(0xbb, "initrd.img"),
             cmdline: "console=ttyS0 ".into(),
+            arch: Some(KernelArch::X86_64),
         };
         let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
         let got = script(Some(&d), &SERVER, mac).unwrap();
@@ -137,6 +208,13 @@ mod tests {
         let want = format!(
             "#!ipxe
 # Provisioner: 52:54:00:12:34:56 boots the discovery image.
+iseq ${{buildarch}} x86_64 && goto boot || goto not_x86_64
+:not_x86_64
+iseq ${{buildarch}} i386 && goto boot || goto not_i386
+:not_i386
+echo Provisioner: this node runs ${{buildarch}} code but the discovery image is for x86_64
+goto failed
+:boot
 echo Provisioner: 52:54:00:12:34:56 boots the discovery image
 kernel http://10.99.0.1:8080/artifacts/{k}/vmlinuz initrd=initrd console=ttyS0 provisioner.url=http://10.99.0.1:8080 provisioner.mac=52:54:00:12:34:56 || goto failed
 initrd --name initrd http://10.99.0.1:8080/artifacts/{i}/initrd.img || goto failed
@@ -149,6 +227,43 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
 "
         );
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_image_of_unknown_architecture_is_given_to_every_node() {
+        let d = Discovery {
+            kernel: artifact(0xaa, "vmlinuz"),
+            initrd: artifact(0xbb, "initrd.img"),
+            cmdline: String::new(),
+            arch: None,
+        };
+        let got = script(Some(&d), &SERVER, "52:54:00:12:34:56".parse().unwrap()).unwrap();
+        assert!(!got.contains("buildarch"), "{got}");
+        assert!(got.contains("\n:boot\necho Provisioner: 52:54:00:12:34:56 boots"));
+    }
+
+    #[test]
+    fn kernel_architecture_comes_from_the_header() {
+        let mut pe = vec![0u8; 4096];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x84..0x86].copy_from_slice(&0xaa64u16.to_le_bytes());
+        assert_eq!(KernelArch::of_image(&pe), Some(KernelArch::Arm64));
+        pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        assert_eq!(KernelArch::of_image(&pe), Some(KernelArch::X86_64));
+        // A PE offset past the end is no PE header, and no panic.
+        pe[0x3c..0x40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(KernelArch::of_image(&pe), None);
+
+        let mut bz = vec![0u8; 1024];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(KernelArch::of_image(&bz), Some(KernelArch::X86_64));
+        let mut image = vec![0u8; 64];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        assert_eq!(KernelArch::of_image(&image), Some(KernelArch::Arm64));
+        assert_eq!(KernelArch::of_image(b"\x1f\x8b gzip"), None);
+        assert_eq!(KernelArch::of_image(b""), None);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Entry {
     pub name: String,
     pub arch: String,
     pub package: String,
+    /// The Debian suite the package comes from (bookworm when absent).
+    #[serde(default)]
+    pub suite: Option<String>,
     pub version: String,
     /// Where the file sits in the package.
     pub path: String,

@@ -20,6 +20,8 @@ pub const LAB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const LAB_RANGE: &str = "10.99.0.100-10.99.0.200";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +30,43 @@ pub enum Firmware {
     Bios,
     /// OVMF's own PXE client (the NIC's option ROM disabled).
     Uefi,
+    /// An arm64 node (QEMU `virt`) with AAVMF's own PXE client, as a Grace tray boots.
+    #[value(name = "uefi-arm64")]
+    #[serde(rename = "uefi-arm64")]
+    UefiArm64,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::UefiArm64 => "uefi-arm64",
+        }
+    }
+
+    /// The QEMU binary, the firmware it needs, and the packages that carry them.
+    fn machine(
+        self,
+    ) -> (
+        &'static str,
+        Option<(&'static str, &'static str)>,
+        &'static str,
+    ) {
+        match self {
+            Firmware::Bios => ("qemu-system-x86_64", None, "qemu-system-x86 ipxe-qemu"),
+            Firmware::Uefi => (
+                "qemu-system-x86_64",
+                Some((OVMF_CODE, OVMF_VARS)),
+                "qemu-system-x86 ovmf",
+            ),
+            Firmware::UefiArm64 => (
+                "qemu-system-aarch64",
+                Some((AAVMF_CODE, AAVMF_VARS)),
+                "qemu-system-arm qemu-efi-aarch64",
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +81,8 @@ pub struct LabOptions {
     pub memory_mib: u32,
     /// Stop after this long even if nodes are still running.
     pub timeout: Duration,
+    /// A node is also done once its console shows this text.
+    pub until: Option<String>,
 }
 
 /// What the lab saw of one node, written to `DIR/summary.json` at the end.
@@ -52,6 +93,8 @@ pub struct NodeSummary {
     pub console: PathBuf,
     /// Whether the node powered off by itself before the timeout.
     pub exited: bool,
+    /// Whether its console showed the `until` text before the timeout.
+    pub until_seen: bool,
     /// `GET /api/v1/nodes/{mac}` from the appliance, while it still ran.
     pub api: serde_json::Value,
 }
@@ -109,8 +152,11 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             bail!("discovery image file {} does not exist", f.display());
         }
     }
-    if opts.firmware == Firmware::Uefi && !Path::new(OVMF_CODE).is_file() {
-        bail!("{OVMF_CODE} is missing (apt-get install ovmf)");
+    let (qemu, uefi, packages) = opts.firmware.machine();
+    if let Some((code, _)) = uefi
+        && !Path::new(code).is_file()
+    {
+        bail!("{code} is missing (apt-get install {packages})");
     }
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create {}", opts.dir.display()))?;
@@ -183,29 +229,21 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     for i in 0..opts.nodes {
         let console = opts.dir.join(format!("node{i}.console"));
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &ns,
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-no-reboot",
-        ])
-        // -nographic: SeaBIOS and the NIC's iPXE ROM print to the serial line too.
-        .args([
-            "-m",
-            &opts.memory_mib.to_string(),
-            "-nographic",
-            "-monitor",
-            "none",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .args([
-            "-netdev",
-            &format!("tap,id=n0,ifname=tap{i},script=no,downscript=no"),
-        ]);
+        cmd.args(["netns", "exec", &ns, qemu, "-accel", "tcg", "-no-reboot"])
+            // -nographic: SeaBIOS and the NIC's iPXE ROM print to the serial line too.
+            .args([
+                "-m",
+                &opts.memory_mib.to_string(),
+                "-nographic",
+                "-monitor",
+                "none",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname=tap{i},script=no,downscript=no"),
+            ]);
         let mac = node_mac(i);
         match opts.firmware {
             Firmware::Bios => {
@@ -216,13 +254,17 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
                     &format!("virtio-net-pci,netdev=n0,mac={mac}"),
                 ]);
             }
-            Firmware::Uefi => {
+            Firmware::Uefi | Firmware::UefiArm64 => {
+                let (code, vars_template) = uefi.expect("UEFI firmware has its files");
+                if opts.firmware == Firmware::UefiArm64 {
+                    cmd.args(["-machine", "virt", "-cpu", "cortex-a57"]);
+                }
                 let vars = opts.dir.join(format!("node{i}.vars.fd"));
-                std::fs::copy(OVMF_VARS, &vars)
-                    .with_context(|| format!("cannot copy {OVMF_VARS}"))?;
+                std::fs::copy(vars_template, &vars)
+                    .with_context(|| format!("cannot copy {vars_template}"))?;
                 cmd.args([
                     "-drive",
-                    &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                    &format!("if=pflash,format=raw,readonly=on,file={code}"),
                 ])
                 .arg("-drive")
                 .arg(format!("if=pflash,format=raw,file={}", vars.display()))
@@ -238,9 +280,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             .stdout(qemu_log.try_clone()?)
             .stderr(qemu_log)
             .spawn()
-            .context(
-                "cannot start qemu-system-x86_64 (apt-get install qemu-system-x86 ipxe-qemu)",
-            )?;
+            .with_context(|| format!("cannot start {qemu} (apt-get install {packages})"))?;
         info!(node = i, %mac, console = %console.display(), "node powered on");
         lab.children.push(child);
         nodes.push((mac, console));
@@ -250,6 +290,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     let mut term = signal(SignalKind::terminate())?;
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut exited = vec![false; nodes.len()];
+    let mut until_seen = vec![false; nodes.len()];
     loop {
         for (i, done) in exited.iter_mut().enumerate() {
             if !*done && matches!(lab.children[i + 1].try_wait(), Ok(Some(_))) {
@@ -257,7 +298,17 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
                 info!(node = i, "node powered off");
             }
         }
-        if exited.iter().all(|d| *d) {
+        if let Some(text) = &opts.until {
+            for (i, seen) in until_seen.iter_mut().enumerate() {
+                if !*seen
+                    && std::fs::read_to_string(&nodes[i].1).is_ok_and(|c| c.contains(text.as_str()))
+                {
+                    *seen = true;
+                    info!(node = i, "node's console showed the --until text");
+                }
+            }
+        }
+        if exited.iter().zip(&until_seen).all(|(e, u)| *e || *u) {
             break;
         }
         tokio::select! {
@@ -276,6 +327,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             firmware: opts.firmware,
             console,
             exited: exited[i],
+            until_seen: until_seen[i],
             api,
         });
     }

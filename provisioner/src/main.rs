@@ -60,6 +60,10 @@ struct LabArgs {
     /// Stop after this many seconds even if nodes still run.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// A node is also done once its serial console shows this text (e.g. `login:`), not
+    /// only when it powers off.
+    #[arg(long, value_name = "TEXT")]
+    until: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -125,18 +129,21 @@ fn main() -> anyhow::Result<()> {
                 discovery_cmdline: args.discovery_cmdline,
                 memory_mib: args.memory,
                 timeout: std::time::Duration::from_secs(args.timeout),
+                until: args.until,
             };
             let dir = opts.dir.clone();
             let summary = runtime.block_on(provisioner::lab::run(opts))?;
             for n in &summary {
                 let events = n.api["events"].as_array().map_or(0, Vec::len);
                 println!(
-                    "node {} ({:?}): {} boot events, {}; console {}",
+                    "node {} ({}): {} boot events, {}; console {}",
                     n.mac,
-                    n.firmware,
+                    n.firmware.as_str(),
                     events,
                     if n.exited {
                         "powered off"
+                    } else if n.until_seen {
+                        "its console showed --until"
                     } else {
                         "still running at the end"
                     },
