@@ -1,0 +1,154 @@
+//! The agent ↔ appliance protocol: the facts a node reports about itself, and what the
+//! appliance tells it to do next. Both sides build on these types, so a field added here is
+//! added to both at once. The agent reports; the appliance decides (DESIGN.md).
+//!
+//! Endpoints (all with `Authorization: Bearer <provisioner.token>` from the kernel command
+//! line, bound to the node's MAC and to this boot):
+//! - `POST /api/v1/agent/inspection` with [`InspectionReport`] → 202, or 401/403/409 with a
+//!   [`Refusal`];
+//! - `GET /api/v1/agent/next?mac=MAC` → [`Instruction`].
+
+use serde::{Deserialize, Serialize};
+
+/// PCI vendor id of NVIDIA.
+pub const VENDOR_NVIDIA: u16 = 0x10de;
+/// PCI vendor id of Amazon (AWS Neuron / Trainium devices).
+pub const VENDOR_AMAZON: u16 = 0x1d0f;
+
+/// Where the agent's calls go, under `provisioner.url`.
+pub const PATH_INSPECTION: &str = "/api/v1/agent/inspection";
+pub const PATH_NEXT: &str = "/api/v1/agent/next";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InspectionReport {
+    /// The boot interface's MAC, as given in `provisioner.mac`.
+    pub mac: String,
+    pub facts: Facts,
+}
+
+/// What a node is, read from sysfs and procfs on the node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub dmi: Dmi,
+    pub cpu: Cpu,
+    pub memory: Memory,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    /// Every PCI function.
+    pub pci: Vec<PciDevice>,
+    /// PCI addresses of the NVIDIA GPUs (vendor 0x10de, display or 3D controller class).
+    pub gpus: Vec<String>,
+    /// PCI addresses of the Neuron devices (vendor 0x1d0f, not a NIC or NVMe function).
+    pub neuron_devices: Vec<String>,
+    /// Anything the agent could not read, with why: facts are partial, never silently.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// `/sys/class/dmi/id`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dmi {
+    pub sys_vendor: Option<String>,
+    pub product_name: Option<String>,
+    pub product_serial: Option<String>,
+    pub board_vendor: Option<String>,
+    pub board_name: Option<String>,
+    pub board_serial: Option<String>,
+    pub bios_vendor: Option<String>,
+    pub bios_version: Option<String>,
+    pub bios_date: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    pub model: Option<String>,
+    pub sockets: u32,
+    /// Physical cores over all sockets.
+    pub cores: u32,
+    /// Logical CPUs (hardware threads) over all sockets.
+    pub threads: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// `MemTotal` of /proc/meminfo: what the kernel can use, a little under what is fitted.
+    pub total_bytes: u64,
+    /// Fitted DIMMs, where the firmware's SMBIOS tables are readable (type 17).
+    pub dimms: Vec<Dimm>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dimm {
+    pub locator: String,
+    pub size_bytes: u64,
+    pub speed_mts: Option<u32>,
+    pub manufacturer: Option<String>,
+    pub part_number: Option<String>,
+    pub serial: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Kernel name, e.g. `nvme0n1`, `sda`, `vda`.
+    pub name: String,
+    pub size_bytes: u64,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub nvme: bool,
+    pub rotational: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Nic {
+    pub name: String,
+    pub mac: String,
+    pub driver: Option<String>,
+    pub pci_address: Option<String>,
+    /// Link speed in Mb/s when the link is up and the driver says.
+    pub speed_mbps: Option<u32>,
+    pub carrier: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PciDevice {
+    /// `0000:17:00.0`
+    pub address: String,
+    pub vendor: u16,
+    pub device: u16,
+    pub subsystem_vendor: Option<u16>,
+    pub subsystem_device: Option<u16>,
+    /// 24-bit class code, e.g. 0x030200 for a 3D controller.
+    pub class: u32,
+    pub driver: Option<String>,
+    pub link: Option<PciLink>,
+}
+
+/// A PCIe link as trained, against what it can do: a GPU at x8 of x16 is a fault to find.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PciLink {
+    /// e.g. `32.0 GT/s PCIe`
+    pub speed: Option<String>,
+    pub max_speed: Option<String>,
+    pub width: Option<u32>,
+    pub max_width: Option<u32>,
+}
+
+/// What the appliance tells an agent to do next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Instruction {
+    /// Send the inspection report (again).
+    Report,
+    /// Ask again after this many seconds.
+    Wait { seconds: u32, reason: String },
+    /// Power the node off.
+    PowerOff { reason: String },
+    /// Reboot the node (it network-boots and gets what its state says).
+    Reboot { reason: String },
+}
+
+/// Why a call was refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub error: String,
+}
