@@ -1,1 +1,135 @@
-fn main() {}
+//! `provisioner-agent`: reads the kernel command line, brings up the boot interface, reports
+//! the node's facts to the appliance and does what it says next. Every line it prints starts
+//! with `provisioner-agent:` so a serial console can be grepped, and it never exits without
+//! saying why.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use std::{fs, io, thread};
+
+use provisioner_agent::appliance::Appliance;
+use provisioner_agent::args::{Options, USAGE};
+use provisioner_agent::cmdline::BootParams;
+use provisioner_agent::facts;
+use provisioner_agent::netup::{self, Up};
+use provisioner_agent::power::{self, PowerAction};
+use provisioner_agent::session::{self, Ending, Node};
+use provisioner_protocol::Facts;
+
+/// A call to the appliance that takes longer than this is failed and retried.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn say(line: &str) {
+    eprintln!("provisioner-agent: {line}");
+}
+
+fn main() -> ExitCode {
+    // A crash is an exit too: say it in the line a console reader greps for.
+    std::panic::set_hook(Box::new(|info| say(&format!("crashed: {info}"))));
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(e) => {
+            say(&format!("{e}"));
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if options.once {
+        return print_facts(&options.root);
+    }
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            say(&why);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--once`: the facts as JSON on stdout, for a technician or a test.
+fn print_facts(root: &Path) -> ExitCode {
+    let facts = facts::collect(root);
+    let written = serde_json::to_writer_pretty(io::stdout().lock(), &facts)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(io::stdout()));
+    if let Err(e) = written {
+        say(&format!("cannot print the facts: {e}"));
+        return ExitCode::FAILURE;
+    }
+    say(&format!(
+        "printed facts ({} PCI devices, {} GPUs, {} disks, {} problems)",
+        facts.pci.len(),
+        facts.gpus.len(),
+        facts.disks.len(),
+        facts.problems.len()
+    ));
+    ExitCode::SUCCESS
+}
+
+/// The agent's life: set up, converse with the appliance, go down as told. Returns why it
+/// stopped when it cannot go on.
+fn run(options: &Options) -> Result<(), String> {
+    let cmdline = fs::read_to_string(&options.cmdline)
+        .map_err(|e| format!("cannot read {}: {e}", options.cmdline.display()))?;
+    let params = BootParams::parse(&cmdline).map_err(|e| format!("cannot start: {e}"))?;
+    say(&format!(
+        "starting: appliance {}, boot interface {}",
+        params.url, params.mac
+    ));
+    if options.live() {
+        match netup::bring_up(&options.root, &params.mac, &mut say) {
+            Up::AlreadyUp(name) => say(&format!("{name} already has an address")),
+            Up::Configured(name) => say(&format!("{name} got an address by DHCP")),
+        }
+    }
+    let appliance = Appliance::new(&params.url, &params.token, CALL_TIMEOUT);
+    let mut node = Console {
+        root: options.root.clone(),
+    };
+    let ending = session::run(&appliance, &params.mac, &mut node);
+    go_down(ending, options.really_power_off)
+}
+
+/// Powers off or reboots where that is the agent's job (see `power`); otherwise says what
+/// it would have done (a technician's run, a test) and exits.
+fn go_down(ending: Ending, really_power_off: bool) -> Result<(), String> {
+    let (action, verb, reason) = match ending {
+        Ending::PowerOff { reason } => (PowerAction::PowerOff, "power off", reason),
+        Ending::Reboot { reason } => (PowerAction::Reboot, "reboot", reason),
+    };
+    if !(really_power_off || power::is_init() || power::in_initramfs()) {
+        say(&format!(
+            "would {verb} ({reason}); not in the initramfs, not PID 1 and no \
+             --really-power-off, so exiting"
+        ));
+        return Ok(());
+    }
+    say(&format!("{verb}: {reason}"));
+    let e = power::now(action);
+    Err(format!("cannot {verb}: {e}"))
+}
+
+/// The real node: the console is stderr, waits are real, facts come from `root`.
+struct Console {
+    root: PathBuf,
+}
+
+impl Node for Console {
+    fn say(&mut self, line: &str) {
+        say(line);
+    }
+
+    fn sleep(&mut self, duration: Duration) {
+        thread::sleep(duration);
+    }
+
+    fn facts(&mut self) -> Facts {
+        facts::collect(&self.root)
+    }
+}

@@ -1,0 +1,113 @@
+//! The agent's command-line flags, parsed by hand: the binary goes into every discovery
+//! image, and an argument parser would be most of its size.
+
+use std::path::{Path, PathBuf};
+
+pub const USAGE: &str = "\
+usage: provisioner-agent [--once] [--root DIR] [--cmdline FILE] [--really-power-off]
+
+Reports this node's facts to the provisioning appliance named on the kernel command line
+(provisioner.url, provisioner.mac, provisioner.token), then does what the appliance says.
+
+  --once              print the facts as JSON on stdout and exit
+  --root DIR          read sysfs and procfs under DIR instead of / (a recorded tree); the
+                      boot interface is then left alone, DIR not being this machine's
+  --cmdline FILE      read the kernel command line from FILE instead of /proc/cmdline
+  --really-power-off  power off or reboot when told to. Without it the agent does so only
+                      from the initramfs or as PID 1; elsewhere it says what it would do
+                      and exits
+  --help              this text";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub once: bool,
+    pub root: PathBuf,
+    pub cmdline: PathBuf,
+    pub really_power_off: bool,
+    pub help: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            once: false,
+            root: PathBuf::from("/"),
+            cmdline: PathBuf::from("/proc/cmdline"),
+            really_power_off: false,
+            help: false,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ArgsError {
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("{0} needs a value")]
+    MissingValue(&'static str),
+}
+
+impl Options {
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, ArgsError> {
+        let mut options = Options::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--once" => options.once = true,
+                "--really-power-off" => options.really_power_off = true,
+                "--help" | "-h" => options.help = true,
+                "--root" => {
+                    options.root = args.next().ok_or(ArgsError::MissingValue("--root"))?.into()
+                }
+                "--cmdline" => {
+                    options.cmdline = args
+                        .next()
+                        .ok_or(ArgsError::MissingValue("--cmdline"))?
+                        .into()
+                }
+                _ => return Err(ArgsError::Unknown(arg)),
+            }
+        }
+        Ok(options)
+    }
+
+    /// Whether the facts come from this machine, whose interfaces the agent may configure.
+    pub fn live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, ArgsError> {
+        Options::parse(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn defaults_read_this_machine() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(options, Options::default());
+        assert!(options.live());
+        assert!(!options.really_power_off);
+    }
+
+    #[test]
+    fn flags_and_values() {
+        let options = parse(&["--once", "--root", "tree", "--cmdline", "c.txt"]).unwrap();
+        assert!(options.once);
+        assert_eq!(options.root, PathBuf::from("tree"));
+        assert_eq!(options.cmdline, PathBuf::from("c.txt"));
+        assert!(!options.live());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert_eq!(parse(&["--root"]), Err(ArgsError::MissingValue("--root")));
+        assert_eq!(
+            parse(&["--onec"]),
+            Err(ArgsError::Unknown("--onec".to_string()))
+        );
+    }
+}

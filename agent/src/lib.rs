@@ -1,0 +1,12 @@
+//! The node agent: runs on a node (discovery initramfs or installed OS), reports what the
+//! node is to the provisioning appliance and does what the appliance says next. The binary
+//! (`main.rs`) wires these parts; each part is tested on its own here.
+
+pub mod appliance;
+pub mod args;
+pub mod backoff;
+pub mod cmdline;
+pub mod facts;
+pub mod netup;
+pub mod power;
+pub mod session;

@@ -1,0 +1,301 @@
+//! The agent's conversation with the appliance: report the facts, then ask what to do next
+//! until told to power off or reboot. The appliance decides; the agent reports and obeys.
+//! Every wait is printed, so a console reader always knows what the node is doing.
+
+use std::time::Duration;
+
+use provisioner_protocol::{Facts, InspectionReport, Instruction};
+
+use crate::appliance::{Answer, Appliance};
+use crate::backoff::Backoff;
+use crate::cmdline::MacAddr;
+
+/// The appliance's two calls, as the session uses them.
+pub trait Api {
+    fn report(&self, report: &InspectionReport) -> Answer<()>;
+    fn next(&self, mac: &str) -> Answer<Instruction>;
+}
+
+impl Api for Appliance {
+    fn report(&self, report: &InspectionReport) -> Answer<()> {
+        Appliance::report(self, report)
+    }
+
+    fn next(&self, mac: &str) -> Answer<Instruction> {
+        Appliance::next(self, mac)
+    }
+}
+
+/// What the session needs from the node besides the appliance.
+pub trait Node {
+    /// One line for the console.
+    fn say(&mut self, line: &str);
+    fn sleep(&mut self, duration: Duration);
+    /// The node's facts, read afresh for each report.
+    fn facts(&mut self) -> Facts;
+}
+
+/// How the session ends: the node is to go down, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ending {
+    PowerOff { reason: String },
+    Reboot { reason: String },
+}
+
+/// The shortest wait between two questions, whatever the appliance says.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Reports, then asks what to do next and does it, until told to power off or reboot.
+pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
+    let mut report_due = true;
+    let mut refused = false;
+    // An appliance that refuses the report and asks for it again must not be hammered.
+    let mut refusals = Backoff::default();
+    loop {
+        if report_due {
+            refused = !report(api, mac, node);
+            if !refused {
+                refusals = Backoff::default();
+            }
+        }
+        match ask(api, mac, node) {
+            Instruction::Report => {
+                if refused {
+                    let why = "appliance asks again for the report it refused";
+                    wait_to_retry(why, &mut refusals, node);
+                }
+                report_due = true;
+            }
+            Instruction::Wait { seconds, reason } => {
+                report_due = false;
+                let wait = Duration::from_secs(seconds.into()).max(MIN_WAIT);
+                node.say(&format!(
+                    "waiting {}s before asking again: {reason}",
+                    wait.as_secs()
+                ));
+                node.sleep(wait);
+            }
+            Instruction::PowerOff { reason } => return Ending::PowerOff { reason },
+            Instruction::Reboot { reason } => return Ending::Reboot { reason },
+        }
+    }
+}
+
+/// Sends the report until the appliance takes it (true) or refuses it (false).
+fn report(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> bool {
+    let report = InspectionReport {
+        mac: mac.to_string(),
+        facts: node.facts(),
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        match api.report(&report) {
+            Answer::Done(()) => {
+                let facts = &report.facts;
+                node.say(&format!(
+                    "reported facts ({} PCI devices, {} GPUs, {} disks)",
+                    facts.pci.len(),
+                    facts.gpus.len(),
+                    facts.disks.len()
+                ));
+                return true;
+            }
+            Answer::Refused(why) => {
+                node.say(&format!("{why}; asking what to do next"));
+                return false;
+            }
+            Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
+        }
+    }
+}
+
+/// Asks what to do next until the appliance says.
+fn ask(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Instruction {
+    let mut backoff = Backoff::default();
+    loop {
+        match api.next(mac.as_str()) {
+            Answer::Done(instruction) => return instruction,
+            Answer::Refused(why) | Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
+        }
+    }
+}
+
+fn wait_to_retry(why: &str, backoff: &mut Backoff, node: &mut impl Node) {
+    let (retry, delay) = backoff.next_retry();
+    node.say(&format!("{why}, retry {retry} in {}s", delay.as_secs()));
+    node.sleep(delay);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// An appliance that gives scripted answers, in order, and records what it was sent.
+    #[derive(Default)]
+    struct Scripted {
+        reports: RefCell<VecDeque<Answer<()>>>,
+        instructions: RefCell<VecDeque<Answer<Instruction>>>,
+        sent: RefCell<Vec<String>>,
+    }
+
+    impl Api for Scripted {
+        fn report(&self, report: &InspectionReport) -> Answer<()> {
+            self.sent
+                .borrow_mut()
+                .push(format!("report {}", report.mac));
+            self.reports
+                .borrow_mut()
+                .pop_front()
+                .expect("no more scripted report answers")
+        }
+
+        fn next(&self, mac: &str) -> Answer<Instruction> {
+            self.sent.borrow_mut().push(format!("next {mac}"));
+            self.instructions
+                .borrow_mut()
+                .pop_front()
+                .expect("no more scripted instructions")
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        lines: Vec<String>,
+        slept: Vec<u64>,
+    }
+
+    impl Node for Recorder {
+        fn say(&mut self, line: &str) {
+            self.lines.push(line.to_string());
+        }
+
+        fn sleep(&mut self, duration: Duration) {
+            self.slept.push(duration.as_secs());
+        }
+
+        fn facts(&mut self) -> Facts {
+            Facts {
+                gpus: vec!["0000:19:00.0".to_string()],
+                pci: vec![Default::default(); 3],
+                ..Facts::default()
+            }
+        }
+    }
+
+    fn mac() -> MacAddr {
+        "52:54:00:12:34:56".parse().unwrap()
+    }
+
+    fn retry(why: &str) -> Answer<()> {
+        Answer::Retry(why.to_string())
+    }
+
+    #[test]
+    fn retries_the_report_with_backoff_then_powers_off() {
+        let api = Scripted::default();
+        api.reports.borrow_mut().extend([
+            retry("appliance unreachable (connection refused)"),
+            retry("appliance answered 503 Service Unavailable"),
+            retry("appliance answered 503 Service Unavailable"),
+            Answer::Done(()),
+        ]);
+        api.instructions
+            .borrow_mut()
+            .push_back(Answer::Done(Instruction::PowerOff {
+                reason: "inspected".to_string(),
+            }));
+        let mut node = Recorder::default();
+        let ending = run(&api, &mac(), &mut node);
+        assert_eq!(
+            ending,
+            Ending::PowerOff {
+                reason: "inspected".to_string()
+            }
+        );
+        assert_eq!(
+            node.lines,
+            [
+                "appliance unreachable (connection refused), retry 1 in 1s",
+                "appliance answered 503 Service Unavailable, retry 2 in 2s",
+                "appliance answered 503 Service Unavailable, retry 3 in 4s",
+                "reported facts (3 PCI devices, 1 GPUs, 0 disks)",
+            ]
+        );
+        assert_eq!(node.slept, [1, 2, 4]);
+        assert_eq!(api.sent.borrow().len(), 5);
+    }
+
+    #[test]
+    fn an_appliance_that_refuses_and_asks_again_is_not_hammered() {
+        let api = Scripted::default();
+        let refused = || Answer::Refused("appliance refused (400 Bad Request): bad".into());
+        api.reports
+            .borrow_mut()
+            .extend([refused(), refused(), refused(), Answer::Done(())]);
+        api.instructions.borrow_mut().extend([
+            Answer::Done(Instruction::Report),
+            Answer::Done(Instruction::Report),
+            Answer::Done(Instruction::Report),
+            Answer::Done(Instruction::PowerOff {
+                reason: "given up".to_string(),
+            }),
+        ]);
+        let mut node = Recorder::default();
+        run(&api, &mac(), &mut node);
+        assert_eq!(node.slept, [1, 2, 4]);
+        assert_eq!(api.sent.borrow().len(), 8);
+    }
+
+    #[test]
+    fn a_refused_report_is_not_retried_until_the_appliance_asks() {
+        let api = Scripted::default();
+        let refused = || Answer::Refused("appliance refused (409 Conflict): installing".into());
+        api.reports
+            .borrow_mut()
+            .extend([refused(), Answer::Done(())]);
+        api.instructions.borrow_mut().extend([
+            Answer::Done(Instruction::Wait {
+                seconds: 0,
+                reason: "operator holds the node".to_string(),
+            }),
+            Answer::Retry("appliance unreachable (timed out)".to_string()),
+            Answer::Done(Instruction::Report),
+            Answer::Done(Instruction::Reboot {
+                reason: "install".to_string(),
+            }),
+        ]);
+        let mut node = Recorder::default();
+        let ending = run(&api, &mac(), &mut node);
+        assert_eq!(
+            ending,
+            Ending::Reboot {
+                reason: "install".to_string()
+            }
+        );
+        assert_eq!(
+            *api.sent.borrow(),
+            [
+                "report 52:54:00:12:34:56",
+                "next 52:54:00:12:34:56",
+                "next 52:54:00:12:34:56",
+                "next 52:54:00:12:34:56",
+                "report 52:54:00:12:34:56",
+                "next 52:54:00:12:34:56",
+            ]
+        );
+        assert_eq!(
+            node.lines,
+            [
+                "appliance refused (409 Conflict): installing; asking what to do next",
+                "waiting 1s before asking again: operator holds the node",
+                "appliance unreachable (timed out), retry 1 in 1s",
+                "appliance asks again for the report it refused, retry 1 in 1s",
+                "reported facts (3 PCI devices, 1 GPUs, 0 disks)",
+            ]
+        );
+        assert_eq!(node.slept, [1, 1, 1]);
+    }
+}
