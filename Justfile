@@ -17,7 +17,23 @@ lab nodes="2" firmware="bios":
 
 # The lab tests alone, with their output (root).
 lab-test:
-    cargo test --test lab_dhcp --test lab_boot -- --nocapture
+    cargo test --test lab_dhcp --test lab_boot --test lab_inspect -- --nocapture
+
+# The node agent, as the discovery image carries it.
+agent:
+    cargo build --release -p provisioner-agent
+
+# The discovery image into ./var/images/discovery, imported as artifacts (`up` then uses it).
+discovery:
+    cargo build --release --workspace
+    target/release/provisioner image build-discovery
+
+# Three lab nodes inspected against tests/lab/plan.csv (root): two match, one is not in the plan.
+inspect-lab:
+    cargo build --release --workspace
+    bash firmware/fetch.sh
+    target/release/provisioner image build-discovery --out target/discovery --data-dir target/discovery-data
+    target/release/provisioner lab --discovery-kernel target/discovery/vmlinuz --discovery-initrd target/discovery/initrd.img --plan tests/lab/plan.csv --node mem=1024,cpus=1,disk=2048 --node mem=1536,cpus=2,disk=3072,nvme=1024,serial=LAB-SN-1 --node mem=1024,disk=1024,serial=LAB-SN-9
 
 # Fetch the network-boot binaries of firmware/manifest.toml from Debian's ipxe package.
 firmware:

@@ -8,7 +8,7 @@ use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use provisioner::config::DhcpMode;
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
 use provisioner::dhcp::pxe::{BootMap, BootServer};
-use provisioner::dhcp::{Interface, Port, RecvInfo, ReplyPorts, Server, wire};
+use provisioner::dhcp::{Interface, LocalBoot, Port, RecvInfo, ReplyPorts, Server, wire};
 
 fn server(mode: DhcpMode) -> Server {
     let subnet = Subnet {
@@ -32,6 +32,7 @@ fn server(mode: DhcpMode) -> Server {
             http_port: 8080,
         },
         ports: ReplyPorts::default(),
+        boots_locally: LocalBoot::never(),
     }
 }
 

@@ -11,7 +11,7 @@ use provisioner::config::{DhcpMode, SyncMode};
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
 use provisioner::dhcp::pxe::{BootMap, BootServer};
 use provisioner::dhcp::serve::Listener;
-use provisioner::dhcp::{Interface, Port, ReplyPorts, Server};
+use provisioner::dhcp::{Interface, LocalBoot, Port, ReplyPorts, Server};
 use provisioner::events::{Events, Neighbors};
 use provisioner::metrics::Metrics;
 use provisioner::store;
@@ -62,6 +62,7 @@ async fn start() -> Running {
             client: client_port,
             relay: client_port,
         },
+        boots_locally: LocalBoot::never(),
     };
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();

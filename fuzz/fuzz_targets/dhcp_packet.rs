@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use provisioner::config::DhcpMode;
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
 use provisioner::dhcp::pxe::{BootMap, BootServer};
-use provisioner::dhcp::{Interface, Port, RecvInfo, ReplyPorts, Server, wire};
+use provisioner::dhcp::{Interface, LocalBoot, Port, RecvInfo, ReplyPorts, Server, wire};
 
 fn server(mode: DhcpMode) -> Server {
     let subnet = Subnet {
@@ -34,6 +34,7 @@ fn server(mode: DhcpMode) -> Server {
             http_port: 8080,
         },
         ports: ReplyPorts::default(),
+        boots_locally: LocalBoot::never(),
     }
 }
 

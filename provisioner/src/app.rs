@@ -16,12 +16,31 @@ use crate::config::{Config, DhcpMode};
 use crate::dhcp::leases::{LeaseTable, Subnet};
 use crate::dhcp::pxe::BootServer;
 use crate::dhcp::serve::Listener;
-use crate::dhcp::{self, Interface, Port, ReplyPorts, Server};
+use crate::dhcp::{self, Interface, LocalBoot, Port, ReplyPorts, Server};
 use crate::events::{Events, Neighbors};
 use crate::firmware::FirmwareSet;
 use crate::http::boot::BootContext;
+use crate::lifecycle::Lifecycle;
+use crate::lifecycle::machine::BootTarget;
+use crate::lifecycle::plan::{SHIPPED_SKUS, Skus};
 use crate::metrics::Metrics;
 use crate::{http, net, store, tftp};
+
+/// How often step timeouts are checked.
+const TIMEOUT_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The SKU definitions: the configured file, else the shipped ones.
+pub fn load_skus(path: Option<&std::path::Path>) -> anyhow::Result<Skus> {
+    let (text, from) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read SKU definitions {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (SHIPPED_SKUS.to_string(), "shipped skus.toml".to_string()),
+    };
+    Skus::parse(&text).map_err(|e| anyhow::anyhow!("SKU definitions {from}: {e}"))
+}
 
 /// Runs the appliance until `shutdown` is cancelled.
 pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -49,9 +68,23 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let artifacts = ArtifactStore::open(&config.data_dir)?;
     let discovery = import_discovery(&config, &artifacts).await?;
 
+    let skus = load_skus(config.skus.as_deref())?;
+    let lifecycle = Lifecycle::open(pool.clone(), skus, config.timeouts.clone()).await?;
+    info!(skus_version = lifecycle.skus().version, "lifecycle ready");
+    tasks.spawn(
+        lifecycle
+            .clone()
+            .run_timeouts(TIMEOUT_CHECK, shutdown.clone()),
+    );
+
     let journal = store::open_journal(&config.data_dir).await?;
     let (events, event_writer) = Events::new(journal.clone(), Neighbors::default());
     let event_task = tokio::spawn(event_writer);
+
+    let boots_locally = {
+        let lifecycle = lifecycle.clone();
+        LocalBoot::new(move |mac| lifecycle.boot_target(mac) == BootTarget::LocalDisk)
+    };
 
     let http_listener = TcpListener::bind(config.http_listen)
         .await
@@ -63,6 +96,8 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         discovery,
         advertise,
         http_port: http_addr.port(),
+        lifecycle,
+        runtime: tokio::runtime::Handle::current(),
     });
     let state = http::AppState {
         store: pool.clone(),
@@ -103,8 +138,15 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     });
     info!(addr = %tftp_addr, "TFTP listening");
 
-    if let Some((server, listeners)) =
-        dhcp_server(&config, &pool, interfaces, advertise, http_addr.port()).await?
+    if let Some((server, listeners)) = dhcp_server(
+        &config,
+        &pool,
+        interfaces,
+        advertise,
+        http_addr.port(),
+        boots_locally,
+    )
+    .await?
     {
         info!(
             mode = ?server.mode,
@@ -140,14 +182,24 @@ async fn import_discovery(
     config: &Config,
     artifacts: &ArtifactStore,
 ) -> anyhow::Result<Option<Discovery>> {
-    let (Some(kernel), Some(initrd)) = (
+    let (kernel, initrd) = match (
         config.discovery.kernel.clone(),
         config.discovery.initrd.clone(),
-    ) else {
-        warn!(
-            "no discovery image configured (--discovery-kernel, --discovery-initrd): nodes are told so and retry"
-        );
-        return Ok(None);
+    ) {
+        (Some(k), Some(i)) => (k, i),
+        (None, None) => match crate::image::load_default(&config.data_dir)? {
+            Some(built) => {
+                info!(dir = %built.kernel.parent().unwrap_or(&config.data_dir).display(), "using the discovery image built by `provisioner image build-discovery`");
+                (built.kernel, built.initrd)
+            }
+            None => {
+                warn!(
+                    "no discovery image: build one with `provisioner image build-discovery` or give --discovery-kernel and --discovery-initrd; nodes are told so and retry"
+                );
+                return Ok(None);
+            }
+        },
+        _ => bail!("--discovery-kernel and --discovery-initrd go together"),
     };
     let store = artifacts.clone();
     let (kernel, initrd, arch) = tokio::task::spawn_blocking(move || {
@@ -190,6 +242,7 @@ async fn dhcp_server(
     interfaces: Vec<Interface>,
     advertise: Option<Ipv4Addr>,
     http_port: u16,
+    boots_locally: LocalBoot,
 ) -> anyhow::Result<Option<(Server, Vec<Listener>)>> {
     let d = &config.dhcp;
     if d.mode == DhcpMode::Off {
@@ -246,6 +299,7 @@ async fn dhcp_server(
             http_port,
         },
         ports: ReplyPorts::default(),
+        boots_locally,
     };
     Ok(Some((server, listeners)))
 }

@@ -1,11 +1,13 @@
-//! What a node boots. Every node gets the discovery image for now; the lifecycle will decide
-//! from the node's state. The iPXE scripts come from the askama templates in
-//! `templates/ipxe/`.
+//! The iPXE scripts of what a node boots. What that is, the lifecycle decides from the node's
+//! state ([`crate::lifecycle::BootDecision`]); this module only writes it as a script, from
+//! the askama templates in `templates/ipxe/`.
 
 use askama::Template;
 
 use crate::artifacts::Artifact;
 use crate::dhcp::pxe::BootServer;
+use crate::lifecycle::BootDecision;
+use crate::lifecycle::machine::BootTarget;
 use crate::types::MacAddr;
 
 /// Seconds an iPXE client waits before it asks again after an error.
@@ -107,12 +109,20 @@ struct ErrorScript {
 pub enum BootError {
     #[error("no discovery image is configured (--discovery-kernel and --discovery-initrd)")]
     NoDiscoveryImage,
+    #[error("this node is to be installed, and no installer image is available yet")]
+    NoInstaller,
     #[error("cannot render the iPXE script: {0}")]
     Render(#[from] askama::Error),
 }
 
-/// The kernel command line of a node: the operator's, then how to reach the appliance.
-pub fn kernel_cmdline(operator: &str, server: &BootServer, mac: MacAddr) -> String {
+/// The kernel command line of a node: the operator's, then how to reach the appliance and,
+/// when the agent will run, its one-time token.
+pub fn kernel_cmdline(
+    operator: &str,
+    server: &BootServer,
+    mac: MacAddr,
+    token: Option<&str>,
+) -> String {
     let mut line = operator.trim().to_string();
     if !line.is_empty() {
         line.push(' ');
@@ -121,14 +131,36 @@ pub fn kernel_cmdline(operator: &str, server: &BootServer, mac: MacAddr) -> Stri
         "provisioner.url={} provisioner.mac={mac}",
         server.base_url()
     ));
+    if let Some(t) = token {
+        line.push_str(&format!(" provisioner.token={t}"));
+    }
     line
 }
 
-/// The iPXE script for `mac`.
+/// The iPXE script for `mac`, given what the lifecycle decided.
 pub fn script(
+    decision: &BootDecision,
     discovery: Option<&Discovery>,
     server: &BootServer,
     mac: MacAddr,
+) -> Result<String, BootError> {
+    match &decision.target {
+        BootTarget::Discovery => {
+            discovery_script(discovery, server, mac, decision.token.as_deref())
+        }
+        BootTarget::Wait(reason) => Ok(error_script(reason, &server.script_url(mac))),
+        BootTarget::Installer => Err(BootError::NoInstaller),
+        BootTarget::LocalDisk => Ok(format!(
+            "#!ipxe\necho Provisioner: {mac} boots from its own disk\nexit\n"
+        )),
+    }
+}
+
+fn discovery_script(
+    discovery: Option<&Discovery>,
+    server: &BootServer,
+    mac: MacAddr,
+    token: Option<&str>,
 ) -> Result<String, BootError> {
     let d = discovery.ok_or(BootError::NoDiscoveryImage)?;
     Ok(DiscoveryScript {
@@ -140,7 +172,7 @@ pub fn script(
             .unwrap_or("an unknown architecture"),
         kernel_url: d.kernel.url(server),
         initrd_url: d.initrd.url(server),
-        cmdline: kernel_cmdline(&d.cmdline, server, mac),
+        cmdline: kernel_cmdline(&d.cmdline, server, mac, token),
         script_url: server.script_url(mac),
         retry_secs: RETRY_SECS,
     }
@@ -202,7 +234,11 @@ mod tests {
             arch: Some(KernelArch::X86_64),
         };
         let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
-        let got = script(Some(&d), &SERVER, mac).unwrap();
+        let decision = BootDecision {
+            target: BootTarget::Discovery,
+            token: Some("t0k".into()),
+        };
+        let got = script(&decision, Some(&d), &SERVER, mac).unwrap();
         let k = "aa".repeat(32);
         let i = "bb".repeat(32);
         let want = format!(
@@ -216,7 +252,7 @@ echo Provisioner: this node runs ${{buildarch}} code but the discovery image is 
 goto failed
 :boot
 echo Provisioner: 52:54:00:12:34:56 boots the discovery image
-kernel http://10.99.0.1:8080/artifacts/{k}/vmlinuz initrd=initrd console=ttyS0 provisioner.url=http://10.99.0.1:8080 provisioner.mac=52:54:00:12:34:56 || goto failed
+kernel http://10.99.0.1:8080/artifacts/{k}/vmlinuz initrd=initrd console=ttyS0 provisioner.url=http://10.99.0.1:8080 provisioner.mac=52:54:00:12:34:56 provisioner.token=t0k || goto failed
 initrd --name initrd http://10.99.0.1:8080/artifacts/{i}/initrd.img || goto failed
 boot || goto failed
 
@@ -237,7 +273,13 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
             cmdline: String::new(),
             arch: None,
         };
-        let got = script(Some(&d), &SERVER, "52:54:00:12:34:56".parse().unwrap()).unwrap();
+        let got = discovery_script(
+            Some(&d),
+            &SERVER,
+            "52:54:00:12:34:56".parse().unwrap(),
+            None,
+        )
+        .unwrap();
         assert!(!got.contains("buildarch"), "{got}");
         assert!(got.contains("\n:boot\necho Provisioner: 52:54:00:12:34:56 boots"));
     }
@@ -280,9 +322,47 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
         assert!(s.contains(
             "sleep 10\nchain --replace --autofree http://10.99.0.1:8080/boot/${net0/mac}.ipxe\n"
         ));
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let discovery = BootDecision {
+            target: BootTarget::Discovery,
+            token: None,
+        };
         assert!(matches!(
-            script(None, &SERVER, "52:54:00:12:34:56".parse().unwrap()),
+            script(&discovery, None, &SERVER, mac),
             Err(BootError::NoDiscoveryImage)
+        ));
+    }
+
+    #[test]
+    fn each_boot_target_has_its_script() {
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let of = |target| {
+            script(
+                &BootDecision {
+                    target,
+                    token: None,
+                },
+                None,
+                &SERVER,
+                mac,
+            )
+        };
+        let local = of(BootTarget::LocalDisk).unwrap();
+        assert!(local.ends_with("\nexit\n"), "{local}");
+        let wait = of(BootTarget::Wait("this node is held".into())).unwrap();
+        assert!(
+            wait.contains("echo Provisioner: this node is held\n"),
+            "{wait}"
+        );
+        assert!(
+            wait.contains(
+                "chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe"
+            ),
+            "{wait}"
+        );
+        assert!(matches!(
+            of(BootTarget::Installer),
+            Err(BootError::NoInstaller)
         ));
     }
 }

@@ -40,6 +40,20 @@ pub struct FileConfig {
     pub dhcp: DhcpFile,
     #[serde(default)]
     pub store: StoreFile,
+    #[serde(default)]
+    pub lifecycle: LifecycleFile,
+}
+
+/// `[lifecycle]`: the SKU definitions and how long each step may take.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleFile {
+    /// A SKU definitions file replacing the shipped one.
+    pub skus: Option<PathBuf>,
+    /// Step name (`discovered`, `inspecting`, `installing`, `burning_in`) to a duration such
+    /// as `"15m"`; a step not named keeps its default.
+    #[serde(default)]
+    pub timeouts: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +158,8 @@ pub struct Config {
     pub discovery: DiscoveryFile,
     pub dhcp: DhcpConfig,
     pub store_sync: SyncMode,
+    pub skus: Option<PathBuf>,
+    pub timeouts: crate::lifecycle::Timeouts,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +219,29 @@ impl FileConfig {
     }
 }
 
+fn timeouts(
+    given: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::lifecycle::Timeouts, ConfigError> {
+    use crate::lifecycle::machine::Step;
+    let mut t = crate::lifecycle::Timeouts::default();
+    for (name, value) in given {
+        let key = format!("lifecycle.timeouts.{name}");
+        let step = Step::parse(name).ok_or_else(|| {
+            invalid(
+                &key,
+                "not a step (discovered, inspecting, installing, burning_in)",
+            )
+        })?;
+        let d = humantime::parse_duration(value)
+            .map_err(|e| invalid(&key, format!("`{value}`: {e}")))?;
+        if d.is_zero() {
+            return Err(invalid(&key, "must be longer than zero"));
+        }
+        t.0.insert(step, d);
+    }
+    Ok(t)
+}
+
 impl Config {
     pub fn merge(file: FileConfig, flags: Overrides) -> Result<Config, ConfigError> {
         let interfaces = if flags.interfaces.is_empty() {
@@ -252,6 +291,8 @@ impl Config {
             },
             dhcp,
             store_sync: file.store.sync.unwrap_or_default(),
+            skus: file.lifecycle.skus,
+            timeouts: timeouts(&file.lifecycle.timeouts)?,
         };
         config.validate()?;
         Ok(config)
@@ -400,6 +441,23 @@ mod tests {
         assert_eq!(c.dhcp.reservations[0].hostname.as_deref(), Some("gpu-a01"));
         assert_eq!(c.dhcp.boot.get(7).unwrap().file, "snponly.efi");
         assert_eq!(c.dhcp.boot.get(9).unwrap().file, "ipxe.efi");
+    }
+
+    #[test]
+    fn step_timeouts_come_from_the_file_and_bad_ones_are_named() {
+        use crate::lifecycle::machine::Step;
+        use std::time::Duration;
+        let c = parse("[lifecycle.timeouts]\ninspecting = \"5m\"\n").unwrap();
+        assert_eq!(c.timeouts.0[&Step::Inspecting], Duration::from_secs(300));
+        assert_eq!(c.timeouts.0[&Step::BurningIn], Duration::from_secs(86400));
+        let e = parse("[lifecycle.timeouts]\ninspectin = \"5m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lifecycle.timeouts.inspectin"), "{e}");
+        let e = parse("[lifecycle.timeouts]\ninspecting = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`soon`"), "{e}");
     }
 
     #[test]

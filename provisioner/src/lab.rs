@@ -69,16 +69,75 @@ impl Firmware {
     }
 }
 
+/// One lab node's hardware.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeSpec {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// A virtio disk of this many MiB, if any.
+    pub disk_mib: Option<u64>,
+    /// An NVMe disk of this many MiB, if any.
+    pub nvme_mib: Option<u64>,
+    /// The SMBIOS system serial number, if set.
+    pub serial: Option<String>,
+}
+
+impl NodeSpec {
+    pub fn with_memory(memory_mib: u32) -> Self {
+        NodeSpec {
+            memory_mib,
+            cpus: 1,
+            disk_mib: None,
+            nvme_mib: None,
+            serial: None,
+        }
+    }
+}
+
+impl std::str::FromStr for NodeSpec {
+    type Err = String;
+
+    /// `mem=1024,cpus=2,disk=2048,nvme=1024,serial=SN1` (sizes in MiB; all optional).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut spec = NodeSpec::with_memory(512);
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not KEY=VALUE"))?;
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("`{k}={v}`: not a number"))
+            };
+            match k {
+                "mem" => spec.memory_mib = num(v)? as u32,
+                "cpus" => spec.cpus = num(v)?.max(1) as u32,
+                "disk" => spec.disk_mib = Some(num(v)?),
+                "nvme" => spec.nvme_mib = Some(num(v)?),
+                "serial"
+                    if !v.is_empty()
+                        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+                {
+                    spec.serial = Some(v.to_string())
+                }
+                "serial" => return Err(format!("serial `{v}`: letters, digits and '-' only")),
+                _ => return Err(format!("unknown key `{k}` (mem, cpus, disk, nvme, serial)")),
+            }
+        }
+        Ok(spec)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LabOptions {
-    pub nodes: u8,
+    pub nodes: Vec<NodeSpec>,
     pub firmware: Firmware,
     pub dir: PathBuf,
     pub firmware_dir: PathBuf,
     pub discovery_kernel: PathBuf,
     pub discovery_initrd: PathBuf,
     pub discovery_cmdline: String,
-    pub memory_mib: u32,
+    /// A rack plan imported into the appliance before it starts.
+    pub plan: Option<PathBuf>,
     /// Stop after this long even if nodes are still running.
     pub timeout: Duration,
     /// A node is also done once its console shows this text.
@@ -89,6 +148,9 @@ pub struct LabOptions {
 #[derive(Debug, Serialize)]
 pub struct NodeSummary {
     pub mac: String,
+    pub spec: NodeSpec,
+    /// When QEMU was started (Unix ms).
+    pub powered_on_ms: i64,
     pub firmware: Firmware,
     pub console: PathBuf,
     /// Whether the node powered off by itself before the timeout.
@@ -142,6 +204,60 @@ pub fn node_mac(i: u8) -> MacAddr {
     MacAddr([0x52, 0x54, 0x00, 0x99, 0x00, i])
 }
 
+/// How many times the lab restarts an appliance that died, as a service manager would.
+const APPLIANCE_RESTARTS: u32 = 5;
+
+/// Starts the appliance in the lab's namespace, appending to its log, and writes its PID to
+/// `DIR/appliance.pid` (`ip netns exec` execs it, so the child's PID is the appliance's).
+fn spawn_appliance(
+    opts: &LabOptions,
+    ns: &str,
+    data: &Path,
+    app_log: &Path,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(app_log)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(&exe)
+        .args([
+            "up",
+            "--interface",
+            "br0",
+            "--dhcp",
+            "full",
+            "--dhcp-range",
+            LAB_RANGE,
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--firmware-dir")
+        .arg(&opts.firmware_dir)
+        .args([
+            "--http-listen",
+            &format!("{LAB_ADDR}:8080"),
+            "--tftp-listen",
+            &format!("{LAB_ADDR}:69"),
+        ])
+        .arg("--discovery-kernel")
+        .arg(&opts.discovery_kernel)
+        .arg("--discovery-initrd")
+        .arg(&opts.discovery_initrd)
+        .args(["--discovery-cmdline", &opts.discovery_cmdline])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start the appliance")?;
+    if let Some(pid) = child.id() {
+        std::fs::write(opts.dir.join("appliance.pid"), format!("{pid}\n"))?;
+    }
+    Ok(child)
+}
+
 /// Runs the lab; returns what each node did.
 pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     if !nix::unistd::geteuid().is_root() {
@@ -178,62 +294,47 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
         "br0",
     ])?;
     ip(&["-n", &ns, "link", "set", "br0", "up"])?;
-    for i in 0..opts.nodes {
+    if opts.nodes.is_empty() || opts.nodes.len() > 100 {
+        bail!("a lab has 1 to 100 nodes");
+    }
+    for i in 0..opts.nodes.len() {
         let tap = format!("tap{i}");
         ip(&["-n", &ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
         ip(&["-n", &ns, "link", "set", &tap, "master", "br0"])?;
         ip(&["-n", &ns, "link", "set", &tap, "up"])?;
     }
 
-    let exe = std::env::current_exe().context("cannot find this program")?;
     let app_log = opts.dir.join("appliance.log");
     let data = opts.dir.join("data");
-    let log = std::fs::File::create(&app_log)?;
-    let appliance = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(&exe)
-        .args([
-            "up",
-            "--interface",
-            "br0",
-            "--dhcp",
-            "full",
-            "--dhcp-range",
-            LAB_RANGE,
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--firmware-dir")
-        .arg(&opts.firmware_dir)
-        .args([
-            "--http-listen",
-            &format!("{LAB_ADDR}:8080"),
-            "--tftp-listen",
-            &format!("{LAB_ADDR}:69"),
-        ])
-        .arg("--discovery-kernel")
-        .arg(&opts.discovery_kernel)
-        .arg("--discovery-initrd")
-        .arg(&opts.discovery_initrd)
-        .args(["--discovery-cmdline", &opts.discovery_cmdline])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start the appliance")?;
+    if let Some(plan) = &opts.plan {
+        let config = crate::config::Config::merge(
+            crate::config::FileConfig::default(),
+            crate::config::Overrides {
+                data_dir: Some(data.clone()),
+                ..Default::default()
+            },
+        )?;
+        let n = crate::admin::import_plan(&config, plan).await?;
+        info!(plan = %plan.display(), slots = n, "rack plan imported");
+    }
+    std::fs::File::create(&app_log)?;
+    let appliance = spawn_appliance(&opts, &ns, &data, &app_log)?;
     lab.children.push(appliance);
     wait_for_log(&app_log, "DHCP serving", Duration::from_secs(60)).await?;
     info!(ns = %ns, log = %app_log.display(), "appliance up on the lab network");
 
     let mut nodes = Vec::new();
-    for i in 0..opts.nodes {
+    for (i, spec) in opts.nodes.iter().enumerate() {
+        let i = i as u8;
         let console = opts.dir.join(format!("node{i}.console"));
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns, qemu, "-accel", "tcg", "-no-reboot"])
             // -nographic: SeaBIOS and the NIC's iPXE ROM print to the serial line too.
             .args([
                 "-m",
-                &opts.memory_mib.to_string(),
+                &spec.memory_mib.to_string(),
+                "-smp",
+                &spec.cpus.to_string(),
                 "-nographic",
                 "-monitor",
                 "none",
@@ -245,6 +346,27 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
                 &format!("tap,id=n0,ifname=tap{i},script=no,downscript=no"),
             ]);
         let mac = node_mac(i);
+        for (kind, size) in [("virtio", spec.disk_mib), ("nvme", spec.nvme_mib)] {
+            let Some(mib) = size else { continue };
+            let path = opts.dir.join(format!("node{i}.{kind}.img"));
+            // Sparse: the nodes only read their size and identity.
+            std::fs::File::create(&path)?.set_len(mib << 20)?;
+            let id = format!("{kind}{i}");
+            cmd.arg("-drive").arg(format!(
+                "file={},if=none,id={id},format=raw",
+                path.display()
+            ));
+            cmd.args([
+                "-device",
+                &match kind {
+                    "nvme" => format!("nvme,drive={id},serial=LABNVME{i}"),
+                    _ => format!("virtio-blk-pci,drive={id},serial=LABDISK{i}"),
+                },
+            ]);
+        }
+        if let Some(serial) = &spec.serial {
+            cmd.args(["-smbios", &format!("type=1,serial={serial}")]);
+        }
         match opts.firmware {
             Firmware::Bios => {
                 cmd.args([
@@ -283,7 +405,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             .with_context(|| format!("cannot start {qemu} (apt-get install {packages})"))?;
         info!(node = i, %mac, console = %console.display(), "node powered on");
         lab.children.push(child);
-        nodes.push((mac, console));
+        nodes.push((mac, console, crate::events::now_ms()));
     }
 
     // Wait for every node to power off, the timeout, or Ctrl-C / SIGTERM.
@@ -291,6 +413,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut exited = vec![false; nodes.len()];
     let mut until_seen = vec![false; nodes.len()];
+    let mut restarts = 0;
     loop {
         for (i, done) in exited.iter_mut().enumerate() {
             if !*done && matches!(lab.children[i + 1].try_wait(), Ok(Some(_))) {
@@ -308,6 +431,17 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
                 }
             }
         }
+        if let Ok(Some(status)) = lab.children[0].try_wait() {
+            if restarts == APPLIANCE_RESTARTS {
+                bail!(
+                    "the appliance died {restarts} times; see {}",
+                    app_log.display()
+                );
+            }
+            restarts += 1;
+            warn!(%status, restarts, "the appliance died; restarting it");
+            lab.children[0] = spawn_appliance(&opts, &ns, &data, &app_log)?;
+        }
         if exited.iter().zip(&until_seen).all(|(e, u)| *e || *u) {
             break;
         }
@@ -320,10 +454,12 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     }
 
     let mut summary = Vec::new();
-    for (i, (mac, console)) in nodes.into_iter().enumerate() {
+    for (i, (mac, console, powered_on_ms)) in nodes.into_iter().enumerate() {
         let api = settled_node(&ns, mac).await;
         summary.push(NodeSummary {
             mac: mac.to_string(),
+            spec: opts.nodes[i].clone(),
+            powered_on_ms,
             firmware: opts.firmware,
             console,
             exited: exited[i],

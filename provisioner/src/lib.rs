@@ -1,6 +1,7 @@
 //! Provisioner: the on-prem appliance that network-boots, inspects, burns in and enrolls GPU
 //! and Trainium servers. This crate is the appliance; `main.rs` is its command line.
 
+pub mod admin;
 pub mod app;
 pub mod artifacts;
 pub mod boot;
@@ -9,7 +10,9 @@ pub mod dhcp;
 pub mod events;
 pub mod firmware;
 pub mod http;
+pub mod image;
 pub mod lab;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod store;

@@ -29,6 +29,87 @@ enum Command {
     Up(UpArgs),
     /// The virtual rack: boot QEMU nodes from the appliance on a private network (root).
     Lab(LabArgs),
+    /// The rack plan: which server goes in which slot.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Build the images nodes boot.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum ImageCommand {
+    /// The kernel and initramfs every new node boots for inspection, from Debian packages
+    /// (apt-get download) and the node agent; imported into the artifact store.
+    BuildDiscovery(BuildDiscoveryArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildDiscoveryArgs {
+    /// Where vmlinuz, initrd.img and discovery.json go (default DATA_DIR/images/discovery).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The appliance's data (the artifact store and the download cache), as `up` finds it.
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The agent binary (default: provisioner-agent beside this program).
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
+    /// The Debian kernel package (default: what linux-image-amd64 depends on).
+    #[arg(long, value_name = "NAME")]
+    kernel_package: Option<String>,
+    /// Where downloaded .debs are kept (default DATA_DIR/cache/debs).
+    #[arg(long, value_name = "DIR")]
+    deb_cache: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum PlanCommand {
+    /// Check a rack plan (.csv or .toml) against the SKU definitions and make it the plan.
+    Import {
+        /// CSV with header site,row,rack,u,serial,mac,sku; or TOML with [[slot]] tables.
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TokenCommand {
+    /// Create an admin token; it is printed once and stored hashed.
+    Create {
+        /// Who or what uses it: actions taken with it are recorded under this name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the store is, as `up` finds it.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// TOML configuration file (default: ./provisioner.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the store lives (default ./var).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn config(self) -> anyhow::Result<Config> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        Ok(Config::merge(
+            file,
+            Overrides {
+                data_dir: self.data_dir,
+                ..Overrides::default()
+            },
+        )?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -57,6 +138,13 @@ struct LabArgs {
     /// Memory of each node, MiB.
     #[arg(long, default_value_t = 512)]
     memory: u32,
+    /// One node's hardware, e.g. `mem=1024,cpus=2,disk=2048,nvme=1024,serial=SN1` (MiB);
+    /// repeat for each node. Replaces --nodes and --memory.
+    #[arg(long = "node", value_name = "SPEC")]
+    node_specs: Vec<provisioner::lab::NodeSpec>,
+    /// A rack plan (.csv or .toml) imported into the lab's appliance before it starts.
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
     /// Stop after this many seconds even if nodes still run.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -117,17 +205,32 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match cli.command {
+        Command::Image(ImageCommand::BuildDiscovery(args)) => {
+            let built = provisioner::image::build_discovery(&provisioner::image::BuildOptions {
+                out: args.out,
+                data_dir: args.store.config()?.data_dir,
+                agent: args.agent,
+                kernel_package: args.kernel_package,
+                deb_cache: args.deb_cache,
+            })?;
+            print!("{}", built.summary());
+            Ok(())
+        }
         Command::Lab(args) => {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             let opts = provisioner::lab::LabOptions {
-                nodes: args.nodes,
+                nodes: if args.node_specs.is_empty() {
+                    vec![provisioner::lab::NodeSpec::with_memory(args.memory); args.nodes as usize]
+                } else {
+                    args.node_specs
+                },
+                plan: args.plan,
                 firmware: args.firmware,
                 dir: args.dir,
                 firmware_dir: args.firmware_dir,
                 discovery_kernel: args.discovery_kernel,
                 discovery_initrd: args.discovery_initrd,
                 discovery_cmdline: args.discovery_cmdline,
-                memory_mib: args.memory,
                 timeout: std::time::Duration::from_secs(args.timeout),
                 until: args.until,
             };
@@ -151,6 +254,21 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             println!("summary: {}", dir.join("summary.json").display());
+            Ok(())
+        }
+        Command::Plan(PlanCommand::Import { file, store }) => {
+            let config = store.config()?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let n = runtime.block_on(provisioner::admin::import_plan(&config, &file))?;
+            println!("rack plan {}: {n} slots imported", file.display());
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { name, store }) => {
+            let config = store.config()?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let token = runtime.block_on(provisioner::admin::create_token(&config, &name))?;
+            eprintln!("admin token `{name}` created; it is shown once, keep it:");
+            println!("{token}");
             Ok(())
         }
         Command::Up(args) => {

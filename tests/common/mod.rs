@@ -284,6 +284,30 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 }
 
 /// The appliance binary built by cargo for these tests.
+/// The node agent, built in release mode (as the discovery image carries it) if it is not
+/// already: it is another package, so cargo does not build it for this one's tests.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROVISIONER_AGENT") {
+        return PathBuf::from(p);
+    }
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "provisioner-agent",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+        .status()
+        .expect("run cargo build for the agent");
+    assert!(status.success(), "cannot build provisioner-agent");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release/provisioner-agent")
+}
+
 pub fn appliance() -> &'static str {
     env!("CARGO_BIN_EXE_provisioner")
 }

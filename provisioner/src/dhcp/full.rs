@@ -268,6 +268,9 @@ fn add_netboot(srv: &Server, req: &Message, mac: MacAddr, m: &mut Message) {
     if !p.is_netboot() && !p.ipxe {
         return;
     }
+    if srv.boots_locally.check(mac) {
+        return;
+    }
     match pxe::choose(&srv.boot, &srv.boot_server, &p, mac) {
         Ok(target) => add_boot(m, &p, &target, &srv.boot_server, false),
         Err(e) => warn!(%mac, error = %e, "network-boot client gets no boot file"),

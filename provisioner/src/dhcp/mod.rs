@@ -121,6 +121,8 @@ pub enum Ignored {
     Malformed(MessageType, &'static str),
     #[error("{0}")]
     NoBoot(#[from] pxe::NoBoot),
+    #[error("the node boots from its own disk now")]
+    BootsLocally,
 }
 
 impl Ignored {
@@ -131,6 +133,7 @@ impl Ignored {
             Ignored::UnexpectedType(_) => "unexpected_type",
             Ignored::NotEthernet => "not_ethernet",
             Ignored::NotNetboot => "not_netboot",
+            Ignored::BootsLocally => "boots_locally",
             Ignored::ProxyPort(_) => "proxy_port",
             Ignored::NoSubnet { .. } => "no_subnet",
             Ignored::OtherServer(_) => "other_server",
@@ -151,6 +154,38 @@ pub struct Server {
     pub boot: BootMap,
     pub boot_server: BootServer,
     pub ports: ReplyPorts,
+    /// Asks the lifecycle whether a node boots from its own disk now: such a node gets no
+    /// boot file (and, in proxy mode, no answer), so its firmware moves on to the disk.
+    pub boots_locally: LocalBoot,
+}
+
+/// Whether a MAC boots from its own disk, as the lifecycle says.
+#[derive(Clone)]
+pub struct LocalBoot(Option<std::sync::Arc<dyn Fn(MacAddr) -> bool + Send + Sync>>);
+
+impl std::fmt::Debug for LocalBoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LocalBoot(lifecycle)"
+        } else {
+            "LocalBoot(never)"
+        })
+    }
+}
+
+impl LocalBoot {
+    /// Every client network-boots (no lifecycle: tests, benchmarks).
+    pub fn never() -> Self {
+        LocalBoot(None)
+    }
+
+    pub fn new(f: impl Fn(MacAddr) -> bool + Send + Sync + 'static) -> Self {
+        LocalBoot(Some(std::sync::Arc::new(f)))
+    }
+
+    pub fn check(&self, mac: MacAddr) -> bool {
+        self.0.as_ref().is_some_and(|f| f(mac))
+    }
 }
 
 impl Server {

@@ -30,6 +30,9 @@ pub fn respond(
         }
         (_, other) => return Err(Ignored::UnexpectedType(other)),
     };
+    if srv.boots_locally.check(mac) {
+        return Err(Ignored::BootsLocally);
+    }
     let target = pxe::choose(&srv.boot, &srv.boot_server, &p, mac)?;
     let mut m = base(req, reply_type, srv.server_id(rx));
     // yiaddr stays 0.0.0.0: the address comes from the site's server.

@@ -60,6 +60,7 @@ fn server(mode: DhcpMode) -> Server {
             http_port: 8080,
         },
         ports: ReplyPorts::default(),
+        boots_locally: LocalBoot::never(),
     }
 }
 

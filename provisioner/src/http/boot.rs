@@ -14,6 +14,7 @@ use crate::artifacts::ArtifactStore;
 use crate::boot::{self, Discovery};
 use crate::dhcp::pxe::BootServer;
 use crate::firmware::FirmwareSet;
+use crate::lifecycle::Lifecycle;
 use crate::store::nodes::EventKind;
 use crate::types::{MacAddr, Sha256};
 
@@ -26,9 +27,35 @@ pub struct BootContext {
     /// The address nodes reach the appliance at; without one, the request's `Host`.
     pub advertise: Option<Ipv4Addr>,
     pub http_port: u16,
+    /// Decides what each node boots.
+    pub lifecycle: Arc<Lifecycle>,
+    /// The appliance's main runtime, for callers on other threads (TFTP).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl BootContext {
+    /// The script `mac` boots now: the lifecycle decides, the script says it. A failure is a
+    /// script too, one that prints why and asks again.
+    pub async fn script_for(&self, mac: MacAddr, server: &BootServer) -> String {
+        let decision = match self.lifecycle.boot_requested(mac).await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(%mac, error = %e, "cannot decide what the node boots");
+                return boot::error_script(
+                    &format!("the appliance cannot decide what this node boots: {e}"),
+                    &server.script_url(mac),
+                );
+            }
+        };
+        match boot::script(&decision, self.discovery.as_ref(), server, mac) {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(%mac, error = %e, "no boot script");
+                boot::error_script(&e.to_string(), &server.script_url(mac))
+            }
+        }
+    }
+
     fn server(&self, headers: &HeaderMap, local: Option<Ipv4Addr>) -> BootServer {
         let from_host = headers
             .get(header::HOST)
@@ -89,16 +116,7 @@ pub async fn script(
         EventKind::Http,
         format!("GET /boot/{name} (iPXE script)"),
     );
-    match boot::script(st.boot.discovery.as_ref(), &server, mac) {
-        Ok(body) => ipxe(StatusCode::OK, body),
-        Err(e) => {
-            warn!(%mac, error = %e, "no boot script");
-            ipxe(
-                StatusCode::OK,
-                boot::error_script(&e.to_string(), &server.script_url(mac)),
-            )
-        }
-    }
+    ipxe(StatusCode::OK, st.boot.script_for(mac, &server).await)
 }
 
 /// `GET /firmware/{NAME}`: a network-boot binary that matched the manifest.

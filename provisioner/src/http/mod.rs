@@ -1,6 +1,7 @@
 //! The appliance's HTTP side: health, metrics, the JSON API, and HTTP boot (iPXE scripts,
 //! firmware, artifacts).
 
+pub mod agent;
 pub mod boot;
 pub mod files;
 pub mod nodes;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -63,7 +64,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/leases", get(leases))
         .route("/api/v1/nodes", get(nodes::list))
-        .route("/api/v1/nodes/{mac}", get(nodes::get))
+        .route("/api/v1/nodes/{id}", get(nodes::get))
+        .route("/api/v1/nodes/{id}/actions", post(nodes::action))
+        .route(
+            provisioner_protocol::PATH_INSPECTION,
+            post(agent::inspection),
+        )
+        .route(provisioner_protocol::PATH_NEXT, get(agent::next))
         .route("/boot/{name}", get(boot::script))
         .route("/firmware/{name}", get(boot::firmware))
         .route("/artifacts/{sha}", get(boot::artifact))

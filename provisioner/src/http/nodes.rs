@@ -1,39 +1,117 @@
-//! `GET /api/v1/nodes` and `GET /api/v1/nodes/{MAC}`: nodes seen and their boot events.
+//! The nodes API: `GET /api/v1/nodes`, `GET /api/v1/nodes/{id}` (facts, state, slot, timeline
+//! and boot events; `{id}` is the node's number or its boot MAC), and
+//! `POST /api/v1/nodes/{id}/actions` (hold, release, retry, reprovision, retire), which needs
+//! an admin token.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
+use crate::lifecycle::machine::{Action, Actor, State as NodeState};
+use crate::lifecycle::{ActionError, hash_token};
+use crate::store::lifecycle as db;
 use crate::store::nodes::{EventKind, EventRow, NodeRow};
 use crate::types::MacAddr;
 
-pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<NodeRow>>, ApiError> {
-    Ok(Json(crate::store::nodes::list(&st.journal).await?))
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+/// One node in the list: what the boot plane saw of it and, once it asked for a boot script,
+/// its lifecycle.
+#[derive(Serialize)]
+pub struct NodeSummary {
+    mac: String,
+    id: Option<i64>,
+    state: Option<String>,
+    detail: Option<String>,
+    slot: Option<String>,
+    first_seen: Option<i64>,
+    last_seen: Option<i64>,
+    last_ip: Option<String>,
+}
+
+pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<NodeSummary>>, ApiError> {
+    let mut by_mac: BTreeMap<String, NodeSummary> = BTreeMap::new();
+    for n in crate::store::nodes::list(&st.journal).await? {
+        by_mac.insert(
+            n.mac.clone(),
+            NodeSummary {
+                mac: n.mac,
+                id: None,
+                state: None,
+                detail: None,
+                slot: None,
+                first_seen: Some(n.first_seen),
+                last_seen: Some(n.last_seen),
+                last_ip: n.last_ip,
+            },
+        );
+    }
+    for n in db::all_nodes(&st.store).await? {
+        let e = by_mac.entry(n.mac.clone()).or_insert_with(|| NodeSummary {
+            mac: n.mac.clone(),
+            id: None,
+            state: None,
+            detail: None,
+            slot: None,
+            first_seen: None,
+            last_seen: None,
+            last_ip: None,
+        });
+        e.id = Some(n.id);
+        e.state = Some(n.state.name().into());
+        e.detail = Some(n.state.to_string());
+        e.slot = n.slot;
+    }
+    Ok(Json(by_mac.into_values().collect()))
 }
 
 #[derive(Serialize)]
 struct NodeView {
+    mac: String,
+    id: Option<i64>,
+    /// The lifecycle state, with a failure's step and reason or where a held node was.
+    state: Option<NodeState>,
+    detail: Option<String>,
+    state_since_ms: Option<i64>,
+    slot: Option<String>,
+    inspected_at_ms: Option<i64>,
+    facts: Option<serde_json::Value>,
+    timeline: Vec<db::TransitionRow>,
+    /// Agent calls refused for this MAC.
+    refusals: Vec<db::RefusalRow>,
     #[serde(flatten)]
-    node: NodeRow,
+    seen: Option<NodeRow>,
     events: Vec<EventRow>,
 }
 
 pub async fn get(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(mac): Path<String>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Ok(mac) = mac.parse::<MacAddr>() else {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": format!("`{mac}` is not a MAC address") })),
-        )
-            .into_response());
+    let lc = st.boot.lifecycle.find(&id).await?;
+    let mac = match (&lc, id.parse::<MacAddr>()) {
+        (Some(n), _) => n.mac.parse::<MacAddr>().ok(),
+        (None, Ok(mac)) => Some(mac),
+        (None, Err(_)) if id.parse::<i64>().is_ok() => None,
+        (None, Err(_)) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                format!("`{id}` is neither a node number nor a MAC address"),
+            ));
+        }
+    };
+    let Some(mac) = mac else {
+        return Ok(error(StatusCode::NOT_FOUND, format!("no node {id}")));
     };
     // A node asking about itself is calling back: that is a boot event too.
     if let std::net::IpAddr::V4(ip) = peer.ip()
@@ -46,12 +124,104 @@ pub async fn get(
             format!("GET /api/v1/nodes/{mac} (callback)"),
         );
     }
-    match crate::store::nodes::get(&st.journal, mac).await? {
-        Some((node, events)) => Ok(Json(NodeView { node, events }).into_response()),
-        None => Ok((
+    let seen = crate::store::nodes::get(&st.journal, mac).await?;
+    if lc.is_none() && seen.is_none() {
+        return Ok(error(
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("node {mac} has not been seen") })),
-        )
-            .into_response()),
+            format!("node {mac} has not been seen"),
+        ));
+    }
+    let (seen, events) = seen.map_or((None, Vec::new()), |(n, e)| (Some(n), e));
+    let mut view = NodeView {
+        mac: mac.to_string(),
+        id: None,
+        state: None,
+        detail: None,
+        state_since_ms: None,
+        slot: None,
+        inspected_at_ms: None,
+        facts: None,
+        timeline: Vec::new(),
+        refusals: db::refusals(&st.store, &mac.to_string()).await?,
+        seen,
+        events,
+    };
+    if let Some(n) = lc {
+        view.id = Some(n.id);
+        view.detail = Some(n.state.to_string());
+        view.state = Some(n.state);
+        view.state_since_ms = Some(n.state_since_ms);
+        view.slot = n.slot;
+        view.inspected_at_ms = n.inspected_at_ms;
+        view.facts = db::facts(&st.store, n.id).await?;
+        view.timeline = db::timeline(&st.store, n.id).await?;
+    }
+    Ok(Json(view).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    action: Action,
+}
+
+/// The operator behind an admin bearer token, or the response refusing the call.
+pub async fn operator(st: &AppState, headers: &HeaderMap) -> Result<Actor, Response> {
+    let Some(token) = super::agent::bearer(headers).filter(|t| !t.is_empty()) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs an admin token (Authorization: Bearer; `provisioner token create`)",
+        ));
+    };
+    match db::admin_token(&st.store, &hash_token(token)).await {
+        Ok(Some(name)) => Ok(Actor::Operator(name)),
+        Ok(None) => Err(error(StatusCode::UNAUTHORIZED, "unknown admin token")),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+pub async fn action(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ActionRequest>, JsonRejection>,
+) -> Response {
+    let actor = match operator(&st, &headers).await {
+        Ok(a) => a,
+        Err(resp) => {
+            st.boot
+                .lifecycle
+                .record_refusal(
+                    id.parse::<MacAddr>().ok().map(|m| m.to_string()).as_deref(),
+                    &peer.ip().to_string(),
+                    &format!("/api/v1/nodes/{id}/actions"),
+                    "admin call without a valid admin token",
+                )
+                .await;
+            return resp;
+        }
+    };
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad action (hold, release, retry, reprovision, retire): {}",
+                    e.body_text()
+                ),
+            );
+        }
+    };
+    match st.boot.lifecycle.act(&id, req.action, &actor).await {
+        Ok(state) => Json(serde_json::json!({
+            "state": state.name(),
+            "detail": state.to_string(),
+        }))
+        .into_response(),
+        Err(ActionError::NotFound(n)) => error(StatusCode::NOT_FOUND, format!("no node {n}")),
+        Err(ActionError::Refused(r)) => error(StatusCode::CONFLICT, r.to_string()),
+        Err(ActionError::Store(e)) => ApiError::from(e).into_response(),
     }
 }

@@ -3,6 +3,7 @@
 //! `provisioner/migrations/`.
 
 pub mod leases;
+pub mod lifecycle;
 pub mod nodes;
 
 use std::path::Path;

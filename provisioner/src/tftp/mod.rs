@@ -185,11 +185,15 @@ impl Files {
                     advertise: self.boot.advertise.unwrap_or(Ipv4Addr::LOCALHOST),
                     http_port: self.boot.http_port,
                 };
-                let body = crate::boot::script(self.boot.discovery.as_ref(), &server, mac)
-                    .unwrap_or_else(|e| {
-                        crate::boot::error_script(&e.to_string(), &server.script_url(mac))
-                    })
-                    .into_bytes();
+                // The lifecycle lives on the main runtime; this thread runs TFTP's own. Scripts
+                // over TFTP are rare (iPXE fetches them over HTTP), so a short wait is fine.
+                let boot = self.boot.clone();
+                let body = std::thread::scope(|s| {
+                    s.spawn(|| boot.runtime.block_on(boot.script_for(mac, &server)))
+                        .join()
+                })
+                .map_err(|_| (packet::code::NOT_DEFINED, "internal error"))?
+                .into_bytes();
                 let len = body.len() as u64;
                 (
                     Source::Bytes(std::io::Cursor::new(body)),

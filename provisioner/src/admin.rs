@@ -1,0 +1,52 @@
+//! Operator commands that work on the store directly, with or without the appliance running
+//! (SQLite in WAL mode lets them share the file): importing the rack plan, creating admin
+//! tokens.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::config::{Config, SyncMode};
+use crate::events::now_ms;
+use crate::lifecycle::plan;
+use crate::lifecycle::{hash_token, new_token};
+use crate::store;
+
+/// `provisioner plan import FILE`: checks the plan against the SKU definitions and replaces
+/// the stored one. Returns how many slots it holds.
+pub async fn import_plan(config: &Config, file: &Path) -> anyhow::Result<usize> {
+    let skus = crate::app::load_skus(config.skus.as_deref())?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read rack plan {}", file.display()))?;
+    let slots = plan::parse_plan(file, &text, &skus)?;
+    let pool = store::open(&config.data_dir, SyncMode::Full).await?;
+    let done = store::lifecycle::replace_plan(
+        &pool,
+        &slots,
+        &file.display().to_string(),
+        skus.version,
+        now_ms(),
+    )
+    .await?;
+    pool.close().await;
+    if let Err(why) = done {
+        bail!("rack plan {} not imported: {why}", file.display());
+    }
+    Ok(slots.len())
+}
+
+/// `provisioner token create NAME`: a new admin token, shown once and stored hashed.
+pub async fn create_token(config: &Config, name: &str) -> anyhow::Result<String> {
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("a token name is a single word (who or what uses it), e.g. `alice` or `ci`");
+    }
+    let pool = store::open(&config.data_dir, SyncMode::Full).await?;
+    let token = new_token();
+    let added =
+        store::lifecycle::add_admin_token(&pool, &hash_token(&token), name, now_ms()).await?;
+    pool.close().await;
+    if !added {
+        bail!("a token named `{name}` already exists");
+    }
+    Ok(token)
+}

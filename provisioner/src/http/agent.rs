@@ -1,0 +1,122 @@
+//! The node agent's calls: its inspection report and its next instruction. Each carries the
+//! one-time token of the node's boot; a missing, forged, replayed or foreign token is refused
+//! (401/403), recorded against the MAC it claimed, and changes nothing.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use provisioner_protocol::{InspectionReport, PATH_INSPECTION, PATH_NEXT, Refusal};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::lifecycle::AgentRefusal;
+use crate::store::nodes::EventKind;
+use crate::types::MacAddr;
+
+/// The token of `Authorization: Bearer TOKEN`, when there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn refuse(status: StatusCode, error: String) -> Response {
+    (status, Json(Refusal { error })).into_response()
+}
+
+async fn refused(
+    st: &AppState,
+    e: AgentRefusal,
+    mac: &str,
+    peer: SocketAddr,
+    path: &str,
+) -> Response {
+    let status = match &e {
+        AgentRefusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        AgentRefusal::Forbidden(_) => StatusCode::FORBIDDEN,
+        AgentRefusal::Conflict(_) => StatusCode::CONFLICT,
+        AgentRefusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    if matches!(
+        e,
+        AgentRefusal::Unauthorized(_) | AgentRefusal::Forbidden(_)
+    ) {
+        st.boot
+            .lifecycle
+            .record_refusal(Some(mac), &peer.ip().to_string(), path, &e.to_string())
+            .await;
+    }
+    refuse(status, e.to_string())
+}
+
+/// `POST /api/v1/agent/inspection`
+pub async fn inspection(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<InspectionReport>, JsonRejection>,
+) -> Response {
+    let report = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bad report: {}", e.body_text()),
+            );
+        }
+    };
+    if let Ok(mac) = report.mac.parse::<MacAddr>()
+        && let std::net::IpAddr::V4(ip) = peer.ip()
+    {
+        st.events.record(
+            mac,
+            Some(ip),
+            EventKind::Http,
+            format!("POST {PATH_INSPECTION}"),
+        );
+    }
+    match st.boot.lifecycle.report(bearer(&headers), &report).await {
+        Ok(state) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
+        )
+            .into_response(),
+        Err(e) => refused(&st, e, &report.mac, peer, PATH_INSPECTION).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    mac: String,
+}
+
+/// `GET /api/v1/agent/next?mac=MAC`
+pub async fn next(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let Ok(mac) = q.mac.parse::<MacAddr>() else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a MAC address", q.mac),
+        );
+    };
+    match st
+        .boot
+        .lifecycle
+        .next_for_agent(bearer(&headers), mac)
+        .await
+    {
+        Ok(i) => Json(i).into_response(),
+        Err(e) => refused(&st, e, &q.mac, peer, PATH_NEXT).await,
+    }
+}

@@ -1,0 +1,536 @@
+//! The node lifecycle as a pure function: a state and an input give the next state and the
+//! effects to carry out, or a refusal that says why. Nothing here touches the store, the
+//! clock or the network; `service.rs` does, with what this returns.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a node is. `held` remembers where it was, so a release puts it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    Discovered,
+    Inspecting,
+    Inspected,
+    Installing,
+    BurningIn,
+    Enrolled,
+    Failed { step: Step, reason: String },
+    Held { from: Box<State> },
+    Retired,
+}
+
+/// The steps that can fail or time out: the working states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Discovered,
+    Inspecting,
+    Installing,
+    BurningIn,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [
+        Step::Discovered,
+        Step::Inspecting,
+        Step::Installing,
+        Step::BurningIn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Discovered => "discovered",
+            Step::Inspecting => "inspecting",
+            Step::Installing => "installing",
+            Step::BurningIn => "burning_in",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl State {
+    /// The name stored and shown: `discovered`, `failed`, `held`...
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Discovered => "discovered",
+            State::Inspecting => "inspecting",
+            State::Inspected => "inspected",
+            State::Installing => "installing",
+            State::BurningIn => "burning_in",
+            State::Enrolled => "enrolled",
+            State::Failed { .. } => "failed",
+            State::Held { .. } => "held",
+            State::Retired => "retired",
+        }
+    }
+
+    /// The step this state is, when it is one that works towards the next and so can time out.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            State::Discovered => Some(Step::Discovered),
+            State::Inspecting => Some(Step::Inspecting),
+            State::Installing => Some(Step::Installing),
+            State::BurningIn => Some(Step::BurningIn),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Failed { step, reason } => write!(f, "failed at {}: {reason}", step.as_str()),
+            State::Held { from } => write!(f, "held (from {})", from.name()),
+            s => f.write_str(s.name()),
+        }
+    }
+}
+
+/// What an operator may ask of a node (`POST /api/v1/nodes/{id}/actions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Stop the node where it is.
+    Hold,
+    /// Undo a hold: back to where it was.
+    Release,
+    /// After a failure, go through discovery and inspection again.
+    Retry,
+    /// Start over from discovery, whatever the state (the slot is given up).
+    Reprovision,
+    /// Take the node out of service for good.
+    Retire,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Hold => "hold",
+            Action::Release => "release",
+            Action::Retry => "retry",
+            Action::Reprovision => "reprovision",
+            Action::Retire => "retire",
+        }
+    }
+}
+
+/// What happened to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// It fetched its boot script and was given the discovery image.
+    DiscoveryBooted,
+    /// Its agent reported facts that matched a slot of the rack plan.
+    Matched { slot: String },
+    /// Its agent reported facts that do not fit the plan: why, naming the slot and what differs.
+    Mismatched { reason: String },
+    /// The installer started writing its disk.
+    InstallStarted,
+    /// The image is on its disk and was read back.
+    Installed,
+    /// Burn-in passed.
+    BurnInPassed,
+    /// A step failed, with why.
+    StepFailed { reason: String },
+    /// The state's timeout ran out.
+    TimedOut { after: Duration },
+    /// An operator asked.
+    Operator(Action),
+}
+
+/// Who caused a transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// The appliance itself (a boot, a timeout).
+    Appliance,
+    /// The node's agent.
+    Agent,
+    /// An operator, by the name of the token used.
+    Operator(String),
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Appliance => f.write_str("appliance"),
+            Actor::Agent => f.write_str("agent"),
+            Actor::Operator(name) => write!(f, "operator:{name}"),
+        }
+    }
+}
+
+/// What the caller must do besides storing the new state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Bind the node to this rack slot.
+    AssignSlot(String),
+    /// Give up its slot (reprovision, retire).
+    ReleaseSlot,
+    /// Drop the node's facts: the next inspection starts afresh.
+    ClearFacts,
+}
+
+/// The result of one accepted input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub to: State,
+    /// Why, in words, for the timeline.
+    pub cause: String,
+    pub effects: Vec<Effect>,
+}
+
+/// An input the state does not allow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a node that is {state} cannot {what}")]
+pub struct Refused {
+    pub state: String,
+    pub what: String,
+}
+
+fn describe(input: &Input) -> String {
+    match input {
+        Input::DiscoveryBooted => "boot the discovery image".into(),
+        Input::Matched { .. } | Input::Mismatched { .. } => "take an inspection report".into(),
+        Input::InstallStarted => "start installing".into(),
+        Input::Installed => "finish installing".into(),
+        Input::BurnInPassed => "pass burn-in".into(),
+        Input::StepFailed { .. } => "fail a step".into(),
+        Input::TimedOut { .. } => "time out".into(),
+        Input::Operator(a) => format!("be asked to {}", a.as_str()),
+    }
+}
+
+/// The one place the lifecycle is decided: `state` given `input`.
+pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
+    use Effect::*;
+    use Input::*;
+    use State::*;
+    let go = |to: State, cause: String, effects: Vec<Effect>| Ok(Transition { to, cause, effects });
+    match (state, input) {
+        (Discovered, DiscoveryBooted) => {
+            go(Inspecting, "booted the discovery image".into(), vec![])
+        }
+        (Inspecting, Matched { slot }) => go(
+            Inspected,
+            format!("inspected; matched to slot {slot}"),
+            vec![AssignSlot(slot.clone())],
+        ),
+        (Inspecting, Mismatched { reason }) => go(
+            Failed {
+                step: Step::Inspecting,
+                reason: reason.clone(),
+            },
+            reason.clone(),
+            vec![],
+        ),
+        (Inspected, InstallStarted) => go(Installing, "installer started".into(), vec![]),
+        (Installing, Installed) => go(BurningIn, "image installed and verified".into(), vec![]),
+        (BurningIn, BurnInPassed) => go(Enrolled, "burn-in passed".into(), vec![]),
+        (s, StepFailed { reason }) if s.step().is_some() => go(
+            Failed {
+                step: s.step().expect("checked"),
+                reason: reason.clone(),
+            },
+            reason.clone(),
+            vec![],
+        ),
+        (s, TimedOut { after }) if s.step().is_some() => {
+            let step = s.step().expect("checked");
+            let reason = format!(
+                "{} timed out after {}",
+                step.as_str(),
+                humantime::format_duration(*after)
+            );
+            go(
+                Failed {
+                    step,
+                    reason: reason.clone(),
+                },
+                reason,
+                vec![],
+            )
+        }
+        (Held { .. } | Retired, Operator(Action::Hold)) => Err(refused(state, input)),
+        (s, Operator(Action::Hold)) => go(
+            Held {
+                from: Box::new(s.clone()),
+            },
+            "held by an operator".into(),
+            vec![],
+        ),
+        (Held { from }, Operator(Action::Release)) => {
+            go((**from).clone(), "released by an operator".into(), vec![])
+        }
+        (Failed { .. }, Operator(Action::Retry)) => go(
+            Discovered,
+            "retried by an operator".into(),
+            vec![ReleaseSlot, ClearFacts],
+        ),
+        (Retired, Operator(Action::Reprovision)) => Err(refused(state, input)),
+        (_, Operator(Action::Reprovision)) => go(
+            Discovered,
+            "reprovisioned by an operator".into(),
+            vec![ReleaseSlot, ClearFacts],
+        ),
+        (Retired, Operator(Action::Retire)) => Err(refused(state, input)),
+        (_, Operator(Action::Retire)) => {
+            go(Retired, "retired by an operator".into(), vec![ReleaseSlot])
+        }
+        _ => Err(refused(state, input)),
+    }
+}
+
+fn refused(state: &State, input: &Input) -> Refused {
+    Refused {
+        state: state.to_string(),
+        what: describe(input),
+    }
+}
+
+/// What a node is given when it network-boots, decided from its state alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootTarget {
+    /// The discovery kernel and initramfs with the agent.
+    Discovery,
+    /// The OS installer (a later step).
+    Installer,
+    /// Its own disk.
+    LocalDisk,
+    /// Nothing to boot now: print why and ask again later.
+    Wait(String),
+}
+
+pub fn boot_target(state: Option<&State>) -> BootTarget {
+    match state {
+        None | Some(State::Discovered | State::Inspecting) => BootTarget::Discovery,
+        Some(State::Inspected) => BootTarget::Wait("inspected; waiting to be installed".into()),
+        Some(State::Installing) => BootTarget::Installer,
+        Some(State::BurningIn | State::Enrolled) => BootTarget::LocalDisk,
+        Some(s @ (State::Failed { .. } | State::Held { .. } | State::Retired)) => {
+            BootTarget::Wait(format!("this node is {s}; waiting for an operator"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(step: Step, reason: &str) -> State {
+        State::Failed {
+            step,
+            reason: reason.into(),
+        }
+    }
+
+    fn held(from: State) -> State {
+        State::Held {
+            from: Box::new(from),
+        }
+    }
+
+    fn every_state() -> Vec<State> {
+        vec![
+            State::Discovered,
+            State::Inspecting,
+            State::Inspected,
+            State::Installing,
+            State::BurningIn,
+            State::Enrolled,
+            failed(Step::Inspecting, "x"),
+            held(State::Inspecting),
+            State::Retired,
+        ]
+    }
+
+    fn every_input() -> Vec<Input> {
+        vec![
+            Input::DiscoveryBooted,
+            Input::Matched { slot: "s".into() },
+            Input::Mismatched { reason: "r".into() },
+            Input::InstallStarted,
+            Input::Installed,
+            Input::BurnInPassed,
+            Input::StepFailed { reason: "r".into() },
+            Input::TimedOut {
+                after: Duration::from_secs(900),
+            },
+            Input::Operator(Action::Hold),
+            Input::Operator(Action::Release),
+            Input::Operator(Action::Retry),
+            Input::Operator(Action::Reprovision),
+            Input::Operator(Action::Retire),
+        ]
+    }
+
+    /// Every legal transition, with its result; anything not listed here must be refused.
+    fn legal() -> Vec<(State, Input, State, Vec<Effect>)> {
+        use Effect::*;
+        let timed_out = Input::TimedOut {
+            after: Duration::from_secs(900),
+        };
+        let fail = Input::StepFailed { reason: "r".into() };
+        let mut t = vec![
+            (
+                State::Discovered,
+                Input::DiscoveryBooted,
+                State::Inspecting,
+                vec![],
+            ),
+            (
+                State::Inspecting,
+                Input::Matched { slot: "s".into() },
+                State::Inspected,
+                vec![AssignSlot("s".into())],
+            ),
+            (
+                State::Inspecting,
+                Input::Mismatched { reason: "r".into() },
+                failed(Step::Inspecting, "r"),
+                vec![],
+            ),
+            (
+                State::Inspected,
+                Input::InstallStarted,
+                State::Installing,
+                vec![],
+            ),
+            (
+                State::Installing,
+                Input::Installed,
+                State::BurningIn,
+                vec![],
+            ),
+            (
+                State::BurningIn,
+                Input::BurnInPassed,
+                State::Enrolled,
+                vec![],
+            ),
+            (
+                failed(Step::Inspecting, "x"),
+                Input::Operator(Action::Retry),
+                State::Discovered,
+                vec![ReleaseSlot, ClearFacts],
+            ),
+            (
+                held(State::Inspecting),
+                Input::Operator(Action::Release),
+                State::Inspecting,
+                vec![],
+            ),
+        ];
+        for (s, step) in [
+            (State::Discovered, Step::Discovered),
+            (State::Inspecting, Step::Inspecting),
+            (State::Installing, Step::Installing),
+            (State::BurningIn, Step::BurningIn),
+        ] {
+            t.push((s.clone(), fail.clone(), failed(step, "r"), vec![]));
+            t.push((
+                s,
+                timed_out.clone(),
+                failed(step, &format!("{} timed out after 15m", step.as_str())),
+                vec![],
+            ));
+        }
+        for s in every_state() {
+            if !matches!(s, State::Held { .. } | State::Retired) {
+                t.push((
+                    s.clone(),
+                    Input::Operator(Action::Hold),
+                    held(s.clone()),
+                    vec![],
+                ));
+            }
+            if s != State::Retired {
+                t.push((
+                    s.clone(),
+                    Input::Operator(Action::Reprovision),
+                    State::Discovered,
+                    vec![ReleaseSlot, ClearFacts],
+                ));
+                t.push((
+                    s,
+                    Input::Operator(Action::Retire),
+                    State::Retired,
+                    vec![ReleaseSlot],
+                ));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn every_legal_transition_goes_where_it_should() {
+        for (from, input, to, effects) in legal() {
+            let got = next(&from, &input)
+                .unwrap_or_else(|e| panic!("{from:?} + {input:?} was refused: {e}"));
+            assert_eq!(got.to, to, "{from:?} + {input:?}");
+            assert_eq!(got.effects, effects, "{from:?} + {input:?}");
+            assert!(!got.cause.is_empty());
+        }
+    }
+
+    #[test]
+    fn every_other_input_is_refused_with_the_state_named() {
+        let legal = legal();
+        let mut refused = 0;
+        for from in every_state() {
+            for input in every_input() {
+                if legal.iter().any(|(f, i, _, _)| *f == from && *i == input) {
+                    continue;
+                }
+                let err = next(&from, &input).expect_err(&format!("{from:?} + {input:?}"));
+                assert!(err.to_string().contains(from.name()), "{err}");
+                refused += 1;
+            }
+        }
+        // 9 states × 13 inputs, less the legal ones: the table is the whole machine.
+        assert_eq!(refused + legal.len(), 9 * 13);
+    }
+
+    #[test]
+    fn a_mismatch_fails_inspection_with_its_reason() {
+        let t = next(
+            &State::Inspecting,
+            &Input::Mismatched {
+                reason: "slot dc1/r1/a01/U10 expects 8 GPUs; node has 0".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            t.to.to_string(),
+            "failed at inspecting: slot dc1/r1/a01/U10 expects 8 GPUs; node has 0"
+        );
+    }
+
+    #[test]
+    fn what_a_node_boots_follows_its_state() {
+        assert_eq!(boot_target(None), BootTarget::Discovery);
+        assert_eq!(boot_target(Some(&State::Inspecting)), BootTarget::Discovery);
+        assert_eq!(boot_target(Some(&State::Installing)), BootTarget::Installer);
+        assert_eq!(boot_target(Some(&State::Enrolled)), BootTarget::LocalDisk);
+        let BootTarget::Wait(why) = boot_target(Some(&failed(Step::Inspecting, "no slot"))) else {
+            panic!()
+        };
+        assert!(why.contains("failed at inspecting: no slot"), "{why}");
+        assert!(matches!(
+            boot_target(Some(&held(State::Enrolled))),
+            BootTarget::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn states_survive_the_store() {
+        for s in every_state() {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<State>(&json).unwrap(), s, "{json}");
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The lifecycle: the one place that decides what happens to a node and what it boots.
+//! `machine` is the pure state machine, `plan` the rack plan and SKU matching; this module
+//! carries their decisions out against the store, one node at a time, and keeps a copy of
+//! every node's state in memory so that the boot plane can ask without waiting.
+
+pub mod machine;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use provisioner_protocol::{InspectionReport, Instruction};
+use sha2::Digest;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::events::now_ms;
+use crate::store::lifecycle as db;
+use crate::store::{Pool, StoreError};
+use crate::types::MacAddr;
+use machine::{Action, Actor, BootTarget, Effect, Input, State, Step};
+use plan::{Skus, Taken};
+
+/// How long each step may take before the node fails with "timed out".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts(pub HashMap<Step, Duration>);
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts(HashMap::from([
+            (Step::Discovered, Duration::from_secs(30 * 60)),
+            (Step::Inspecting, Duration::from_secs(15 * 60)),
+            (Step::Installing, Duration::from_secs(60 * 60)),
+            (Step::BurningIn, Duration::from_secs(24 * 60 * 60)),
+        ]))
+    }
+}
+
+/// Why an agent's call was refused: the HTTP status and the reason, both recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentRefusal {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why an operator's action was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no node {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Refused(#[from] machine::Refused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AgentRefusal {
+    fn from(e: sqlx::Error) -> Self {
+        AgentRefusal::Store(StoreError::Query(e))
+    }
+}
+
+impl From<sqlx::Error> for ActionError {
+    fn from(e: sqlx::Error) -> Self {
+        ActionError::Store(StoreError::Query(e))
+    }
+}
+
+/// What a node gets when it asks for its boot script.
+#[derive(Clone, Debug)]
+pub struct BootDecision {
+    pub target: BootTarget,
+    /// A fresh agent token when the node boots something that runs the agent.
+    pub token: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Lifecycle {
+    pool: Pool,
+    skus: Arc<Skus>,
+    timeouts: Timeouts,
+    /// Every node's state, as committed: read by the boot plane without touching the store.
+    states: RwLock<HashMap<MacAddr, State>>,
+    /// One change at a time: each reads a node, decides, and writes it back.
+    write: Mutex<()>,
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token: 32 bytes from the kernel, as hex.
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the kernel's random source is available");
+    hex::encode(b)
+}
+
+impl Lifecycle {
+    pub async fn open(pool: Pool, skus: Skus, timeouts: Timeouts) -> Result<Arc<Self>, StoreError> {
+        let mut states = HashMap::new();
+        for n in db::all_nodes(&pool).await? {
+            let mac: MacAddr = n
+                .mac
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", n.mac)))?;
+            states.insert(mac, n.state);
+        }
+        Ok(Arc::new(Lifecycle {
+            pool,
+            skus: Arc::new(skus),
+            timeouts,
+            states: RwLock::new(states),
+            write: Mutex::new(()),
+        }))
+    }
+
+    pub fn skus(&self) -> &Skus {
+        &self.skus
+    }
+
+    pub fn state(&self, mac: MacAddr) -> Option<State> {
+        self.states.read().expect("not poisoned").get(&mac).cloned()
+    }
+
+    /// What `mac` boots now, from its state (an unknown node gets the discovery image).
+    pub fn boot_target(&self, mac: MacAddr) -> BootTarget {
+        machine::boot_target(self.state(mac).as_ref())
+    }
+
+    /// A node asks for its boot script. An unknown node is created (discovered); a node given
+    /// the discovery image moves to inspecting and gets a new agent token, which supersedes
+    /// the tokens of its earlier boots.
+    pub async fn boot_requested(&self, mac: MacAddr) -> Result<BootDecision, StoreError> {
+        let _one = self.write.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut node = match db::node_by_mac(&mut tx, mac).await? {
+            Some(n) => n,
+            None => {
+                let n = db::insert_node(&mut tx, mac, &State::Discovered, now).await?;
+                db::add_transition(
+                    &mut tx,
+                    n.id,
+                    &db::TransitionRow {
+                        at_ms: now,
+                        from: "(new)".into(),
+                        to: State::Discovered.name().into(),
+                        cause: "first network boot".into(),
+                        actor: Actor::Appliance.to_string(),
+                    },
+                )
+                .await?;
+                n
+            }
+        };
+        let target = machine::boot_target(Some(&node.state));
+        let mut token = None;
+        if target == BootTarget::Discovery {
+            if node.state == State::Discovered {
+                node.state = apply(
+                    &mut tx,
+                    &node,
+                    &Input::DiscoveryBooted,
+                    &Actor::Appliance,
+                    now,
+                )
+                .await?
+                .expect("discovered nodes boot discovery");
+            }
+            let t = new_token();
+            db::issue_agent_token(&mut tx, &hash_token(&t), mac, now).await?;
+            token = Some(t);
+        }
+        tx.commit().await?;
+        self.cache(mac, node.state);
+        Ok(BootDecision { target, token })
+    }
+
+    fn cache(&self, mac: MacAddr, state: State) {
+        self.states
+            .write()
+            .expect("not poisoned")
+            .insert(mac, state);
+    }
+
+    /// Checks an agent's bearer token against the MAC it speaks for. Refusals are recorded.
+    async fn authenticate(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        bearer: Option<&str>,
+        mac: MacAddr,
+        for_report: bool,
+    ) -> Result<String, AgentRefusal> {
+        let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+            return Err(AgentRefusal::Unauthorized(
+                "no agent token (Authorization: Bearer)".into(),
+            ));
+        };
+        let hash = hash_token(token);
+        let Some(rec) = db::agent_token(tx, &hash).await? else {
+            return Err(AgentRefusal::Unauthorized("unknown agent token".into()));
+        };
+        if rec.mac != mac.to_string() {
+            return Err(AgentRefusal::Forbidden(format!(
+                "this token belongs to another node, not {mac}"
+            )));
+        }
+        match rec.status.as_str() {
+            "superseded" => Err(AgentRefusal::Forbidden(
+                "token of an earlier boot (replayed); the node has booted since".into(),
+            )),
+            "reported" if for_report => Err(AgentRefusal::Forbidden(
+                "token already carried this boot's report (replayed)".into(),
+            )),
+            _ => Ok(hash),
+        }
+    }
+
+    /// Records a refused agent call against the MAC it claimed.
+    pub async fn record_refusal(&self, mac: Option<&str>, peer: &str, path: &str, why: &str) {
+        warn!(
+            mac = mac.unwrap_or("-"),
+            peer,
+            path,
+            reason = why,
+            "agent call refused"
+        );
+        if let Err(e) = db::add_refusal(&self.pool, mac, peer, path, why, now_ms()).await {
+            warn!(error = %e, "cannot record a refused call");
+        }
+    }
+
+    /// The agent's inspection report: matched against the rack plan, it moves the node to
+    /// inspected or fails it with the reason.
+    pub async fn report(
+        &self,
+        bearer: Option<&str>,
+        report: &InspectionReport,
+    ) -> Result<State, AgentRefusal> {
+        let mac: MacAddr = report.mac.parse().map_err(|_| {
+            AgentRefusal::Unauthorized(format!("`{}` is not a MAC address", report.mac))
+        })?;
+        let _one = self.write.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let hash = self.authenticate(&mut tx, bearer, mac, true).await?;
+        let Some(node) = db::node_by_mac(&mut tx, mac).await? else {
+            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+        };
+        if node.state != State::Inspecting {
+            return Err(AgentRefusal::Conflict(format!(
+                "node {mac} is {}; an inspection report is not taken now",
+                node.state
+            )));
+        }
+        let facts = serde_json::to_string(&report.facts).expect("facts serialize");
+        db::set_facts(&mut tx, node.id, Some(&facts), Some(now)).await?;
+        let plan = db::plan(&mut tx).await?;
+        let taken: Vec<Taken> = db::taken_slots(&mut tx)
+            .await?
+            .into_iter()
+            .filter_map(|(slot, m)| m.parse().ok().map(|by| Taken { slot, by }))
+            .collect();
+        let input = match plan::match_slot(mac, &report.facts, &plan, &self.skus, &taken) {
+            Ok(slot) => Input::Matched { slot },
+            Err(reason) => Input::Mismatched { reason },
+        };
+        let state = apply(&mut tx, &node, &input, &Actor::Agent, now)
+            .await?
+            .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
+        db::mark_token_reported(&mut tx, &hash).await?;
+        tx.commit().await?;
+        info!(%mac, state = %state, "inspection report taken");
+        self.cache(mac, state.clone());
+        Ok(state)
+    }
+
+    /// What the agent on `mac` should do now, from the node's state.
+    pub async fn next_for_agent(
+        &self,
+        bearer: Option<&str>,
+        mac: MacAddr,
+    ) -> Result<Instruction, AgentRefusal> {
+        let mut tx = self.pool.begin().await?;
+        let hash = self.authenticate(&mut tx, bearer, mac, false).await?;
+        let reported = db::agent_token(&mut tx, &hash)
+            .await?
+            .is_some_and(|t| t.status == "reported");
+        let node = db::node_by_mac(&mut tx, mac).await?;
+        tx.commit().await?;
+        let Some(node) = node else {
+            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+        };
+        Ok(instruction(&node.state, node.slot.as_deref(), reported))
+    }
+
+    /// An operator's action on a node.
+    pub async fn act(
+        &self,
+        node: &str,
+        action: Action,
+        actor: &Actor,
+    ) -> Result<State, ActionError> {
+        let _one = self.write.lock().await;
+        let rec = self
+            .find(node)
+            .await?
+            .ok_or_else(|| ActionError::NotFound(node.to_string()))?;
+        let mac: MacAddr = rec
+            .mac
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", rec.mac)))?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let state = apply(&mut tx, &rec, &Input::Operator(action), actor, now).await??;
+        tx.commit().await?;
+        info!(%mac, action = action.as_str(), %actor, state = %state, "operator action");
+        self.cache(mac, state.clone());
+        Ok(state)
+    }
+
+    /// A node by its id or its MAC.
+    pub async fn find(&self, node: &str) -> Result<Option<db::NodeRecord>, StoreError> {
+        if let Ok(id) = node.parse::<i64>() {
+            return db::node_by_id(&self.pool, id).await;
+        }
+        let Ok(mac) = node.parse::<MacAddr>() else {
+            return Ok(None);
+        };
+        let mut tx = self.pool.begin().await?;
+        let n = db::node_by_mac(&mut tx, mac).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Fails every node whose step has run past its timeout. Returns how many.
+    pub async fn expire(&self) -> Result<usize, StoreError> {
+        let _one = self.write.lock().await;
+        let now = now_ms();
+        let mut failed = 0;
+        for node in db::all_nodes(&self.pool).await? {
+            let Some(step) = node.state.step() else {
+                continue;
+            };
+            let Some(limit) = self.timeouts.0.get(&step) else {
+                continue;
+            };
+            if now - node.state_since_ms < limit.as_millis() as i64 {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let input = Input::TimedOut { after: *limit };
+            if let Ok(state) = apply(&mut tx, &node, &input, &Actor::Appliance, now).await? {
+                tx.commit().await?;
+                warn!(mac = %node.mac, state = %state, "step timed out");
+                if let Ok(mac) = node.mac.parse() {
+                    self.cache(mac, state);
+                }
+                failed += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Checks the timeouts every `every` until `shutdown`.
+    pub async fn run_timeouts(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.expire().await {
+                warn!(error = %e, "cannot check step timeouts");
+            }
+        }
+    }
+}
+
+/// Applies `input` to `node` inside `tx`: the new state, its transition and its effects.
+/// The outer error is the store's; the inner one a transition the state does not allow.
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    node: &db::NodeRecord,
+    input: &Input,
+    actor: &Actor,
+    now: i64,
+) -> Result<Result<State, machine::Refused>, StoreError> {
+    let t = match machine::next(&node.state, input) {
+        Ok(t) => t,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    for effect in &t.effects {
+        match effect {
+            Effect::AssignSlot(slot) => db::set_slot(tx, node.id, Some(slot)).await?,
+            Effect::ReleaseSlot => db::set_slot(tx, node.id, None).await?,
+            Effect::ClearFacts => db::set_facts(tx, node.id, None, None).await?,
+        }
+    }
+    db::set_state(tx, node.id, &t.to, now).await?;
+    db::add_transition(
+        tx,
+        node.id,
+        &db::TransitionRow {
+            at_ms: now,
+            from: node.state.name().into(),
+            to: t.to.name().into(),
+            cause: t.cause,
+            actor: actor.to_string(),
+        },
+    )
+    .await?;
+    Ok(Ok(t.to))
+}
+
+/// The agent's next instruction for a node in `state`.
+fn instruction(state: &State, slot: Option<&str>, reported: bool) -> Instruction {
+    match state {
+        State::Inspecting if !reported => Instruction::Report,
+        State::Inspecting => Instruction::Wait {
+            seconds: 10,
+            reason: "report received; waiting for the appliance".into(),
+        },
+        State::Inspected => Instruction::PowerOff {
+            reason: format!(
+                "inspected and matched to slot {}; powering off until installation",
+                slot.unwrap_or("?")
+            ),
+        },
+        State::Held { .. } => Instruction::Wait {
+            seconds: 30,
+            reason: "held by an operator".into(),
+        },
+        s @ (State::Failed { .. } | State::Retired) => Instruction::PowerOff {
+            reason: format!("this node is {s}"),
+        },
+        s @ (State::Discovered | State::Installing | State::BurningIn | State::Enrolled) => {
+            Instruction::Reboot {
+                reason: format!("this node is {}; rebooting into what that needs", s.name()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_is_told_what_its_state_means() {
+        assert_eq!(
+            instruction(&State::Inspecting, None, false),
+            Instruction::Report
+        );
+        assert!(matches!(
+            instruction(&State::Inspecting, None, true),
+            Instruction::Wait { .. }
+        ));
+        let Instruction::PowerOff { reason } =
+            instruction(&State::Inspected, Some("dc1/r1/a01/U10"), true)
+        else {
+            panic!()
+        };
+        assert!(reason.contains("dc1/r1/a01/U10"));
+        let failed = State::Failed {
+            step: Step::Inspecting,
+            reason: "not in the rack plan".into(),
+        };
+        let Instruction::PowerOff { reason } = instruction(&failed, None, true) else {
+            panic!()
+        };
+        assert!(reason.contains("not in the rack plan"), "{reason}");
+        assert!(matches!(
+            instruction(&State::Discovered, None, false),
+            Instruction::Reboot { .. }
+        ));
+    }
+
+    #[test]
+    fn tokens_are_random_and_kept_only_as_hashes() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), a);
+    }
+}

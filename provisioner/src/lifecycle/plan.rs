@@ -1,0 +1,515 @@
+//! The rack plan (which server goes in which slot) and the SKU definitions (what a server of
+//! each kind must have), and the matching of an inspected node against both. Pure: the plan,
+//! the SKUs and the facts come in, a slot or a reason naming what differs comes out.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use provisioner_protocol::Facts;
+use serde::{Deserialize, Serialize};
+
+use crate::types::MacAddr;
+
+/// The SKU definitions shipped with the appliance; `[lifecycle] skus = PATH` replaces them.
+pub const SHIPPED_SKUS: &str = include_str!("../../skus.toml");
+
+/// One slot of the rack plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slot {
+    pub site: String,
+    pub row: String,
+    pub rack: String,
+    /// Lowest rack unit the server occupies.
+    pub u: u16,
+    /// The server's serial number (DMI system or board serial), when the plan knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// One of the server's MACs, when the plan knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    pub sku: String,
+}
+
+impl Slot {
+    /// `site/row/rack/U12`: unique in a plan, and how people name the place.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}/U{}", self.site, self.row, self.rack, self.u)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanToml {
+    #[serde(default)]
+    slot: Vec<Slot>,
+}
+
+/// Reads a rack plan from a `.toml` (`[[slot]]` tables) or `.csv` file (header
+/// `site,row,rack,u,serial,mac,sku`), and checks it against the SKU definitions: every slot
+/// names a known SKU and a serial or a MAC, no slot or serial or MAC appears twice.
+pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, PlanError> {
+    let invalid = |reason: String| PlanError::Invalid {
+        path: path.display().to_string(),
+        reason,
+    };
+    let slots = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => {
+            toml::from_str::<PlanToml>(text)
+                .map_err(|e| invalid(e.to_string()))?
+                .slot
+        }
+        Some("csv") => parse_csv(text).map_err(invalid)?,
+        _ => return Err(invalid("a rack plan is a .csv or a .toml file".into())),
+    };
+    if slots.is_empty() {
+        return Err(invalid("the plan has no slots".into()));
+    }
+    let mut ids = BTreeMap::new();
+    let mut keys = BTreeMap::new();
+    for (i, s) in slots.iter().enumerate() {
+        let at = format!("slot {} ({})", i + 1, s.id());
+        for (field, value) in [("site", &s.site), ("row", &s.row), ("rack", &s.rack)] {
+            if value.is_empty() || value.contains('/') {
+                return Err(invalid(format!(
+                    "{at}: {field} must be a non-empty name without '/'"
+                )));
+            }
+        }
+        if !skus.sku.contains_key(&s.sku) {
+            return Err(invalid(format!(
+                "{at}: unknown SKU `{}` (known: {})",
+                s.sku,
+                skus.sku.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if s.serial.as_deref().is_none_or(str::is_empty) && s.mac.is_none() {
+            return Err(invalid(format!("{at}: needs a serial or a MAC")));
+        }
+        if let Some(prev) = ids.insert(s.id(), i) {
+            return Err(invalid(format!("{at}: same place as slot {}", prev + 1)));
+        }
+        for key in [
+            s.serial
+                .clone()
+                .filter(|x| !x.is_empty())
+                .map(|x| format!("serial {x}")),
+            s.mac.map(|m| format!("MAC {m}")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(prev) = keys.insert(key.clone(), i) {
+                return Err(invalid(format!(
+                    "{at}: {key} is already in slot {}",
+                    prev + 1
+                )));
+            }
+        }
+    }
+    Ok(slots)
+}
+
+fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let Some((_, header)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_lowercase()).collect();
+    let want = ["site", "row", "rack", "u", "serial", "mac", "sku"];
+    for w in want {
+        if !cols.iter().any(|c| c == w) {
+            return Err(format!(
+                "CSV header lacks column `{w}` (wants {})",
+                want.join(",")
+            ));
+        }
+    }
+    if let Some(extra) = cols.iter().find(|c| !want.contains(&c.as_str())) {
+        return Err(format!("CSV header has unknown column `{extra}`"));
+    }
+    let mut slots = Vec::new();
+    for (n, line) in lines {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != cols.len() {
+            return Err(format!(
+                "line {}: {} fields, the header has {}",
+                n + 1,
+                fields.len(),
+                cols.len()
+            ));
+        }
+        let get = |name: &str| {
+            cols.iter()
+                .position(|c| c == name)
+                .map(|i| fields[i])
+                .unwrap_or("")
+        };
+        let u = get("u")
+            .trim_start_matches(['U', 'u'])
+            .parse::<u16>()
+            .map_err(|_| format!("line {}: U position `{}` is not a number", n + 1, get("u")))?;
+        let mac = match get("mac") {
+            "" => None,
+            m => Some(
+                m.parse::<MacAddr>()
+                    .map_err(|_| format!("line {}: `{m}` is not a MAC address", n + 1))?,
+            ),
+        };
+        slots.push(Slot {
+            site: get("site").into(),
+            row: get("row").into(),
+            rack: get("rack").into(),
+            u,
+            serial: Some(get("serial").to_string()).filter(|s| !s.is_empty()),
+            mac,
+            sku: get("sku").into(),
+        });
+    }
+    Ok(slots)
+}
+
+/// The SKU definitions: a versioned file, so a plan and a judgement can say which they used.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skus {
+    pub version: u32,
+    pub sku: BTreeMap<String, Sku>,
+}
+
+/// What a server of one kind must have.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sku {
+    pub description: String,
+    /// NVIDIA GPUs it must have, exactly.
+    #[serde(default)]
+    pub gpus: u32,
+    /// PCI device ids its GPUs may have, as inclusive ranges (a chip family); empty: any.
+    #[serde(default)]
+    pub gpu_device_ids: Vec<[u16; 2]>,
+    /// What to call that GPU model in a reason.
+    #[serde(default)]
+    pub gpu_model: Option<String>,
+    /// Neuron devices it must have, exactly.
+    #[serde(default)]
+    pub neuron_devices: u32,
+    /// Memory it must have at least, in MiB, counted from its DIMMs when readable, else from
+    /// what the kernel sees (which is a little less than what is fitted).
+    pub memory_min_mib: u64,
+}
+
+impl Skus {
+    pub fn parse(text: &str) -> Result<Skus, String> {
+        let skus: Skus = toml::from_str(text).map_err(|e| e.to_string())?;
+        if skus.sku.is_empty() {
+            return Err("no SKUs defined".into());
+        }
+        for (name, s) in &skus.sku {
+            if s.gpu_device_ids.iter().any(|[lo, hi]| lo > hi) {
+                return Err(format!("SKU {name}: a gpu_device_ids range runs backwards"));
+            }
+        }
+        Ok(skus)
+    }
+}
+
+/// A slot that is taken, and by which node.
+#[derive(Clone, Debug)]
+pub struct Taken {
+    pub slot: String,
+    pub by: MacAddr,
+}
+
+/// Matches an inspected node (booted from `boot_mac`) to its slot: by the serial its DMI
+/// reports or by any of its MACs. The slot must be free (or already its own), and the facts
+/// must fit the slot's SKU.
+pub fn match_slot(
+    boot_mac: MacAddr,
+    facts: &Facts,
+    plan: &[Slot],
+    skus: &Skus,
+    taken: &[Taken],
+) -> Result<String, String> {
+    let serials: Vec<&str> = [&facts.dmi.product_serial, &facts.dmi.board_serial]
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut macs: Vec<MacAddr> = facts
+        .nics
+        .iter()
+        .filter_map(|n| n.mac.parse().ok())
+        .collect();
+    macs.push(boot_mac);
+    let slot = plan.iter().find(|s| {
+        s.serial
+            .as_deref()
+            .is_some_and(|want| serials.contains(&want))
+            || s.mac.is_some_and(|m| macs.contains(&m))
+    });
+    let Some(slot) = slot else {
+        return Err(format!(
+            "not in the rack plan: no slot lists serial {} or MAC {}",
+            if serials.is_empty() {
+                "(none reported)".to_string()
+            } else {
+                serials.join(" / ")
+            },
+            boot_mac
+        ));
+    };
+    let id = slot.id();
+    if let Some(t) = taken.iter().find(|t| t.slot == id && t.by != boot_mac) {
+        return Err(format!("slot {id} is already taken by node {}", t.by));
+    }
+    let sku = skus
+        .sku
+        .get(&slot.sku)
+        .ok_or_else(|| format!("slot {id} names SKU {}, which is not defined", slot.sku))?;
+    let differs = sku_differences(facts, sku);
+    if !differs.is_empty() {
+        return Err(format!(
+            "slot {id} expects {} ({}); node has {}",
+            slot.sku,
+            sku.description,
+            differs.join(", ")
+        ));
+    }
+    Ok(id)
+}
+
+/// How the facts contradict the SKU, each as "what the node has (wanted …)".
+fn sku_differences(facts: &Facts, sku: &Sku) -> Vec<String> {
+    let mut out = Vec::new();
+    let gpus = facts.gpus.len() as u32;
+    if gpus != sku.gpus {
+        out.push(format!("{gpus} GPUs (wanted {})", sku.gpus));
+    }
+    if !sku.gpu_device_ids.is_empty() {
+        let wrong: Vec<String> = facts
+            .pci
+            .iter()
+            .filter(|d| facts.gpus.contains(&d.address))
+            .filter(|d| {
+                !sku.gpu_device_ids
+                    .iter()
+                    .any(|[lo, hi]| (*lo..=*hi).contains(&d.device))
+            })
+            .map(|d| format!("{} is 10de:{:04x}", d.address, d.device))
+            .collect();
+        if !wrong.is_empty() {
+            out.push(format!(
+                "GPU model {} (wanted {})",
+                wrong.join(", "),
+                sku.gpu_model.as_deref().unwrap_or("the SKU's GPU")
+            ));
+        }
+    }
+    let neuron = facts.neuron_devices.len() as u32;
+    if neuron != sku.neuron_devices {
+        out.push(format!(
+            "{neuron} Neuron devices (wanted {})",
+            sku.neuron_devices
+        ));
+    }
+    let dimms: u64 = facts.memory.dimms.iter().map(|d| d.size_bytes).sum();
+    let mib = if dimms > 0 {
+        dimms
+    } else {
+        facts.memory.total_bytes
+    } >> 20;
+    if mib < sku.memory_min_mib {
+        out.push(format!(
+            "{mib} MiB memory (wanted at least {})",
+            sku.memory_min_mib
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provisioner_protocol::{Nic, PciDevice};
+
+    fn skus() -> Skus {
+        Skus::parse(SHIPPED_SKUS).expect("the shipped SKUs parse")
+    }
+
+    const CSV: &str = "\
+# site,row,rack,u,serial,mac,sku
+site,row,rack,u,serial,mac,sku
+dc1,r1,a01,U10,SN-B200-1,,hgx-b200
+dc1,r1,a01,14,,52:54:00:99:00:01,qemu-lab
+";
+
+    fn plan() -> Vec<Slot> {
+        parse_plan(Path::new("plan.csv"), CSV, &skus()).unwrap()
+    }
+
+    fn b200_facts(gpus: usize, device: u16, mem_gib: u64) -> Facts {
+        let mut f = Facts::default();
+        f.dmi.product_serial = Some("SN-B200-1".into());
+        for i in 0..gpus {
+            let address = format!("0000:{:02x}:00.0", 0x18 + i);
+            f.pci.push(PciDevice {
+                address: address.clone(),
+                vendor: 0x10de,
+                device,
+                class: 0x030200,
+                ..Default::default()
+            });
+            f.gpus.push(address);
+        }
+        f.memory.total_bytes = mem_gib << 30;
+        f
+    }
+
+    const BOOT: MacAddr = MacAddr([0x52, 0x54, 0, 0x99, 0, 0]);
+
+    #[test]
+    fn csv_and_toml_plans_read_the_same() {
+        let toml = r#"
+[[slot]]
+site = "dc1"
+row = "r1"
+rack = "a01"
+u = 10
+serial = "SN-B200-1"
+sku = "hgx-b200"
+
+[[slot]]
+site = "dc1"
+row = "r1"
+rack = "a01"
+u = 14
+mac = "52:54:00:99:00:01"
+sku = "qemu-lab"
+"#;
+        assert_eq!(
+            parse_plan(Path::new("plan.toml"), toml, &skus()).unwrap(),
+            plan()
+        );
+        assert_eq!(plan()[0].id(), "dc1/r1/a01/U10");
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_the_line_or_slot() {
+        let s = skus();
+        let cases = [
+            (
+                "plan.csv",
+                "site,row,rack,u,serial,mac\n",
+                "lacks column `sku`",
+            ),
+            (
+                "plan.csv",
+                "site,row,rack,u,serial,mac,sku\ndc1,r1,a01,X,S,,qemu-lab\n",
+                "line 2: U position `X`",
+            ),
+            (
+                "plan.csv",
+                "site,row,rack,u,serial,mac,sku\ndc1,r1,a01,1,S,,dgx-z9\n",
+                "unknown SKU `dgx-z9`",
+            ),
+            (
+                "plan.csv",
+                "site,row,rack,u,serial,mac,sku\ndc1,r1,a01,1,S,,qemu-lab\ndc1,r1,a01,2,S,,qemu-lab\n",
+                "serial S is already in slot 1",
+            ),
+            (
+                "plan.csv",
+                "site,row,rack,u,serial,mac,sku\ndc1,r1,a01,1,A,,qemu-lab\ndc1,r1,a01,1,B,,qemu-lab\n",
+                "same place as slot 1",
+            ),
+            (
+                "plan.csv",
+                "site,row,rack,u,serial,mac,sku\ndc1,r1,a01,1,,,qemu-lab\n",
+                "needs a serial or a MAC",
+            ),
+            ("plan.json", "{}", ".csv or a .toml"),
+            ("plan.toml", "[[slot]]\nsite = 1\n", "invalid type"),
+        ];
+        for (name, text, want) in cases {
+            let err = parse_plan(Path::new(name), text, &s)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_node_is_matched_by_serial_or_by_mac() {
+        let got = match_slot(BOOT, &b200_facts(8, 0x2901, 2048), &plan(), &skus(), &[]);
+        assert_eq!(got.unwrap(), "dc1/r1/a01/U10");
+
+        let mut lab = Facts::default();
+        lab.memory.total_bytes = 2 << 30;
+        lab.nics.push(Nic {
+            name: "ens3".into(),
+            mac: "52:54:00:99:00:01".into(),
+            ..Default::default()
+        });
+        let got = match_slot(BOOT, &lab, &plan(), &skus(), &[]);
+        assert_eq!(got.unwrap(), "dc1/r1/a01/U14");
+    }
+
+    #[test]
+    fn a_node_not_in_the_plan_is_told_so() {
+        let mut f = Facts::default();
+        f.dmi.product_serial = Some("SN-OTHER".into());
+        let err = match_slot(BOOT, &f, &plan(), &skus(), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            "not in the rack plan: no slot lists serial SN-OTHER or MAC 52:54:00:99:00:00"
+        );
+    }
+
+    #[test]
+    fn a_taken_slot_is_refused_but_its_own_node_may_come_back() {
+        let other = MacAddr([2, 0, 0, 0, 0, 9]);
+        let taken = [Taken {
+            slot: "dc1/r1/a01/U10".into(),
+            by: other,
+        }];
+        let facts = b200_facts(8, 0x2901, 2048);
+        let err = match_slot(BOOT, &facts, &plan(), &skus(), &taken).unwrap_err();
+        assert_eq!(
+            err,
+            "slot dc1/r1/a01/U10 is already taken by node 02:00:00:00:00:09"
+        );
+        let own = [Taken {
+            slot: "dc1/r1/a01/U10".into(),
+            by: BOOT,
+        }];
+        assert!(match_slot(BOOT, &facts, &plan(), &skus(), &own).is_ok());
+    }
+
+    #[test]
+    fn facts_that_contradict_the_sku_name_each_difference() {
+        let err = match_slot(BOOT, &b200_facts(7, 0x2330, 512), &plan(), &skus(), &[]).unwrap_err();
+        assert!(
+            err.starts_with("slot dc1/r1/a01/U10 expects hgx-b200"),
+            "{err}"
+        );
+        assert!(err.contains("7 GPUs (wanted 8)"), "{err}");
+        assert!(err.contains("0000:18:00.0 is 10de:2330"), "{err}");
+        assert!(err.contains("524288 MiB memory (wanted at least"), "{err}");
+    }
+}

@@ -1,0 +1,443 @@
+//! Lifecycle tables of `provisioner.db`: nodes, their transitions, the rack plan, agent and
+//! admin tokens, and refused calls. The decisions are in `crate::lifecycle`; this is only
+//! how they are kept.
+
+use serde::Serialize;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Pool, StoreError};
+use crate::lifecycle::machine::State;
+use crate::lifecycle::plan::Slot;
+use crate::types::MacAddr;
+
+/// A node as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRecord {
+    pub id: i64,
+    pub mac: String,
+    pub state: State,
+    pub state_since_ms: i64,
+    pub slot: Option<String>,
+    pub inspected_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TransitionRow {
+    pub at_ms: i64,
+    pub from: String,
+    pub to: String,
+    pub cause: String,
+    pub actor: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RefusalRow {
+    pub at_ms: i64,
+    pub peer: String,
+    pub path: String,
+    pub reason: String,
+}
+
+fn node_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
+    let json: String = r.try_get("state_json")?;
+    let state = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("node state `{json}`: {e}")))?;
+    Ok(NodeRecord {
+        id: r.try_get("id")?,
+        mac: r.try_get("mac")?,
+        state,
+        state_since_ms: r.try_get("state_since_ms")?,
+        slot: r.try_get("slot")?,
+        inspected_at_ms: r.try_get("inspected_at_ms")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+    })
+}
+
+macro_rules! node_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, mac, state_json, state_since_ms, slot, inspected_at_ms, created_at_ms FROM nodes ",
+            $rest
+        )
+    };
+}
+
+pub async fn all_nodes(pool: &Pool) -> Result<Vec<NodeRecord>, StoreError> {
+    let rows = sqlx::query(node_select!("ORDER BY id"))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(node_from_row).collect()
+}
+
+pub async fn node_by_mac(
+    tx: &mut Transaction<'_, Sqlite>,
+    mac: MacAddr,
+) -> Result<Option<NodeRecord>, StoreError> {
+    let row = sqlx::query(node_select!("WHERE mac = ?"))
+        .bind(mac.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(node_from_row).transpose()
+}
+
+pub async fn node_by_id(pool: &Pool, id: i64) -> Result<Option<NodeRecord>, StoreError> {
+    let row = sqlx::query(node_select!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(node_from_row).transpose()
+}
+
+pub async fn insert_node(
+    tx: &mut Transaction<'_, Sqlite>,
+    mac: MacAddr,
+    state: &State,
+    now_ms: i64,
+) -> Result<NodeRecord, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO nodes (mac, state, state_json, state_since_ms, created_at_ms)
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(mac.to_string())
+    .bind(state.name())
+    .bind(state_json(state))
+    .bind(now_ms)
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(NodeRecord {
+        id,
+        mac: mac.to_string(),
+        state: state.clone(),
+        state_since_ms: now_ms,
+        slot: None,
+        inspected_at_ms: None,
+        created_at_ms: now_ms,
+    })
+}
+
+fn state_json(state: &State) -> String {
+    serde_json::to_string(state).expect("a state serializes")
+}
+
+pub async fn set_state(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    state: &State,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE nodes SET state = ?, state_json = ?, state_since_ms = ? WHERE id = ?")
+        .bind(state.name())
+        .bind(state_json(state))
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_slot(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    slot: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE nodes SET slot = ? WHERE id = ?")
+        .bind(slot)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_facts(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    facts: Option<&str>,
+    now_ms: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE nodes SET facts = ?, inspected_at_ms = ? WHERE id = ?")
+        .bind(facts)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn facts(pool: &Pool, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = sqlx::query_scalar("SELECT facts FROM nodes WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .flatten();
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("node facts: {e}")))
+    })
+    .transpose()
+}
+
+pub async fn add_transition(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    row: &TransitionRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO transitions (node_id, at_ms, from_state, to_state, cause, actor)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(row.at_ms)
+    .bind(&row.from)
+    .bind(&row.to)
+    .bind(&row.cause)
+    .bind(&row.actor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn timeline(pool: &Pool, id: i64) -> Result<Vec<TransitionRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at_ms, from_state, to_state, cause, actor FROM transitions
+         WHERE node_id = ? ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TransitionRow {
+                at_ms: r.try_get("at_ms")?,
+                from: r.try_get("from_state")?,
+                to: r.try_get("to_state")?,
+                cause: r.try_get("cause")?,
+                actor: r.try_get("actor")?,
+            })
+        })
+        .collect()
+}
+
+/// The slots taken, and by which node's MAC.
+pub async fn taken_slots(
+    tx: &mut Transaction<'_, Sqlite>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query("SELECT slot, mac FROM nodes WHERE slot IS NOT NULL")
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("slot")?, r.try_get("mac")?)))
+        .collect()
+}
+
+pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreError> {
+    let rows = sqlx::query("SELECT site, row, rack, u, serial, mac, sku FROM plan_slots")
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let mac: Option<String> = r.try_get("mac")?;
+            Ok(Slot {
+                site: r.try_get("site")?,
+                row: r.try_get("row")?,
+                rack: r.try_get("rack")?,
+                u: r.try_get::<i64, _>("u")? as u16,
+                serial: r.try_get("serial")?,
+                mac: mac
+                    .map(|m| {
+                        m.parse()
+                            .map_err(|_| StoreError::Corrupt(format!("plan MAC `{m}`")))
+                    })
+                    .transpose()?,
+                sku: r.try_get("sku")?,
+            })
+        })
+        .collect()
+}
+
+/// Replaces the rack plan. A slot that a node holds must stay in the plan.
+pub async fn replace_plan(
+    pool: &Pool,
+    slots: &[Slot],
+    source: &str,
+    skus_version: u32,
+    now_ms: i64,
+) -> Result<Result<(), String>, StoreError> {
+    let mut tx = pool.begin().await?;
+    for (slot, mac) in taken_slots(&mut tx).await? {
+        if !slots.iter().any(|s| s.id() == slot) {
+            return Ok(Err(format!(
+                "slot {slot} is held by node {mac} and is not in the new plan: reprovision or retire the node first"
+            )));
+        }
+    }
+    sqlx::query("DELETE FROM plan_slots")
+        .execute(&mut *tx)
+        .await?;
+    for s in slots {
+        sqlx::query(
+            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id())
+        .bind(&s.site)
+        .bind(&s.row)
+        .bind(&s.rack)
+        .bind(i64::from(s.u))
+        .bind(&s.serial)
+        .bind(s.mac.map(|m| m.to_string()))
+        .bind(&s.sku)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO plan_imports (at_ms, source, slots, skus_version) VALUES (?, ?, ?, ?)",
+    )
+    .bind(now_ms)
+    .bind(source)
+    .bind(slots.len() as i64)
+    .bind(i64::from(skus_version))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// An agent token's record: its node's MAC and whether it is still good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentToken {
+    pub mac: String,
+    pub status: String,
+}
+
+/// How long a superseded token is kept, so that its replay is named as one; after that it is
+/// only "unknown", which is refused all the same.
+const SUPERSEDED_KEPT_MS: i64 = 24 * 3600 * 1000;
+
+/// Stores a new agent token for `mac` and supersedes the node's earlier ones.
+pub async fn issue_agent_token(
+    tx: &mut Transaction<'_, Sqlite>,
+    hash: &str,
+    mac: MacAddr,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE agent_tokens SET status = 'superseded' WHERE mac = ? AND status != 'superseded'",
+    )
+    .bind(mac.to_string())
+    .execute(&mut **tx)
+    .await?;
+    // A node that loops on its script (iPXE retries) must not grow the table without bound.
+    sqlx::query(
+        "DELETE FROM agent_tokens WHERE mac = ? AND status = 'superseded' AND issued_at_ms < ?",
+    )
+    .bind(mac.to_string())
+    .bind(now_ms - SUPERSEDED_KEPT_MS)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO agent_tokens (hash, mac, issued_at_ms, status) VALUES (?, ?, ?, 'issued')",
+    )
+    .bind(hash)
+    .bind(mac.to_string())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn agent_token(
+    tx: &mut Transaction<'_, Sqlite>,
+    hash: &str,
+) -> Result<Option<AgentToken>, StoreError> {
+    let row = sqlx::query("SELECT mac, status FROM agent_tokens WHERE hash = ?")
+        .bind(hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| {
+        Ok(AgentToken {
+            mac: r.try_get("mac")?,
+            status: r.try_get("status")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn mark_token_reported(
+    tx: &mut Transaction<'_, Sqlite>,
+    hash: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE agent_tokens SET status = 'reported' WHERE hash = ?")
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn add_admin_token(
+    pool: &Pool,
+    hash: &str,
+    name: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO admin_tokens (hash, name, created_at_ms) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(hash)
+    .bind(name)
+    .bind(now_ms)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The name of the admin token with this hash.
+pub async fn admin_token(pool: &Pool, hash: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM admin_tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+pub async fn add_refusal(
+    pool: &Pool,
+    mac: Option<&str>,
+    peer: &str,
+    path: &str,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO auth_refusals (at_ms, mac, peer, path, reason) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(now_ms)
+    .bind(mac)
+    .bind(peer)
+    .bind(path)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn refusals(pool: &Pool, mac: &str) -> Result<Vec<RefusalRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at_ms, peer, path, reason FROM auth_refusals WHERE mac = ? ORDER BY id",
+    )
+    .bind(mac)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RefusalRow {
+                at_ms: r.try_get("at_ms")?,
+                peer: r.try_get("peer")?,
+                path: r.try_get("path")?,
+                reason: r.try_get("reason")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,472 @@
+//! The lifecycle through its API, with curl against the appliance on loopback: agent tokens
+//! bound to the node and the boot (missing, forged, replayed and foreign ones refused and
+//! recorded, changing nothing), inspection reports matched against an imported rack plan,
+//! operator actions behind an admin token, and a step that times out failing its node.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{ON_LOOPBACK, Running, appliance, require_tools};
+use serde_json::{Value, json};
+
+const A: &str = "52:54:00:aa:00:01";
+const B: &str = "52:54:00:bb:00:02";
+const D: &str = "52:54:00:dd:00:04";
+
+const PLAN: &str = "\
+site,row,rack,u,serial,mac,sku
+lab,r1,a01,10,,52:54:00:aa:00:01,qemu-lab
+lab,r1,a01,20,SN-D,,hgx-b200
+";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    app: Running,
+    base: String,
+}
+
+impl Fixture {
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+}
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(appliance())
+        .args(args)
+        .output()
+        .expect("run provisioner");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The appliance with a rack plan imported and a config file of `config`.
+fn start(config: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plan = dir.path().join("plan.csv");
+    std::fs::write(&plan, PLAN).unwrap();
+    let (ok, stdout, stderr) = cli(&[
+        "plan",
+        "import",
+        plan.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 slots imported"), "{stdout}");
+    for (name, bytes) in [("vmlinuz", 4096), ("initrd.img", 1024)] {
+        std::fs::write(dir.path().join(name), vec![7u8; bytes]).unwrap();
+    }
+    let config_file = dir.path().join("provisioner.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let mut app = Running::start(
+        &[
+            &ON_LOOPBACK[..],
+            &[
+                "--config",
+                &p("provisioner.toml"),
+                "--data-dir",
+                &p("data"),
+                "--firmware-dir",
+                &p("no-firmware"),
+                "--discovery-kernel",
+                &p("vmlinuz"),
+                "--discovery-initrd",
+                &p("initrd.img"),
+            ],
+        ]
+        .concat(),
+    );
+    let http = app.addr("HTTP listening");
+    Fixture {
+        dir,
+        app,
+        base: format!("http://{http}"),
+    }
+}
+
+/// curl: (status code, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn get_json(url: &str) -> Value {
+    let (code, body) = curl(&[url]);
+    assert_eq!(code, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Fetches the node's boot script, as iPXE does, and returns its agent token.
+fn boot(f: &Fixture, mac: &str) -> String {
+    let (code, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, mac.replace(':', "-"))]);
+    assert_eq!(code, 200);
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("provisioner.token="))
+        .unwrap_or_else(|| panic!("no token in the script:\n{script}"))
+        .to_string()
+}
+
+fn report(f: &Fixture, token: Option<&str>, mac: &str, facts: &Value) -> (u16, String) {
+    let body = json!({ "mac": mac, "facts": facts }).to_string();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut args = vec![
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &body,
+    ];
+    if let Some(a) = &auth {
+        args.extend(["-H", a]);
+    }
+    let url = format!("{}/api/v1/agent/inspection", f.base);
+    args.push(&url);
+    curl(&args)
+}
+
+/// Facts as the agent sends them: `gpus` NVIDIA GPUs, `mib` of memory, one NIC.
+fn facts(mac: &str, serial: &str, gpus: usize, mib: u64) -> Value {
+    let mut f: Value = serde_json::to_value(provisioner_protocol::Facts::default()).unwrap();
+    f["dmi"]["product_serial"] = json!(serial);
+    f["memory"]["total_bytes"] = json!(mib << 20);
+    f["nics"] = json!([{ "name": "eth0", "mac": mac, "driver": "virtio_net",
+        "pci_address": "0000:00:03.0", "speed_mbps": null, "carrier": true }]);
+    let gpu_addrs: Vec<String> = (0..gpus)
+        .map(|i| format!("0000:{:02x}:00.0", 0x18 + i))
+        .collect();
+    f["pci"] = json!(
+        gpu_addrs
+            .iter()
+            .map(|a| json!({ "address": a, "vendor": 0x10de,
+        "device": 0x2901, "subsystem_vendor": null, "subsystem_device": null,
+        "class": 0x030200, "driver": null, "link": null }))
+            .collect::<Vec<_>>()
+    );
+    f["gpus"] = json!(gpu_addrs);
+    f
+}
+
+fn node(f: &Fixture, id: &str) -> Value {
+    get_json(&format!("{}/api/v1/nodes/{id}", f.base))
+}
+
+#[test]
+fn agent_tokens_are_bound_to_the_node_and_the_boot() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let f = start("");
+    let a1 = boot(&f, A);
+    let a2 = boot(&f, A); // the node booted again: a1 is now an earlier boot's token
+    let b1 = boot(&f, B);
+    assert_ne!(a1, a2);
+    let a_facts = facts(A, "SN-A", 0, 2048);
+
+    // Every bad token is refused, recorded, and changes nothing.
+    let cases: [(Option<&str>, u16, &str); 4] = [
+        (None, 401, "no agent token"),
+        (Some("forged-0123456789"), 401, "unknown agent token"),
+        (Some(&a1), 403, "earlier boot"),
+        (Some(&b1), 403, "another node"),
+    ];
+    for (token, want, says) in cases {
+        let (code, body) = report(&f, token, A, &a_facts);
+        assert_eq!(code, want, "{token:?}: {body}");
+        assert!(body.contains(says), "{token:?}: {body}");
+        let n = node(&f, A);
+        assert_eq!(n["state"]["state"], "inspecting", "{n:#}");
+        assert!(n["facts"].is_null(), "{n:#}");
+    }
+    // A node cannot be told what to do on another's token either.
+    let (code, _) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {b1}"),
+        &format!("{}/api/v1/agent/next?mac={A}", f.base),
+    ]);
+    assert_eq!(code, 403);
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {a2}"),
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "{not json",
+        &format!("{}/api/v1/agent/inspection", f.base),
+    ]);
+    assert_eq!(code, 400, "{body}");
+
+    // The token of this boot works, once.
+    let (code, body) = report(&f, Some(&a2), A, &a_facts);
+    assert_eq!(code, 202, "{body}");
+    let n = node(&f, A);
+    assert_eq!(n["state"]["state"], "inspected", "{n:#}");
+    assert_eq!(n["slot"], "lab/r1/a01/U10");
+    assert_eq!(n["facts"]["memory"]["total_bytes"], 2048u64 << 20);
+    let timeline = n["timeline"].as_array().unwrap().clone();
+    let steps: Vec<String> = timeline
+        .iter()
+        .map(|t| {
+            format!(
+                "{}->{} by {}",
+                t["from"].as_str().unwrap(),
+                t["to"].as_str().unwrap(),
+                t["actor"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "(new)->discovered by appliance",
+            "discovered->inspecting by appliance",
+            "inspecting->inspected by agent"
+        ]
+    );
+    let (code, body) = report(&f, Some(&a2), A, &facts(A, "SN-A", 8, 9999));
+    assert_eq!(code, 403, "a replayed report: {body}");
+    let n = node(&f, A);
+    assert_eq!(n["timeline"].as_array().unwrap().len(), 3);
+    assert_eq!(n["facts"]["memory"]["total_bytes"], 2048u64 << 20);
+
+    // The refusals are on the node's record, with why.
+    let refusals: Vec<String> = n["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refusals.len(), 6, "{refusals:#?}");
+    assert!(refusals[5].contains("already carried"), "{refusals:#?}");
+
+    // Inspected: the agent is told to power off, and why.
+    let (code, body) = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {a2}"),
+        &format!("{}/api/v1/agent/next?mac={A}", f.base),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let next: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(next["action"], "power_off");
+    assert!(next["reason"].as_str().unwrap().contains("lab/r1/a01/U10"));
+
+    // B is in no slot; D is in a B200 slot with no GPUs: both fail, saying why.
+    let (code, _) = report(&f, Some(&b1), B, &facts(B, "SN-B", 0, 2048));
+    assert_eq!(code, 202);
+    let n = node(&f, B);
+    assert_eq!(n["state"]["state"], "failed");
+    assert_eq!(n["state"]["step"], "inspecting");
+    assert_eq!(
+        n["state"]["reason"],
+        "not in the rack plan: no slot lists serial SN-B or MAC 52:54:00:bb:00:02"
+    );
+    let d1 = boot(&f, D);
+    let (code, _) = report(&f, Some(&d1), D, &facts(D, "SN-D", 0, 4096));
+    assert_eq!(code, 202);
+    let reason = node(&f, D)["state"]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("slot lab/r1/a01/U20 expects hgx-b200"),
+        "{reason}"
+    );
+    assert!(reason.contains("0 GPUs (wanted 8)"), "{reason}");
+    assert!(
+        reason.contains("4096 MiB memory (wanted at least 1048576)"),
+        "{reason}"
+    );
+
+    // A failed node that network-boots is told why and waits; it gets no kernel.
+    let (_, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, D.replace(':', "-"))]);
+    assert!(script.contains("failed at inspecting"), "{script}");
+    assert!(!script.contains("kernel "), "{script}");
+
+    // The list shows all three with their states.
+    let list = get_json(&format!("{}/api/v1/nodes", f.base));
+    let state_of = |mac: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["mac"] == mac)
+            .map(|n| n["state"].clone())
+    };
+    assert_eq!(state_of(A), Some(json!("inspected")));
+    assert_eq!(state_of(B), Some(json!("failed")));
+    assert_eq!(state_of(D), Some(json!("failed")));
+    drop(f.app);
+}
+
+fn act(f: &Fixture, token: Option<&str>, id: &str, body: &str) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let url = format!("{}/api/v1/nodes/{id}/actions", f.base);
+    let mut args = vec![
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        body,
+    ];
+    if let Some(a) = &auth {
+        args.extend(["-H", a]);
+    }
+    args.push(&url);
+    curl(&args)
+}
+
+#[test]
+fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let f = start("");
+    let (ok, token, stderr) = cli(&["token", "create", "alice", "--data-dir", &f.data()]);
+    assert!(ok, "{stderr}");
+    let token = token.trim().to_string();
+    assert_eq!(token.len(), 64);
+    let (ok, _, stderr) = cli(&["token", "create", "alice", "--data-dir", &f.data()]);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    // Only its hash is stored.
+    let db = std::fs::read(f.dir.path().join("data/provisioner.db")).unwrap_or_default();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the token itself is in the store"
+    );
+
+    let a = boot(&f, A);
+    let (code, _) = report(&f, Some(&a), A, &facts(A, "SN-A", 0, 2048));
+    assert_eq!(code, 202);
+    let id = node(&f, A)["id"].as_i64().unwrap().to_string();
+
+    let hold = r#"{"action":"hold"}"#;
+    assert_eq!(act(&f, None, &id, hold).0, 401);
+    assert_eq!(act(&f, Some("not-a-token"), &id, hold).0, 401);
+    assert_eq!(node(&f, A)["state"]["state"], "inspected");
+
+    let (code, body) = act(&f, Some(&token), &id, hold);
+    assert_eq!(code, 200, "{body}");
+    let n = node(&f, A);
+    assert_eq!(n["state"]["state"], "held");
+    assert_eq!(n["state"]["from"]["state"], "inspected");
+    let (_, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, A.replace(':', "-"))]);
+    assert!(script.contains("held (from inspected)"), "{script}");
+    assert_eq!(act(&f, Some(&token), &id, hold).0, 409, "held twice");
+
+    let (code, _) = act(&f, Some(&token), A, r#"{"action":"release"}"#);
+    assert_eq!(code, 200, "by MAC as well as by number");
+    assert_eq!(node(&f, A)["state"]["state"], "inspected");
+
+    let (code, body) = act(&f, Some(&token), &id, r#"{"action":"retire"}"#);
+    assert_eq!(code, 200, "{body}");
+    let n = node(&f, A);
+    assert_eq!(n["state"]["state"], "retired");
+    assert!(
+        n["slot"].is_null(),
+        "a retired node gives up its slot: {n:#}"
+    );
+    let (code, body) = act(&f, Some(&token), &id, r#"{"action":"reprovision"}"#);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("retired"), "{body}");
+    assert_eq!(act(&f, Some(&token), &id, r#"{"action":"explode"}"#).0, 400);
+    assert_eq!(act(&f, Some(&token), "9999", hold).0, 404);
+
+    let last = node(&f, A)["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last["actor"], "operator:alice");
+    assert_eq!(last["to"], "retired");
+    drop(f.app);
+}
+
+#[test]
+fn a_step_that_runs_past_its_timeout_fails_the_node() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let f = start("[lifecycle.timeouts]\ninspecting = \"2s\"\n");
+    boot(&f, B);
+    assert_eq!(node(&f, B)["state"]["state"], "inspecting");
+    // Timeouts are checked every 5 s: wait, bounded, for the check to pass.
+    let failed = common::wait_for(Duration::from_secs(30), || {
+        let n = node(&f, B);
+        (n["state"]["state"] == "failed").then_some(n)
+    })
+    .expect("the node never timed out");
+    assert_eq!(failed["state"]["step"], "inspecting");
+    assert_eq!(failed["state"]["reason"], "inspecting timed out after 2s");
+    let last = failed["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last["actor"], "appliance");
+    drop(f.app);
+}
+
+#[test]
+fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let f = start("");
+    let bad = f.dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "site,row,rack,u,serial,mac,sku\nlab,r1,a01,10,,zz,qemu-lab\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = cli(&[
+        "plan",
+        "import",
+        bad.to_str().unwrap(),
+        "--data-dir",
+        &f.data(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("line 2: `zz` is not a MAC address"),
+        "{stderr}"
+    );
+
+    let a = boot(&f, A);
+    assert_eq!(report(&f, Some(&a), A, &facts(A, "SN-A", 0, 2048)).0, 202);
+    let smaller = f.dir.path().join("smaller.toml");
+    std::fs::write(
+        &smaller,
+        "[[slot]]\nsite = \"lab\"\nrow = \"r1\"\nrack = \"a01\"\nu = 20\nserial = \"SN-D\"\nsku = \"hgx-b200\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = cli(&[
+        "plan",
+        "import",
+        smaller.to_str().unwrap(),
+        "--data-dir",
+        &f.data(),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("slot lab/r1/a01/U10 is held by node 52:54:00:aa:00:01"),
+        "{stderr}"
+    );
+    assert_eq!(node(&f, A)["slot"], "lab/r1/a01/U10");
+    drop(f.app);
+}
