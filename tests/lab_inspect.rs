@@ -139,6 +139,10 @@ fn three_nodes_are_inspected_and_matched_and_a_killed_appliance_loses_nothing() 
         .trim()
         .parse()
         .expect("appliance.pid");
+    let killed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -231,12 +235,25 @@ fn three_nodes_are_inspected_and_matched_and_a_killed_appliance_loses_nothing() 
                 )
             })
             .collect();
+        let end = if i == 2 {
+            "inspecting->failed"
+        } else {
+            "inspecting->inspected"
+        };
         assert_eq!(
-            timeline[..2],
-            ["(new)->discovered", "discovered->inspecting"],
+            timeline,
+            ["(new)->discovered", "discovered->inspecting", end],
             "node {i}"
         );
+        assert_eq!(api["refusals"], serde_json::json!([]), "node {i}");
     }
+    // Node 0 was inspecting when the appliance died: its report came after, to the restarted
+    // appliance, which still had the node, its token and its place in the plan.
+    let inspected_at = summary[0]["api"]["inspected_at_ms"].as_i64().unwrap();
+    assert!(
+        inspected_at > killed_at_ms,
+        "node 0 reported before the kill ({inspected_at} <= {killed_at_ms})"
+    );
 
     let state = |i: usize| summary[i]["api"]["state"].clone();
     assert_eq!(state(0)["state"], "inspected", "{:#}", summary[0]["api"]);

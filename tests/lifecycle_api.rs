@@ -192,7 +192,10 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
         let n = node(&f, A);
         assert_eq!(n["state"]["state"], "inspecting", "{n:#}");
         assert!(n["facts"].is_null(), "{n:#}");
+        assert_eq!(n["timeline"].as_array().unwrap().len(), 2, "{n:#}");
     }
+    let (code, _) = curl(&[&format!("{}/api/v1/agent/next?mac={A}", f.base)]);
+    assert_eq!(code, 401, "next without a token");
     // A node cannot be told what to do on another's token either.
     let (code, _) = curl(&[
         "-H",
@@ -253,8 +256,8 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
         .iter()
         .map(|r| r["reason"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(refusals.len(), 6, "{refusals:#?}");
-    assert!(refusals[5].contains("already carried"), "{refusals:#?}");
+    assert_eq!(refusals.len(), 7, "{refusals:#?}");
+    assert!(refusals[6].contains("already carried"), "{refusals:#?}");
 
     // Inspected: the agent is told to power off, and why.
     let (code, body) = curl(&[
@@ -365,6 +368,10 @@ fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
     assert_eq!(n["state"]["from"]["state"], "inspected");
     let (_, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, A.replace(':', "-"))]);
     assert!(script.contains("held (from inspected)"), "{script}");
+    assert!(
+        !script.contains("provisioner.token"),
+        "a held node gets no token: {script}"
+    );
     assert_eq!(act(&f, Some(&token), &id, hold).0, 409, "held twice");
 
     let (code, _) = act(&f, Some(&token), A, r#"{"action":"release"}"#);
@@ -393,6 +400,26 @@ fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
         .unwrap();
     assert_eq!(last["actor"], "operator:alice");
     assert_eq!(last["to"], "retired");
+
+    // A node held while inspecting: its agent's valid report is not taken, and changes nothing.
+    let b = boot(&f, B);
+    assert_eq!(act(&f, Some(&token), B, hold).0, 200);
+    let (code, body) = report(&f, Some(&b), B, &facts(B, "SN-B", 0, 2048));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("held"), "{body}");
+    let n = node(&f, B);
+    assert_eq!(n["state"]["state"], "held");
+    assert!(n["facts"].is_null());
+    let (code, body) = curl(&[
+        "-H",
+        &format!("authorization: bearer {b}"),
+        &format!("{}/api/v1/agent/next?mac={B}", f.base),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"wait\""), "{body}");
+    // Released, it is inspecting again and the same boot's token may report.
+    assert_eq!(act(&f, Some(&token), B, r#"{"action":"release"}"#).0, 200);
+    assert_eq!(report(&f, Some(&b), B, &facts(B, "SN-B", 0, 2048)).0, 202);
     drop(f.app);
 }
 
@@ -469,4 +496,31 @@ fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
     );
     assert_eq!(node(&f, A)["slot"], "lab/r1/a01/U10");
     drop(f.app);
+}
+
+#[test]
+fn without_a_discovery_image_a_node_is_told_so_and_does_not_start_inspecting() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let mut app = Running::start(
+        &[
+            &ON_LOOPBACK[..],
+            &["--data-dir", &p("data"), "--firmware-dir", &p("fw")],
+        ]
+        .concat(),
+    );
+    let base = format!("http://{}", app.addr("HTTP listening"));
+    let (code, script) = curl(&[&format!("{base}/boot/{}.ipxe", A.replace(':', "-"))]);
+    assert_eq!(code, 200);
+    assert!(
+        script.contains("no discovery image is configured"),
+        "{script}"
+    );
+    assert!(!script.contains("provisioner.token"), "{script}");
+    let n = get_json(&format!("{base}/api/v1/nodes/{A}"));
+    assert_eq!(n["state"]["state"], "discovered", "{n:#}");
+    drop(app);
 }

@@ -107,7 +107,9 @@ struct ErrorScript {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("no discovery image is configured (--discovery-kernel and --discovery-initrd)")]
+    #[error(
+        "no discovery image is configured (build one with `provisioner image build-discovery`, or give --discovery-kernel and --discovery-initrd)"
+    )]
     NoDiscoveryImage,
     #[error("this node is to be installed, and no installer image is available yet")]
     NoInstaller,

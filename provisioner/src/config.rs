@@ -219,6 +219,9 @@ impl FileConfig {
     }
 }
 
+/// The longest a step may be given.
+const MAX_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 fn timeouts(
     given: &std::collections::BTreeMap<String, String>,
 ) -> Result<crate::lifecycle::Timeouts, ConfigError> {
@@ -234,8 +237,11 @@ fn timeouts(
         })?;
         let d = humantime::parse_duration(value)
             .map_err(|e| invalid(&key, format!("`{value}`: {e}")))?;
-        if d.is_zero() {
-            return Err(invalid(&key, "must be longer than zero"));
+        if d.is_zero() || d > MAX_STEP_TIMEOUT {
+            return Err(invalid(
+                &key,
+                "must be longer than zero and at most 365 days",
+            ));
         }
         t.0.insert(step, d);
     }

@@ -19,12 +19,10 @@ use crate::types::MacAddr;
 
 /// The token of `Authorization: Bearer TOKEN`, when there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn refuse(status: StatusCode, error: String) -> Response {
@@ -39,6 +37,7 @@ async fn refused(
     path: &str,
 ) -> Response {
     let status = match &e {
+        AgentRefusal::BadRequest(_) => StatusCode::BAD_REQUEST,
         AgentRefusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         AgentRefusal::Forbidden(_) => StatusCode::FORBIDDEN,
         AgentRefusal::Conflict(_) => StatusCode::CONFLICT,
@@ -50,7 +49,12 @@ async fn refused(
     ) {
         st.boot
             .lifecycle
-            .record_refusal(Some(mac), &peer.ip().to_string(), path, &e.to_string())
+            .record_refusal(
+                mac.parse().ok(),
+                &peer.ip().to_string(),
+                path,
+                &e.to_string(),
+            )
             .await;
     }
     refuse(status, e.to_string())
@@ -72,22 +76,25 @@ pub async fn inspection(
             );
         }
     };
-    if let Ok(mac) = report.mac.parse::<MacAddr>()
-        && let std::net::IpAddr::V4(ip) = peer.ip()
-    {
-        st.events.record(
-            mac,
-            Some(ip),
-            EventKind::Http,
-            format!("POST {PATH_INSPECTION}"),
-        );
-    }
     match st.boot.lifecycle.report(bearer(&headers), &report).await {
-        Ok(state) => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
-        )
-            .into_response(),
+        Ok(state) => {
+            // Only an authenticated report is a boot event; the others are refusals.
+            if let Ok(mac) = report.mac.parse::<MacAddr>()
+                && let std::net::IpAddr::V4(ip) = peer.ip()
+            {
+                st.events.record(
+                    mac,
+                    Some(ip),
+                    EventKind::Http,
+                    format!("POST {PATH_INSPECTION}"),
+                );
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
+            )
+                .into_response()
+        }
         Err(e) => refused(&st, e, &report.mac, peer, PATH_INSPECTION).await,
     }
 }

@@ -37,7 +37,15 @@ impl BootContext {
     /// The script `mac` boots now: the lifecycle decides, the script says it. A failure is a
     /// script too, one that prints why and asks again.
     pub async fn script_for(&self, mac: MacAddr, server: &BootServer) -> String {
-        let decision = match self.lifecycle.boot_requested(mac).await {
+        let no_discovery = self
+            .discovery
+            .is_none()
+            .then(|| boot::BootError::NoDiscoveryImage.to_string());
+        let decision = match self
+            .lifecycle
+            .boot_requested(mac, no_discovery.as_deref())
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 warn!(%mac, error = %e, "cannot decide what the node boots");

@@ -190,10 +190,14 @@ pub async fn action(
     let actor = match operator(&st, &headers).await {
         Ok(a) => a,
         Err(resp) => {
+            let mac = match st.boot.lifecycle.find(&id).await {
+                Ok(Some(n)) => n.mac.parse().ok(),
+                _ => id.parse::<MacAddr>().ok(),
+            };
             st.boot
                 .lifecycle
                 .record_refusal(
-                    id.parse::<MacAddr>().ok().map(|m| m.to_string()).as_deref(),
+                    mac,
                     &peer.ip().to_string(),
                     &format!("/api/v1/nodes/{id}/actions"),
                     "admin call without a valid admin token",

@@ -1,6 +1,6 @@
 //! The node lifecycle as a pure function: a state and an input give the next state and the
 //! effects to carry out, or a refusal that says why. Nothing here touches the store, the
-//! clock or the network; `service.rs` does, with what this returns.
+//! clock or the network; the service in `lifecycle/mod.rs` does, with what this returns.
 
 use std::fmt;
 use std::time::Duration;
@@ -241,11 +241,11 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
         ),
         (s, TimedOut { after }) if s.step().is_some() => {
             let step = s.step().expect("checked");
-            let reason = format!(
-                "{} timed out after {}",
-                step.as_str(),
-                humantime::format_duration(*after)
-            );
+            let after = humantime::format_duration(*after);
+            let reason = match step {
+                Step::Discovered => format!("did not boot the discovery image within {after}"),
+                _ => format!("{} timed out after {after}", step.as_str()),
+            };
             go(
                 Failed {
                     step,
@@ -287,7 +287,11 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
 
 fn refused(state: &State, input: &Input) -> Refused {
     Refused {
-        state: state.to_string(),
+        state: match state {
+            State::Failed { step, .. } => format!("failed (at {})", step.as_str()),
+            State::Held { from } => format!("held (from {})", from.name()),
+            s => s.name().to_string(),
+        },
         what: describe(input),
     }
 }
@@ -432,12 +436,11 @@ mod tests {
             (State::BurningIn, Step::BurningIn),
         ] {
             t.push((s.clone(), fail.clone(), failed(step, "r"), vec![]));
-            t.push((
-                s,
-                timed_out.clone(),
-                failed(step, &format!("{} timed out after 15m", step.as_str())),
-                vec![],
-            ));
+            let reason = match step {
+                Step::Discovered => "did not boot the discovery image within 15m".to_string(),
+                _ => format!("{} timed out after 15m", step.as_str()),
+            };
+            t.push((s, timed_out.clone(), failed(step, &reason), vec![]));
         }
         for s in every_state() {
             if !matches!(s, State::Held { .. } | State::Retired) {

@@ -41,6 +41,8 @@ impl Default for Timeouts {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentRefusal {
     #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
@@ -72,6 +74,9 @@ impl From<sqlx::Error> for ActionError {
         ActionError::Store(StoreError::Query(e))
     }
 }
+
+/// Refused calls recorded per peer and minute; more are only logged.
+pub const REFUSALS_PER_MINUTE: i64 = 30;
 
 /// What a node gets when it asks for its boot script.
 #[derive(Clone, Debug)]
@@ -137,8 +142,13 @@ impl Lifecycle {
 
     /// A node asks for its boot script. An unknown node is created (discovered); a node given
     /// the discovery image moves to inspecting and gets a new agent token, which supersedes
-    /// the tokens of its earlier boots.
-    pub async fn boot_requested(&self, mac: MacAddr) -> Result<BootDecision, StoreError> {
+    /// the tokens of its earlier boots. `no_discovery` says why there is no discovery image to
+    /// give, if there is none: such a node is told so and stays where it is, without a token.
+    pub async fn boot_requested(
+        &self,
+        mac: MacAddr,
+        no_discovery: Option<&str>,
+    ) -> Result<BootDecision, StoreError> {
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -161,8 +171,11 @@ impl Lifecycle {
                 n
             }
         };
-        let target = machine::boot_target(Some(&node.state));
+        let mut target = machine::boot_target(Some(&node.state));
         let mut token = None;
+        if let (BootTarget::Discovery, Some(why)) = (&target, no_discovery) {
+            target = BootTarget::Wait(why.to_string());
+        }
         if target == BootTarget::Discovery {
             if node.state == State::Discovered {
                 node.state = apply(
@@ -224,16 +237,24 @@ impl Lifecycle {
         }
     }
 
-    /// Records a refused agent call against the MAC it claimed.
-    pub async fn record_refusal(&self, mac: Option<&str>, peer: &str, path: &str, why: &str) {
+    /// Records a refused call against the MAC it claimed. A peer that keeps being refused is
+    /// only logged past [`REFUSALS_PER_MINUTE`], so it cannot fill the store.
+    pub async fn record_refusal(&self, mac: Option<MacAddr>, peer: &str, path: &str, why: &str) {
+        let mac = mac.map(|m| m.to_string());
         warn!(
-            mac = mac.unwrap_or("-"),
+            mac = mac.as_deref().unwrap_or("-"),
             peer,
             path,
             reason = why,
-            "agent call refused"
+            "call refused"
         );
-        if let Err(e) = db::add_refusal(&self.pool, mac, peer, path, why, now_ms()).await {
+        let now = now_ms();
+        match db::refusals_since(&self.pool, peer, now - 60_000).await {
+            Ok(n) if n >= REFUSALS_PER_MINUTE => return,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot count refused calls"),
+        }
+        if let Err(e) = db::add_refusal(&self.pool, mac.as_deref(), peer, path, why, now).await {
             warn!(error = %e, "cannot record a refused call");
         }
     }
@@ -246,7 +267,7 @@ impl Lifecycle {
         report: &InspectionReport,
     ) -> Result<State, AgentRefusal> {
         let mac: MacAddr = report.mac.parse().map_err(|_| {
-            AgentRefusal::Unauthorized(format!("`{}` is not a MAC address", report.mac))
+            AgentRefusal::BadRequest(format!("`{}` is not a MAC address", report.mac))
         })?;
         let _one = self.write.lock().await;
         let now = now_ms();
@@ -346,7 +367,12 @@ impl Lifecycle {
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut failed = 0;
-        for node in db::all_nodes(&self.pool).await? {
+        let timed: Vec<&str> = Step::ALL
+            .iter()
+            .filter(|s| self.timeouts.0.contains_key(s))
+            .map(|s| s.as_str())
+            .collect();
+        for node in db::nodes_in_states(&self.pool, &timed).await? {
             let Some(step) = node.state.step() else {
                 continue;
             };

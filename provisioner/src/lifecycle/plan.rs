@@ -64,7 +64,7 @@ pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, Pla
         path: path.display().to_string(),
         reason,
     };
-    let slots = match path.extension().and_then(|e| e.to_str()) {
+    let mut slots = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => {
             toml::from_str::<PlanToml>(text)
                 .map_err(|e| invalid(e.to_string()))?
@@ -75,6 +75,14 @@ pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, Pla
     };
     if slots.is_empty() {
         return Err(invalid("the plan has no slots".into()));
+    }
+    // A blank serial is no serial, whichever format said it.
+    for s in &mut slots {
+        s.serial = s
+            .serial
+            .take()
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty());
     }
     let mut ids = BTreeMap::new();
     let mut keys = BTreeMap::new();
@@ -94,17 +102,14 @@ pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, Pla
                 skus.sku.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
-        if s.serial.as_deref().is_none_or(str::is_empty) && s.mac.is_none() {
+        if s.serial.is_none() && s.mac.is_none() {
             return Err(invalid(format!("{at}: needs a serial or a MAC")));
         }
         if let Some(prev) = ids.insert(s.id(), i) {
             return Err(invalid(format!("{at}: same place as slot {}", prev + 1)));
         }
         for key in [
-            s.serial
-                .clone()
-                .filter(|x| !x.is_empty())
-                .map(|x| format!("serial {x}")),
+            s.serial.clone().map(|x| format!("serial {x}")),
             s.mac.map(|m| format!("MAC {m}")),
         ]
         .into_iter()
@@ -444,6 +449,11 @@ sku = "qemu-lab"
                 "needs a serial or a MAC",
             ),
             ("plan.json", "{}", ".csv or a .toml"),
+            (
+                "plan.toml",
+                "[[slot]]\nsite = \"a\"\nrow = \"r\"\nrack = \"k\"\nu = 1\nserial = \" \"\nsku = \"qemu-lab\"\n",
+                "needs a serial or a MAC",
+            ),
             ("plan.toml", "[[slot]]\nsite = 1\n", "invalid type"),
         ];
         for (name, text, want) in cases {

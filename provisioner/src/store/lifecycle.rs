@@ -70,6 +70,22 @@ pub async fn all_nodes(pool: &Pool) -> Result<Vec<NodeRecord>, StoreError> {
     rows.iter().map(node_from_row).collect()
 }
 
+/// The nodes whose state is one of `states` (by name).
+pub async fn nodes_in_states(pool: &Pool, states: &[&str]) -> Result<Vec<NodeRecord>, StoreError> {
+    // One query per name keeps the SQL static; the names are the lifecycle's own.
+    let mut out = Vec::new();
+    for state in states {
+        let rows = sqlx::query(node_select!("WHERE state = ? ORDER BY id"))
+            .bind(state)
+            .fetch_all(pool)
+            .await?;
+        for r in &rows {
+            out.push(node_from_row(r)?);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn node_by_mac(
     tx: &mut Transaction<'_, Sqlite>,
     mac: MacAddr,
@@ -421,6 +437,17 @@ pub async fn add_refusal(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// How many calls from `peer` were recorded as refused since `since_ms`.
+pub async fn refusals_since(pool: &Pool, peer: &str, since_ms: i64) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM auth_refusals WHERE peer = ? AND at_ms >= ?")
+            .bind(peer)
+            .bind(since_ms)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 pub async fn refusals(pool: &Pool, mac: &str) -> Result<Vec<RefusalRow>, StoreError> {

@@ -159,7 +159,11 @@ fn record(events: &Events, client: SocketAddr, detail: String) {
 
 impl Files {
     /// Opens what `raw` names for `client`, or says which TFTP error to send.
-    fn open(&self, client: &SocketAddr, raw: &str) -> Result<(Transfer, u64), (u16, &'static str)> {
+    async fn open(
+        &self,
+        client: &SocketAddr,
+        raw: &str,
+    ) -> Result<(Transfer, u64), (u16, &'static str)> {
         let name = check_name(raw).map_err(|why| {
             warn!(%client, name = %raw.escape_debug(), %why, "TFTP request refused");
             (packet::code::ACCESS_VIOLATION, "access violation")
@@ -185,15 +189,16 @@ impl Files {
                     advertise: self.boot.advertise.unwrap_or(Ipv4Addr::LOCALHOST),
                     http_port: self.boot.http_port,
                 };
-                // The lifecycle lives on the main runtime; this thread runs TFTP's own. Scripts
-                // over TFTP are rare (iPXE fetches them over HTTP), so a short wait is fine.
+                // The lifecycle lives on the main runtime; this thread runs TFTP's own. The
+                // decision runs there, and this transfer awaits it without holding up others.
                 let boot = self.boot.clone();
-                let body = std::thread::scope(|s| {
-                    s.spawn(|| boot.runtime.block_on(boot.script_for(mac, &server)))
-                        .join()
-                })
-                .map_err(|_| (packet::code::NOT_DEFINED, "internal error"))?
-                .into_bytes();
+                let body = self
+                    .boot
+                    .runtime
+                    .spawn(async move { boot.script_for(mac, &server).await })
+                    .await
+                    .map_err(|_| (packet::code::NOT_DEFINED, "internal error"))?
+                    .into_bytes();
                 let len = body.len() as u64;
                 (
                     Source::Bytes(std::io::Cursor::new(body)),
@@ -349,7 +354,7 @@ async fn start(
 ) -> Result<(), transfer::TransferError> {
     let socket = UdpSocket::bind((local, 0)).await?;
     socket.connect(peer).await?;
-    let (source, size) = match files.open(&peer, name) {
+    let (source, size) = match files.open(&peer, name).await {
         Ok(v) => v,
         Err((code, msg)) => {
             socket.send(&packet::error(code, msg)).await?;
