@@ -10,48 +10,8 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// The workspace's target folder, from where cargo put the appliance for this test.
-fn target_dir() -> PathBuf {
-    let exe = Path::new(common::appliance());
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/provisioner")
-        .to_path_buf()
-}
-
-/// The agent binary: PROVISIONER_AGENT, or the workspace's release build (brought up to
-/// date here, as the image carries it). None, with a SKIPPED line, if it cannot be built
-/// outside CI; in CI that fails the test.
-fn agent() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PROVISIONER_AGENT") {
-        return Some(PathBuf::from(path));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace above provisioner/");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "-p", "provisioner-agent"])
-        .arg("--manifest-path")
-        .arg(workspace.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir())
-        .status();
-    let path = target_dir().join("release/provisioner-agent");
-    if built.as_ref().is_ok_and(|s| s.success()) && path.is_file() {
-        return Some(path);
-    }
-    let msg =
-        format!("cannot build the agent ({built:?}): cargo build --release -p provisioner-agent");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
 
 fn build_discovery(args: &[&str]) -> Output {
     Command::new(common::appliance())
@@ -119,9 +79,11 @@ fn discovery_image_holds_what_a_node_needs_and_builds_reproducibly() {
     ]) {
         return;
     }
-    let Some(agent) = agent() else { return };
+    let Some(agent) = common::agent_binary() else {
+        return;
+    };
     let agent = agent.to_str().expect("utf-8 path");
-    let debs = target_dir().join("debs");
+    let debs = common::target_dir().join("debs");
     let debs = debs.to_str().expect("utf-8 path");
     let tmp = tempfile::tempdir().unwrap();
     let out1 = tmp.path().join("out");
@@ -282,6 +244,36 @@ fn discovery_image_holds_what_a_node_needs_and_builds_reproducibly() {
     );
     assert_eq!(again.kernel_sha256.to_string(), sha_kernel);
     assert!(data2.join("artifacts").join(&sha_initrd).is_file());
+
+    // With no --discovery-kernel, the appliance boots nodes into the image built there.
+    let mut app = common::Running::start(
+        &[
+            &common::ON_LOOPBACK[..],
+            &[
+                "--data-dir",
+                &p(&data2),
+                "--firmware-dir",
+                &p(&tmp.path().join("fw")),
+            ],
+        ]
+        .concat(),
+    );
+    let http = app.addr("HTTP listening");
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .arg(format!("http://{http}/boot/52-54-00-12-34-56.ipxe"))
+        .output()
+        .expect("run curl");
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains(&format!("/artifacts/{sha_kernel}/")),
+        "{script}"
+    );
+    assert!(
+        script.contains(&format!("/artifacts/{sha_initrd}/")),
+        "{script}"
+    );
+    drop(app);
 
     // The work folders are gone.
     let left: Vec<String> = std::fs::read_dir(tmp.path())
