@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod burnin;
+
 /// PCI vendor id of NVIDIA.
 pub const VENDOR_NVIDIA: u16 = 0x10de;
 /// PCI vendor id of Amazon (AWS Neuron / Trainium devices).

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod artifacts;
 pub mod boot;
+pub mod burnin;
 pub mod config;
 pub mod dhcp;
 pub mod events;

@@ -1,0 +1,393 @@
+//! The judgement of a node's burn-in: pure, from its report, its SKU's profile, how many
+//! devices the SKU has, and the figures of its cohort. PASS / WARN / FAIL per check, per
+//! device and per node, each with its reason. Exit codes never decide; numbers do.
+
+use std::collections::BTreeMap;
+
+use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult, throttle};
+use serde::{Deserialize, Serialize};
+
+use super::profile::Profile;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// One check of one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckVerdict {
+    pub check: String,
+    pub level: Level,
+    pub reason: String,
+    /// A performance failure on its first attempt: run it again before it counts.
+    pub retry: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceVerdict {
+    pub id: String,
+    pub kind: Option<DeviceKind>,
+    pub level: Level,
+    pub checks: Vec<CheckVerdict>,
+}
+
+/// The node's verdict: the worst of its devices', and what must be run again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub level: Level,
+    /// Checks to run again (device id, check) before the node is judged: the level is then
+    /// only provisional.
+    pub retry: Vec<(String, String)>,
+    /// Node-level findings (missing devices).
+    pub node: Vec<CheckVerdict>,
+    pub devices: Vec<DeviceVerdict>,
+    pub profile_version: u32,
+}
+
+impl Judgement {
+    /// The reasons of every failed check, for the node's `failed` state.
+    pub fn failures(&self) -> Vec<String> {
+        let node = self.node.iter().filter(|c| c.level == Level::Fail);
+        let devices = self.devices.iter().flat_map(|d| {
+            d.checks
+                .iter()
+                .filter(|c| c.level == Level::Fail && !c.retry)
+                .map(move |c| (Some(d), c))
+        });
+        node.map(|c| (None, c))
+            .chain(devices)
+            .map(|(d, c)| match d {
+                Some(d) => format!("{} {}: {}", d.id, c.check, c.reason),
+                None => c.reason.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The figures of a device's cohort (same SKU, driver and firmware), by (kind, check).
+pub type Cohort = BTreeMap<(DeviceKind, String), Vec<f64>>;
+
+/// Fewer cohort figures than this say nothing about a median.
+pub const MIN_COHORT: usize = 5;
+/// How many MADs under the cohort median fail a device.
+pub const COHORT_MADS: f64 = 4.0;
+/// How far under the cohort median fails a device, as a fraction.
+pub const COHORT_GAP: f64 = 0.05;
+
+pub fn judge(
+    report: &BurnInReport,
+    profile: &Profile,
+    expected: &BTreeMap<DeviceKind, u32>,
+    cohort: &Cohort,
+) -> Judgement {
+    let mut node = Vec::new();
+    for (kind, want) in expected {
+        let have = report
+            .devices
+            .iter()
+            .filter(|d| d.kind == Some(*kind))
+            .count() as u32;
+        if have < *want {
+            node.push(fail(
+                "device_count",
+                format!("{have} of {want} {} devices reported", kind_name(*kind)),
+            ));
+        }
+    }
+    let mates = node_medians(report);
+    let devices: Vec<DeviceVerdict> = report
+        .devices
+        .iter()
+        .map(|d| {
+            let shared = shared_reasons(report, d);
+            judge_device(d, profile, &mates, shared, cohort)
+        })
+        .collect();
+    let retry = devices
+        .iter()
+        .flat_map(|d| {
+            d.checks
+                .iter()
+                .filter(|c| c.retry)
+                .map(|c| (d.id.clone(), c.check.clone()))
+        })
+        .collect();
+    let level = node
+        .iter()
+        .map(|c| c.level)
+        .chain(devices.iter().map(|d| d.level))
+        .max()
+        .unwrap_or(Level::Pass);
+    Judgement {
+        level,
+        retry,
+        node,
+        devices,
+        profile_version: profile.version,
+    }
+}
+
+fn fail(check: &str, reason: String) -> CheckVerdict {
+    CheckVerdict {
+        check: check.into(),
+        level: Level::Fail,
+        reason,
+        retry: false,
+    }
+}
+
+fn kind_name(k: DeviceKind) -> &'static str {
+    match k {
+        DeviceKind::Gpu => "GPU",
+        DeviceKind::Neuron => "Neuron",
+        DeviceKind::Cpu => "CPU",
+        DeviceKind::Memory => "memory",
+        DeviceKind::Disk => "disk",
+        DeviceKind::Nic => "NIC",
+    }
+}
+
+/// The median of each measurement over the node's devices of each kind.
+fn node_medians(report: &BurnInReport) -> BTreeMap<(DeviceKind, String), (f64, usize)> {
+    let mut values: BTreeMap<(DeviceKind, String), Vec<f64>> = BTreeMap::new();
+    for d in &report.devices {
+        let Some(kind) = d.kind else { continue };
+        for (name, m) in &d.measurements {
+            values
+                .entry((kind, name.clone()))
+                .or_default()
+                .push(m.value);
+        }
+    }
+    values
+        .into_iter()
+        .map(|(k, mut v)| {
+            let n = v.len();
+            (k, (median(&mut v), n))
+        })
+        .collect()
+}
+
+/// The throttle reasons every other device of `d`'s kind on the node also had: a power cap
+/// they all ran under explains a floor, not a gap between them.
+fn shared_reasons(report: &BurnInReport, d: &DeviceResult) -> u64 {
+    report
+        .devices
+        .iter()
+        .filter(|o| o.kind == d.kind && o.id != d.id)
+        .map(|o| o.conditions.as_ref().map_or(0, |c| c.throttle_reasons))
+        .reduce(|a, b| a & b)
+        .unwrap_or(0)
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Median absolute deviation.
+pub fn mad(v: &[f64], median_of_v: f64) -> f64 {
+    let mut dev: Vec<f64> = v.iter().map(|x| (x - median_of_v).abs()).collect();
+    median(&mut dev)
+}
+
+/// Why a device ran slow without being faulty: a power cap or heat among `reasons`, with the
+/// figures.
+fn slowed_by(d: &DeviceResult, reasons: u64) -> Option<String> {
+    let c = d.conditions.as_ref()?;
+    let r = reasons;
+    let power = r & (throttle::SW_POWER_CAP | throttle::HW_POWER_BRAKE) != 0;
+    let heat = r & (throttle::SW_THERMAL | throttle::HW_THERMAL | throttle::HW_SLOWDOWN) != 0;
+    let w = |x: Option<f64>| x.map(|v| format!("{v:.0} W")).unwrap_or_else(|| "?".into());
+    match (power, heat) {
+        (false, false) => None,
+        (true, false) => Some(format!(
+            "power-capped (reasons {r:#x}, {} of {} limit)",
+            w(c.power_max_w),
+            w(c.power_limit_w)
+        )),
+        (_, true) => Some(format!(
+            "thermally throttled (reasons {r:#x}, up to {} °C)",
+            c.temperature_max_c
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_else(|| "?".into())
+        )),
+    }
+}
+
+fn judge_device(
+    d: &DeviceResult,
+    profile: &Profile,
+    mates: &BTreeMap<(DeviceKind, String), (f64, usize)>,
+    shared: u64,
+    cohort: &Cohort,
+) -> DeviceVerdict {
+    let mut checks = Vec::new();
+    if let Some(why) = &d.cannot_validate {
+        checks.push(fail("validate", format!("cannot validate: {why}")));
+    }
+    for name in &profile.must_be_zero {
+        if let Some(n) = d.counters.get(name).filter(|n| **n > 0) {
+            checks.push(fail(name, format!("{name} = {n} (must be 0)")));
+        }
+    }
+    let (hard, soft): (Vec<u32>, Vec<u32>) = d
+        .xids
+        .iter()
+        .partition(|x| profile.hardware_xids.contains(x));
+    if !hard.is_empty() {
+        checks.push(fail(
+            "xid",
+            format!("hardware XID {hard:?} in the kernel log"),
+        ));
+    }
+    if !soft.is_empty() {
+        checks.push(CheckVerdict {
+            check: "xid".into(),
+            level: Level::Warn,
+            reason: format!("XID {soft:?} in the kernel log (application errors, not hardware)"),
+            retry: false,
+        });
+    }
+    // Slowness is excused only in a device that computes correctly: under a floor by any
+    // power cap or heat, under its node-mates or cohort only by one they did not share.
+    let correct = checks.iter().all(|c| c.level != Level::Fail);
+    let reasons = d.conditions.as_ref().map_or(0, |c| c.throttle_reasons);
+    let excuses = Excuses {
+        floor: slowed_by(d, reasons).filter(|_| correct),
+        relative: slowed_by(d, reasons & !shared).filter(|_| correct),
+    };
+    for floor in profile.floors.iter().filter(|f| Some(f.kind) == d.kind) {
+        checks.push(judge_measurement(
+            d, floor, profile, mates, cohort, &excuses,
+        ));
+    }
+    let level = checks
+        .iter()
+        .map(|c| if c.retry { Level::Warn } else { c.level })
+        .max()
+        .unwrap_or(Level::Pass);
+    DeviceVerdict {
+        id: d.id.clone(),
+        kind: d.kind,
+        level,
+        checks,
+    }
+}
+
+/// Why a slow device is not faulty, if it is not: against its floor, and against others.
+struct Excuses {
+    floor: Option<String>,
+    relative: Option<String>,
+}
+
+fn judge_measurement(
+    d: &DeviceResult,
+    floor: &super::profile::Floor,
+    profile: &Profile,
+    mates: &BTreeMap<(DeviceKind, String), (f64, usize)>,
+    cohort: &Cohort,
+    excuses: &Excuses,
+) -> CheckVerdict {
+    let name = floor.name.as_str();
+    let Some(m) = d.measurements.get(name) else {
+        return fail(name, "not measured".into());
+    };
+    if m.unit != floor.unit {
+        return fail(
+            name,
+            format!("measured in {}, the profile wants {}", m.unit, floor.unit),
+        );
+    }
+    let v = m.value;
+    let unit = &m.unit;
+    let mut slow = Vec::new();
+    let mut relative = false;
+    if !v.is_finite() || v < floor.min {
+        slow.push(format!(
+            "{v:.2} {unit} under the floor of {} {unit}",
+            floor.min
+        ));
+    }
+    let kind = floor.kind;
+    if let Some((median, n)) = mates.get(&(kind, name.to_string()))
+        && *n >= 3
+        && v < median * (1.0 - profile.node_gap)
+    {
+        slow.push(format!(
+            "{:.0}% under its node-mates' median of {median:.2} {unit}",
+            (1.0 - v / median) * 100.0
+        ));
+        relative = true;
+    }
+    if let Some(values) = cohort.get(&(kind, name.to_string()))
+        && values.len() >= MIN_COHORT
+    {
+        let mut sorted = values.clone();
+        let med = median(&mut sorted);
+        let spread = mad(values, med);
+        if v < med * (1.0 - COHORT_GAP) || (spread > 0.0 && v < med - COHORT_MADS * spread) {
+            slow.push(format!(
+                "under its cohort's median of {med:.2} {unit} (MAD {spread:.2}, {} devices)",
+                values.len()
+            ));
+            relative = true;
+        }
+    }
+    let excuse = if relative {
+        excuses.relative.as_deref()
+    } else {
+        excuses.floor.as_deref()
+    };
+    if !slow.is_empty() {
+        let what = slow.join("; ");
+        return match excuse {
+            Some(why) => CheckVerdict {
+                check: name.into(),
+                level: Level::Warn,
+                reason: format!("{what}: {why}, results correct: slow, not faulty"),
+                retry: false,
+            },
+            None => CheckVerdict {
+                check: name.into(),
+                level: Level::Fail,
+                reason: what,
+                retry: m.attempt < 2,
+            },
+        };
+    }
+    let (level, reason) = if v < floor.min * (1.0 + profile.warn_margin) {
+        (
+            Level::Warn,
+            format!(
+                "{v:.2} {unit}, within {:.0}% of the floor of {} {unit}",
+                profile.warn_margin * 100.0,
+                floor.min
+            ),
+        )
+    } else {
+        (
+            Level::Pass,
+            format!("{v:.2} {unit} (floor {} {unit})", floor.min),
+        )
+    };
+    let reason = match excuse {
+        Some(why) => format!("{reason}; {why}"),
+        None => reason,
+    };
+    CheckVerdict {
+        check: name.into(),
+        level,
+        reason,
+        retry: false,
+    }
+}

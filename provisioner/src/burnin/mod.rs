@@ -1,0 +1,9 @@
+//! Burn-in judgement on the appliance: the agent measures, this decides. Per-SKU profiles
+//! (floors, counters that must stay zero, hardware XIDs), the node-mate and cohort gates, and
+//! verdicts with reasons.
+
+pub mod judge;
+pub mod profile;
+
+#[cfg(test)]
+mod tests;

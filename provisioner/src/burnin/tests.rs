@@ -1,0 +1,314 @@
+//! The judgement on the real H100 and H200 captures (`tests/fixtures/nvidia/`), and on faults
+//! injected into them: an XID 79, a pending row remap, one flipped bit, one slow GPU, a
+//! missing GPU, a tool that hung, a wrong collective.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use provisioner_protocol::burnin::{
+    BurnInReport, Conditions, DeviceKind, DeviceResult, Measurement,
+};
+
+use super::judge::{Cohort, Level, judge};
+use super::profile::{Profile, Profiles, SHIPPED_PROFILES};
+
+fn fixture(card: &str, file: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/nvidia")
+        .join(card)
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The conditions of the card's load, from `during-load.csv` (timestamp, temperature, power,
+/// SM clock, clock event reasons every 2 s) and its power limit from `query-after.csv`.
+fn conditions(card: &str) -> Conditions {
+    let mut c = Conditions::default();
+    for line in fixture(card, "during-load.csv").lines() {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let num = |s: &str| s.split_whitespace().next().unwrap().parse::<f64>().unwrap();
+        c.temperature_max_c = Some(c.temperature_max_c.unwrap_or(0.0).max(num(f[1])));
+        c.power_max_w = Some(c.power_max_w.unwrap_or(0.0).max(num(f[2])));
+        c.throttle_reasons |= u64::from_str_radix(f[4].trim_start_matches("0x"), 16).unwrap();
+    }
+    let after = fixture(card, "query-after.csv");
+    let (header, row) = after.split_once('\n').unwrap();
+    let col = header
+        .split(',')
+        .position(|h| h.trim() == "power.limit [W]")
+        .unwrap();
+    let limit = row.split(',').nth(col).unwrap().trim();
+    c.power_limit_w = Some(limit.trim_end_matches(" W").parse().unwrap());
+    c
+}
+
+/// One GPU as the fixture's card measured it (`burn.json`), at PCI address `id`.
+fn gpu(card: &str, id: &str) -> DeviceResult {
+    let burn: serde_json::Value = serde_json::from_str(&fixture(card, "burn.json")).unwrap();
+    let m = |v: &serde_json::Value, unit: &str| Measurement {
+        value: v.as_f64().unwrap(),
+        unit: unit.into(),
+        attempt: 1,
+    };
+    DeviceResult {
+        id: id.into(),
+        kind: Some(DeviceKind::Gpu),
+        model: burn["gpu"].as_str().map(String::from),
+        driver: Some("580.159.04".into()),
+        measurements: BTreeMap::from([
+            ("hbm_copy".into(), m(&burn["d2d_copy_TBps"], "TB/s")),
+            ("gemm_bf16_p50".into(), m(&burn["tflops_p50"], "TFLOP/s")),
+            ("gemm_bf16_p05".into(), m(&burn["tflops_p05"], "TFLOP/s")),
+        ]),
+        counters: BTreeMap::from([(
+            "gemm_mismatches".into(),
+            burn["bitwise_mismatches"].as_u64().unwrap(),
+        )]),
+        conditions: Some(conditions(card)),
+        ..Default::default()
+    }
+}
+
+/// An 8-GPU node of the fixture's card: the one measured card at eight addresses.
+fn node(card: &str) -> BurnInReport {
+    BurnInReport {
+        mac: "52:54:00:00:00:01".into(),
+        devices: (0..8)
+            .map(|i| gpu(card, &format!("0000:{:02x}:00.0", 0x18 + i)))
+            .collect(),
+    }
+}
+
+fn profile(sku: &str) -> Profile {
+    Profiles::parse(SHIPPED_PROFILES).unwrap().by_sku[sku].clone()
+}
+
+fn eight_gpus() -> BTreeMap<DeviceKind, u32> {
+    BTreeMap::from([(DeviceKind::Gpu, 8)])
+}
+
+fn verdict_of(report: &BurnInReport, sku: &str) -> super::judge::Judgement {
+    judge(report, &profile(sku), &eight_gpus(), &Cohort::new())
+}
+
+#[test]
+fn the_power_capped_h100_of_the_fixtures_passes_and_says_it_was_capped() {
+    let j = verdict_of(&node("h100-sxm5-80gb"), "hgx-h100");
+    assert_eq!(j.level, Level::Pass, "{j:#?}");
+    assert!(j.retry.is_empty());
+    let gemm = &j.devices[0]
+        .checks
+        .iter()
+        .find(|c| c.check == "gemm_bf16_p50")
+        .unwrap();
+    assert!(
+        gemm.reason
+            .starts_with("670.50 TFLOP/s (floor 600 TFLOP/s)"),
+        "{}",
+        gemm.reason
+    );
+    assert!(
+        gemm.reason
+            .contains("power-capped (reasons 0x5, 697 W of 700 W limit)"),
+        "{}",
+        gemm.reason
+    );
+}
+
+#[test]
+fn the_h200_of_the_fixtures_passes() {
+    let j = verdict_of(&node("h200-sxm5-141gb"), "hgx-h200");
+    assert_eq!(j.level, Level::Pass, "{j:#?}");
+}
+
+#[test]
+fn an_xid_79_fails_its_gpu_and_the_node() {
+    let mut r = node("h100-sxm5-80gb");
+    r.devices[3].xids = vec![79];
+    let j = verdict_of(&r, "hgx-h100");
+    assert_eq!(j.level, Level::Fail);
+    assert_eq!(j.devices[3].level, Level::Fail);
+    assert_eq!(j.devices[2].level, Level::Pass);
+    assert_eq!(
+        j.failures(),
+        ["0000:1b:00.0 xid: hardware XID [79] in the kernel log"]
+    );
+    // An application XID (13) is worth a warning, not a failure.
+    let mut r = node("h100-sxm5-80gb");
+    r.devices[0].xids = vec![13];
+    assert_eq!(verdict_of(&r, "hgx-h100").level, Level::Warn);
+}
+
+#[test]
+fn a_pending_row_remap_and_a_flipped_bit_fail() {
+    let mut r = node("h100-sxm5-80gb");
+    r.devices[1].counters.insert("remap_pending".into(), 1);
+    r.devices[5].counters.insert("gemm_mismatches".into(), 1);
+    let j = verdict_of(&r, "hgx-h100");
+    assert_eq!(j.level, Level::Fail);
+    assert_eq!(
+        j.failures(),
+        [
+            "0000:19:00.0 remap_pending: remap_pending = 1 (must be 0)",
+            "0000:1d:00.0 gemm_mismatches: gemm_mismatches = 1 (must be 0)"
+        ]
+    );
+}
+
+#[test]
+fn a_gpu_20_percent_slower_than_its_node_mates_is_retried_then_fails() {
+    let mut r = node("h100-sxm5-80gb");
+    for m in r.devices[6].measurements.values_mut() {
+        m.value *= 0.8;
+    }
+    // 536 TFLOP/s is under the floor too, which the common power cap would excuse; the gap
+    // to its node-mates under the same cap is not excused.
+    let j = verdict_of(&r, "hgx-h100");
+    assert!(
+        j.retry
+            .contains(&("0000:1e:00.0".into(), "gemm_bf16_p50".into())),
+        "{j:#?}"
+    );
+    assert_ne!(
+        j.level,
+        Level::Fail,
+        "a first failure is retried before it counts"
+    );
+    for m in r.devices[6].measurements.values_mut() {
+        m.attempt = 2;
+    }
+    let j = verdict_of(&r, "hgx-h100");
+    assert_eq!(j.level, Level::Fail);
+    let f = j.failures();
+    assert!(
+        f.iter()
+            .any(|f| f.starts_with("0000:1e:00.0 gemm_bf16_p50:")
+                && f.contains("20% under its node-mates' median of 670.50 TFLOP/s")),
+        "{f:#?}"
+    );
+    // Every GPU ran under the same power cap: that excuses no gap between them.
+    assert!(!f.iter().any(|f| f.contains("not faulty")), "{f:#?}");
+}
+
+#[test]
+fn a_gpu_slowed_by_heat_its_mates_did_not_see_is_reported_as_throttled_not_faulty() {
+    let mut r = node("h100-sxm5-80gb");
+    let d = &mut r.devices[2];
+    for m in d.measurements.values_mut() {
+        m.value *= 0.8;
+        m.attempt = 2;
+    }
+    let c = d.conditions.as_mut().unwrap();
+    c.throttle_reasons |= provisioner_protocol::burnin::throttle::HW_THERMAL;
+    c.temperature_max_c = Some(92.0);
+    let j = verdict_of(&r, "hgx-h100");
+    assert_eq!(j.level, Level::Warn, "{j:#?}");
+    let gemm = j.devices[2]
+        .checks
+        .iter()
+        .find(|c| c.check == "gemm_bf16_p50")
+        .unwrap();
+    assert!(
+        gemm.reason.contains("thermally throttled"),
+        "{}",
+        gemm.reason
+    );
+    assert!(gemm.reason.contains("92 °C"), "{}", gemm.reason);
+    assert!(gemm.reason.ends_with("slow, not faulty"), "{}", gemm.reason);
+    // The same heat on a GPU that also computed wrongly excuses nothing.
+    r.devices[2].counters.insert("gemm_mismatches".into(), 3);
+    assert_eq!(verdict_of(&r, "hgx-h100").devices[2].level, Level::Fail);
+}
+
+#[test]
+fn a_missing_gpu_a_missing_driver_and_a_hung_tool_fail() {
+    let mut r = node("h100-sxm5-80gb");
+    r.devices.pop();
+    r.devices[0] = DeviceResult {
+        id: r.devices[0].id.clone(),
+        kind: Some(DeviceKind::Gpu),
+        cannot_validate: Some("no NVIDIA driver".into()),
+        ..Default::default()
+    };
+    r.devices[1].cannot_validate = Some("gemm timed out after 300 s".into());
+    let f = verdict_of(&r, "hgx-h100").failures();
+    assert_eq!(f[0], "7 of 8 GPU devices reported");
+    assert!(f.contains(&"0000:18:00.0 validate: cannot validate: no NVIDIA driver".to_string()));
+    assert!(
+        f.contains(&"0000:18:00.0 hbm_copy: not measured".to_string()),
+        "{f:#?}"
+    );
+    assert!(
+        f.contains(
+            &"0000:19:00.0 validate: cannot validate: gemm timed out after 300 s".to_string()
+        ),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn the_cohort_gate_fails_a_gpu_more_than_5_percent_under_its_median() {
+    let cohort: Cohort = BTreeMap::from([(
+        (DeviceKind::Gpu, "hbm_copy".to_string()),
+        vec![3.02, 3.03, 3.04, 3.03, 3.05, 3.01, 3.03, 3.02, 3.04, 3.03],
+    )]);
+    let mut r = node("h100-sxm5-80gb");
+    // 2.85 TB/s: over the floor, and not 10% under its node-mates, but 6% under its cohort.
+    for d in &mut r.devices {
+        d.measurements.get_mut("hbm_copy").unwrap().value = 2.85;
+        d.measurements.get_mut("hbm_copy").unwrap().attempt = 2;
+    }
+    let j = judge(&r, &profile("hgx-h100"), &eight_gpus(), &cohort);
+    assert_eq!(j.level, Level::Fail, "{j:#?}");
+    assert!(
+        j.failures()[0].contains("under its cohort's median of 3.03 TB/s (MAD 0.01, 10 devices)"),
+        "{:#?}",
+        j.failures()
+    );
+    // A cohort too small says nothing.
+    let small: Cohort =
+        BTreeMap::from([((DeviceKind::Gpu, "hbm_copy".to_string()), vec![3.03; 4])]);
+    assert_ne!(
+        judge(&r, &profile("hgx-h100"), &eight_gpus(), &small).level,
+        Level::Fail
+    );
+}
+
+#[test]
+fn a_wrong_collective_result_fails_a_trainium_node() {
+    let neuron = |i: usize, wrong: u64| DeviceResult {
+        id: format!("neuron{i}"),
+        kind: Some(DeviceKind::Neuron),
+        measurements: BTreeMap::from([(
+            "collective_busbw".into(),
+            Measurement {
+                value: 180.0,
+                unit: "GB/s".into(),
+                attempt: 1,
+            },
+        )]),
+        counters: BTreeMap::from([("collective_wrong_results".into(), wrong)]),
+        ..Default::default()
+    };
+    let r = BurnInReport {
+        mac: "52:54:00:00:00:02".into(),
+        devices: (0..16).map(|i| neuron(i, u64::from(i == 9))).collect(),
+    };
+    let expected = BTreeMap::from([(DeviceKind::Neuron, 16)]);
+    let j = judge(&r, &profile("trn3"), &expected, &Cohort::new());
+    assert_eq!(
+        j.failures(),
+        ["neuron9 collective_wrong_results: collective_wrong_results = 1 (must be 0)"]
+    );
+}
+
+#[test]
+fn a_measurement_in_the_wrong_unit_is_not_compared() {
+    let mut r = node("h100-sxm5-80gb");
+    r.devices[0].measurements.get_mut("hbm_copy").unwrap().unit = "GB/s".into();
+    let f = verdict_of(&r, "hgx-h100").failures();
+    assert_eq!(
+        f,
+        ["0000:18:00.0 hbm_copy: measured in GB/s, the profile wants TB/s"]
+    );
+}
