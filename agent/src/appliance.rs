@@ -6,7 +6,10 @@
 use std::io;
 use std::time::Duration;
 
-use provisioner_protocol::{InspectionReport, Instruction, PATH_INSPECTION, PATH_NEXT, Refusal};
+use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::{
+    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, Refusal,
+};
 use ureq::http::StatusCode;
 
 /// Bodies the agent reads are a refusal or an instruction: small.
@@ -58,6 +61,24 @@ impl Appliance {
         let call = self
             .agent
             .post(format!("{}{PATH_INSPECTION}", self.url))
+            .header("Authorization", &self.bearer)
+            .content_type("application/json")
+            .send(&body);
+        match call {
+            Ok(mut response) => report_answer(response.status(), &read_body(&mut response)),
+            Err(e) => Answer::Retry(unreachable(&e)),
+        }
+    }
+
+    /// `POST {url}/api/v1/agent/burnin`.
+    pub fn burnin(&self, report: &BurnInReport) -> Answer<()> {
+        let body = match serde_json::to_string(report) {
+            Ok(body) => body,
+            Err(e) => return Answer::Refused(format!("cannot encode the burn-in: {e}")),
+        };
+        let call = self
+            .agent
+            .post(format!("{}{PATH_BURNIN}", self.url))
             .header("Authorization", &self.bearer)
             .content_type("application/json")
             .send(&body);

@@ -5,6 +5,7 @@
 pub mod appliance;
 pub mod args;
 pub mod backoff;
+pub mod burnin;
 pub mod cmdline;
 pub mod facts;
 pub mod netup;

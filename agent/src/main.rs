@@ -12,11 +12,12 @@ use std::{fs, io, thread};
 use provisioner_agent::appliance::Appliance;
 use provisioner_agent::args::{Options, USAGE};
 use provisioner_agent::cmdline::BootParams;
-use provisioner_agent::facts;
 use provisioner_agent::netup::{self, Up};
 use provisioner_agent::power::{self, PowerAction};
 use provisioner_agent::session::{self, Ending, Node};
+use provisioner_agent::{burnin, facts};
 use provisioner_protocol::Facts;
+use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
 
 /// A call to the appliance that takes longer than this is failed and retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,5 +132,10 @@ impl Node for Console {
 
     fn facts(&mut self) -> Facts {
         facts::collect(&self.root)
+    }
+
+    fn burn_in(&mut self, plan: &BurnInPlan) -> BurnInReport {
+        let facts = facts::collect(&self.root);
+        burnin::run(plan, &facts, &mut |line: &str| say(line))
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
 use provisioner_protocol::{Facts, InspectionReport, Instruction};
 
 use crate::appliance::{Answer, Appliance};
@@ -13,12 +14,17 @@ use crate::cmdline::MacAddr;
 /// The appliance's two calls, as the session uses them.
 pub trait Api {
     fn report(&self, report: &InspectionReport) -> Answer<()>;
+    fn burnin(&self, report: &BurnInReport) -> Answer<()>;
     fn next(&self, mac: &str) -> Answer<Instruction>;
 }
 
 impl Api for Appliance {
     fn report(&self, report: &InspectionReport) -> Answer<()> {
         Appliance::report(self, report)
+    }
+
+    fn burnin(&self, report: &BurnInReport) -> Answer<()> {
+        Appliance::burnin(self, report)
     }
 
     fn next(&self, mac: &str) -> Answer<Instruction> {
@@ -33,6 +39,9 @@ pub trait Node {
     fn sleep(&mut self, duration: Duration);
     /// The node's facts, read afresh for each report.
     fn facts(&mut self) -> Facts;
+    /// Runs the burn-in the appliance asked for; every device's results, or why it could not
+    /// be validated.
+    fn burn_in(&mut self, plan: &BurnInPlan) -> BurnInReport;
 }
 
 /// How the session ends: the node is to go down, and why.
@@ -75,6 +84,12 @@ pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
                 ));
                 node.sleep(wait);
             }
+            Instruction::BurnIn { plan } => {
+                report_due = false;
+                let mut results = node.burn_in(&plan);
+                results.mac = mac.to_string();
+                send_burnin(api, &results, node);
+            }
             Instruction::PowerOff { reason } => return Ending::PowerOff { reason },
             Instruction::Reboot { reason } => return Ending::Reboot { reason },
         }
@@ -103,6 +118,28 @@ fn report(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> bool {
             Answer::Refused(why) => {
                 node.say(&format!("{why}; asking what to do next"));
                 return false;
+            }
+            Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
+        }
+    }
+}
+
+/// Sends the burn-in results until the appliance takes or refuses them; either way the
+/// appliance then says what comes next.
+fn send_burnin(api: &impl Api, results: &BurnInReport, node: &mut impl Node) {
+    let mut backoff = Backoff::default();
+    loop {
+        match api.burnin(results) {
+            Answer::Done(()) => {
+                node.say(&format!(
+                    "reported burn-in ({} devices)",
+                    results.devices.len()
+                ));
+                return;
+            }
+            Answer::Refused(why) => {
+                node.say(&format!("{why}; asking what to do next"));
+                return;
             }
             Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
         }
@@ -152,6 +189,18 @@ mod tests {
                 .expect("no more scripted report answers")
         }
 
+        fn burnin(&self, report: &BurnInReport) -> Answer<()> {
+            self.sent.borrow_mut().push(format!(
+                "burnin {} ({} devices)",
+                report.mac,
+                report.devices.len()
+            ));
+            self.reports
+                .borrow_mut()
+                .pop_front()
+                .expect("no more scripted report answers")
+        }
+
         fn next(&self, mac: &str) -> Answer<Instruction> {
             self.sent.borrow_mut().push(format!("next {mac}"));
             self.instructions
@@ -181,6 +230,15 @@ mod tests {
                 gpus: vec!["0000:19:00.0".to_string()],
                 pci: vec![Default::default(); 3],
                 ..Facts::default()
+            }
+        }
+
+        fn burn_in(&mut self, plan: &BurnInPlan) -> BurnInReport {
+            self.lines
+                .push(format!("burn-in for {}s of GEMM", plan.gemm_seconds));
+            BurnInReport {
+                mac: String::new(),
+                devices: vec![Default::default(); 2],
             }
         }
     }
@@ -297,5 +355,49 @@ mod tests {
             ]
         );
         assert_eq!(node.slept, [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_burn_in_is_run_and_its_results_sent_under_the_node_s_mac() {
+        let api = Scripted::default();
+        api.reports.borrow_mut().extend([
+            Answer::Done(()),
+            retry("appliance answered 503 Service Unavailable"),
+            Answer::Done(()),
+        ]);
+        let plan = BurnInPlan {
+            gemm_seconds: 60,
+            hbm_fraction: 0.9,
+            cpu_seconds: 30,
+            memory_fraction: 0.8,
+            disk_read_bytes: 1 << 30,
+            disks_writable: vec![],
+            nic_speed_mbps: None,
+            tool_timeout_seconds: 300,
+            only: vec![],
+        };
+        api.instructions.borrow_mut().extend([
+            Answer::Done(Instruction::BurnIn { plan }),
+            Answer::Done(Instruction::PowerOff {
+                reason: "enrolled".to_string(),
+            }),
+        ]);
+        let mut node = Recorder::default();
+        run(&api, &mac(), &mut node);
+        assert_eq!(
+            *api.sent.borrow(),
+            [
+                "report 52:54:00:12:34:56",
+                "next 52:54:00:12:34:56",
+                "burnin 52:54:00:12:34:56 (2 devices)",
+                "burnin 52:54:00:12:34:56 (2 devices)",
+                "next 52:54:00:12:34:56",
+            ]
+        );
+        assert!(node.lines.contains(&"burn-in for 60s of GEMM".to_string()));
+        assert!(
+            node.lines
+                .contains(&"reported burn-in (2 devices)".to_string())
+        );
     }
 }

@@ -82,3 +82,67 @@ pub mod throttle {
     pub const HW_POWER_BRAKE: u64 = 0x80;
     pub const DISPLAY_CLOCKS: u64 = 0x100;
 }
+
+/// What the appliance asks a node to run (`Instruction::BurnIn`), from its SKU's profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BurnInPlan {
+    /// Seconds of sustained GEMM per GPU.
+    pub gemm_seconds: u32,
+    /// Fraction of each GPU's free memory the pattern test covers (at least 0.9).
+    pub hbm_fraction: f64,
+    /// Seconds of CPU stress across all cores.
+    pub cpu_seconds: u32,
+    /// Fraction of free RAM the host memory pattern test covers.
+    pub memory_fraction: f64,
+    /// Bytes read from each disk, sequentially.
+    pub disk_read_bytes: u64,
+    /// Disks (kernel names) the plan lets the burn-in write to; all others are only read.
+    pub disks_writable: Vec<String>,
+    /// The NIC speed the rack plan cabled for, in Mb/s.
+    pub nic_speed_mbps: Option<u32>,
+    /// Longest any one tool may run before it counts as hung.
+    pub tool_timeout_seconds: u32,
+    /// When set, run only these (device id, check) pairs: the retry of a performance failure.
+    #[serde(default)]
+    pub only: Vec<(String, String)>,
+}
+
+/// The names both sides use for measurements (`DeviceResult::measurements`) and counters
+/// (`DeviceResult::counters`).
+pub mod checks {
+    /// GPU device-to-device copy, bytes read + written: TB/s.
+    pub const HBM_COPY: &str = "hbm_copy";
+    /// Sustained bf16 GEMM 8192³, per-product rate: TFLOP/s.
+    pub const GEMM_BF16_P50: &str = "gemm_bf16_p50";
+    pub const GEMM_BF16_P05: &str = "gemm_bf16_p05";
+    /// Host→device and device→host copies: GB/s.
+    pub const PCIE_H2D: &str = "pcie_h2d";
+    pub const PCIE_D2H: &str = "pcie_d2h";
+    /// GPU-to-GPU copy (NVLink where present): GB/s.
+    pub const P2P: &str = "p2p";
+    /// Neuron collectives (nccom-test), bus bandwidth: GB/s.
+    pub const COLLECTIVE_BUSBW: &str = "collective_busbw";
+    /// Host: each disk's sequential read, MB/s; all cores' stress, GFLOP/s.
+    pub const SEQUENTIAL_READ: &str = "sequential_read";
+    pub const CPU_GFLOPS: &str = "cpu_gflops";
+    /// A NIC's link speed, Mb/s.
+    pub const LINK_SPEED: &str = "link_speed";
+
+    /// Counters: words of a pattern test read back wrong (GPU HBM, host RAM).
+    pub const PATTERN_BAD_WORDS: &str = "pattern_bad_words";
+    pub const MEMORY_BAD_WORDS: &str = "memory_bad_words";
+    /// GEMM results that differ bit for bit from the first (or another GPU's).
+    pub const GEMM_MISMATCHES: &str = "gemm_mismatches";
+    /// NVML, as the change across the run.
+    pub const ECC_UNCORRECTED: &str = "ecc_uncorrected";
+    pub const ECC_CORRECTED: &str = "ecc_corrected";
+    pub const REMAP_PENDING: &str = "remap_pending";
+    pub const REMAP_FAILED: &str = "remap_failed";
+    pub const RETIRED_PAGES_PENDING: &str = "retired_pages_pending";
+    pub const NVLINK_INACTIVE: &str = "nvlink_inactive";
+    pub const NVLINK_ERRORS: &str = "nvlink_errors";
+    /// nccom-test `--check` failures.
+    pub const COLLECTIVE_WRONG_RESULTS: &str = "collective_wrong_results";
+    /// Write-read-verify mismatches on a writable disk.
+    pub const DISK_VERIFY_ERRORS: &str = "disk_verify_errors";
+}

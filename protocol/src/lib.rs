@@ -20,6 +20,7 @@ pub const VENDOR_AMAZON: u16 = 0x1d0f;
 /// Where the agent's calls go, under `provisioner.url`.
 pub const PATH_INSPECTION: &str = "/api/v1/agent/inspection";
 pub const PATH_NEXT: &str = "/api/v1/agent/next";
+pub const PATH_BURNIN: &str = "/api/v1/agent/burnin";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InspectionReport {
@@ -147,6 +148,8 @@ pub enum Instruction {
     PowerOff { reason: String },
     /// Reboot the node (it network-boots and gets what its state says).
     Reboot { reason: String },
+    /// Run the burn-in and report it (`POST /api/v1/agent/burnin`).
+    BurnIn { plan: burnin::BurnInPlan },
 }
 
 /// Why a call was refused.
