@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::artifacts::ArtifactStore;
 use crate::boot::{Discovery, KernelArch};
+use crate::burnin::profile::{Profiles, SHIPPED_PROFILES};
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::leases::{LeaseTable, Subnet};
 use crate::dhcp::pxe::BootServer;
@@ -42,6 +43,16 @@ pub fn load_skus(path: Option<&std::path::Path>) -> anyhow::Result<Skus> {
     Skus::parse(&text).map_err(|e| anyhow::anyhow!("SKU definitions {from}: {e}"))
 }
 
+/// The burn-in profiles: the configured file, else the shipped ones.
+pub fn load_profiles(path: Option<&std::path::Path>) -> anyhow::Result<Profiles> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read burn-in profiles {}", p.display()))?,
+        None => SHIPPED_PROFILES.to_string(),
+    };
+    Ok(Profiles::parse(&text)?)
+}
+
 /// Runs the appliance until `shutdown` is cancelled.
 pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = store::open(&config.data_dir, config.store_sync).await?;
@@ -69,7 +80,8 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let discovery = import_discovery(&config, &artifacts).await?;
 
     let skus = load_skus(config.skus.as_deref())?;
-    let lifecycle = Lifecycle::open(pool.clone(), skus, config.timeouts.clone()).await?;
+    let profiles = load_profiles(config.burnin_profiles.as_deref())?;
+    let lifecycle = Lifecycle::open(pool.clone(), skus, profiles, config.timeouts.clone()).await?;
     info!(skus_version = lifecycle.skus().version, "lifecycle ready");
     tasks.spawn(
         lifecycle

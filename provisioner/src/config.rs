@@ -50,6 +50,8 @@ pub struct FileConfig {
 pub struct LifecycleFile {
     /// A SKU definitions file replacing the shipped one.
     pub skus: Option<PathBuf>,
+    /// A burn-in profiles file replacing the shipped one.
+    pub burnin_profiles: Option<PathBuf>,
     /// Step name (`discovered`, `inspecting`, `installing`, `burning_in`) to a duration such
     /// as `"15m"`; a step not named keeps its default.
     #[serde(default)]
@@ -159,6 +161,7 @@ pub struct Config {
     pub dhcp: DhcpConfig,
     pub store_sync: SyncMode,
     pub skus: Option<PathBuf>,
+    pub burnin_profiles: Option<PathBuf>,
     pub timeouts: crate::lifecycle::Timeouts,
 }
 
@@ -298,6 +301,7 @@ impl Config {
             dhcp,
             store_sync: file.store.sync.unwrap_or_default(),
             skus: file.lifecycle.skus,
+            burnin_profiles: file.lifecycle.burnin_profiles,
             timeouts: timeouts(&file.lifecycle.timeouts)?,
         };
         config.validate()?;

@@ -68,8 +68,29 @@ impl Judgement {
     }
 }
 
-/// The figures of a device's cohort (same SKU, driver and firmware), by (kind, check).
-pub type Cohort = BTreeMap<(DeviceKind, String), Vec<f64>>;
+/// Which cohort a figure belongs to: the same SKU (the caller's), kind of device, check,
+/// driver and firmware.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CohortKey {
+    pub kind: DeviceKind,
+    pub check: String,
+    pub driver: Option<String>,
+    pub firmware: Option<String>,
+}
+
+impl CohortKey {
+    pub fn of(d: &DeviceResult, kind: DeviceKind, check: &str) -> CohortKey {
+        CohortKey {
+            kind,
+            check: check.to_string(),
+            driver: d.driver.clone(),
+            firmware: d.firmware.clone(),
+        }
+    }
+}
+
+/// The figures of other nodes' devices of the same SKU, by cohort.
+pub type Cohort = BTreeMap<CohortKey, Vec<f64>>;
 
 /// Fewer cohort figures than this say nothing about a median.
 pub const MIN_COHORT: usize = 5;
@@ -329,7 +350,7 @@ fn judge_measurement(
         ));
         relative = true;
     }
-    if let Some(values) = cohort.get(&(kind, name.to_string()))
+    if let Some(values) = cohort.get(&CohortKey::of(d, kind, name))
         && values.len() >= MIN_COHORT
     {
         let mut sorted = values.clone();

@@ -4,6 +4,3 @@
 
 pub mod judge;
 pub mod profile;
-
-#[cfg(test)]
-mod tests;

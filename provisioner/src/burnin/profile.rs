@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provisioner_protocol::burnin::DeviceKind;
+use provisioner_protocol::burnin::{BurnInPlan, DeviceKind};
 use serde::Deserialize;
 
 /// The profiles shipped with the appliance.
@@ -30,6 +30,7 @@ struct File {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Defaults {
+    plan: PlanFile,
     warn_margin: f64,
     node_gap: f64,
     must_be_zero: Vec<String>,
@@ -40,11 +41,65 @@ struct Defaults {
 struct ProfileFile {
     description: String,
     #[serde(default)]
+    plan: PlanFile,
+    #[serde(default)]
     check: Vec<Floor>,
     warn_margin: Option<f64>,
     node_gap: Option<f64>,
     #[serde(default)]
     must_be_zero: Vec<String>,
+}
+
+/// How long each step runs; a profile's values replace the defaults' one by one.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    gemm_seconds: Option<u32>,
+    hbm_fraction: Option<f64>,
+    cpu_seconds: Option<u32>,
+    memory_fraction: Option<f64>,
+    disk_read_bytes: Option<u64>,
+    tool_timeout_seconds: Option<u32>,
+}
+
+impl PlanFile {
+    fn over(&self, base: &PlanFile) -> Result<BurnInPlan, String> {
+        let need = |v: Option<u32>, b: Option<u32>, name: &str| {
+            v.or(b).ok_or_else(|| format!("plan.{name} is not set"))
+        };
+        let fraction = |v: Option<f64>, b: Option<f64>, name: &str, least: f64| {
+            let f = v.or(b).ok_or_else(|| format!("plan.{name} is not set"))?;
+            if (least..=1.0).contains(&f) {
+                Ok(f)
+            } else {
+                Err(format!("plan.{name} {f} is not in [{least}, 1]"))
+            }
+        };
+        Ok(BurnInPlan {
+            gemm_seconds: need(self.gemm_seconds, base.gemm_seconds, "gemm_seconds")?,
+            // The floor for the HBM pattern test: at least 90% of free memory.
+            hbm_fraction: fraction(self.hbm_fraction, base.hbm_fraction, "hbm_fraction", 0.9)?,
+            cpu_seconds: need(self.cpu_seconds, base.cpu_seconds, "cpu_seconds")?,
+            memory_fraction: fraction(
+                self.memory_fraction,
+                base.memory_fraction,
+                "memory_fraction",
+                0.0,
+            )?,
+            disk_read_bytes: self
+                .disk_read_bytes
+                .or(base.disk_read_bytes)
+                .ok_or("plan.disk_read_bytes is not set")?,
+            tool_timeout_seconds: need(
+                self.tool_timeout_seconds,
+                base.tool_timeout_seconds,
+                "tool_timeout_seconds",
+            )?,
+            disks_writable: Vec::new(),
+            nic_speed_mbps: None,
+            only: Vec::new(),
+        })
+    }
 }
 
 /// A measurement's floor.
@@ -62,6 +117,9 @@ pub struct Floor {
 pub struct Profile {
     pub sku: String,
     pub description: String,
+    /// What the node runs; the lifecycle adds the node's own parts (writable disks, NIC
+    /// speed, retries).
+    pub plan: BurnInPlan,
     /// The version of the profiles file.
     pub version: u32,
     pub floors: Vec<Floor>,
@@ -101,6 +159,7 @@ impl Profiles {
                     return Err(invalid(format!("floor of {} must be above zero", f.name)));
                 }
             }
+            let plan = p.plan.over(&file.defaults.plan).map_err(invalid)?;
             let mut must_be_zero = file.defaults.must_be_zero.clone();
             must_be_zero.extend(p.must_be_zero);
             by_sku.insert(
@@ -108,6 +167,7 @@ impl Profiles {
                 Profile {
                     sku,
                     description: p.description,
+                    plan,
                     version: file.version,
                     floors: p.check,
                     warn_margin,
@@ -149,6 +209,10 @@ mod tests {
         let h100 = &p.by_sku["hgx-h100"];
         let floor = |n: &str| h100.floors.iter().find(|f| f.name == n).unwrap().min;
         assert!(floor("hbm_copy") < 3.03 && floor("gemm_bf16_p50") < 670.5);
+        assert_eq!(h100.plan.gemm_seconds, 600);
+        // The lab's profile overrides only what it names.
+        let lab = &p.by_sku["qemu-lab"].plan;
+        assert_eq!((lab.cpu_seconds, lab.gemm_seconds), (5, 600));
     }
 
     #[test]
@@ -156,6 +220,12 @@ mod tests {
         let text = SHIPPED_PROFILES.replace("warn_margin = 0.05", "warn_margin = 5.0");
         let err = Profiles::parse(&text).unwrap_err().to_string();
         assert!(err.contains("warn_margin 5 is not a fraction"), "{err}");
+        let text = SHIPPED_PROFILES.replace("hbm_fraction = 0.9", "hbm_fraction = 0.5");
+        let err = Profiles::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("plan.hbm_fraction 0.5 is not in [0.9, 1]"),
+            "{err}"
+        );
         let text = SHIPPED_PROFILES.replace("min = 2.7,", "min = -1.0,");
         let err = Profiles::parse(&text).unwrap_err().to_string();
         assert!(err.contains("hgx-h100: floor of hbm_copy"), "{err}");

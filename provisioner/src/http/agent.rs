@@ -9,7 +9,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use provisioner_protocol::{InspectionReport, PATH_INSPECTION, PATH_NEXT, Refusal};
+use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::{InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, Refusal};
 use serde::Deserialize;
 
 use super::AppState;
@@ -125,5 +126,39 @@ pub async fn next(
     {
         Ok(i) => Json(i).into_response(),
         Err(e) => refused(&st, e, &q.mac, peer, PATH_NEXT).await,
+    }
+}
+
+/// `POST /api/v1/agent/burnin`: judged at once; the answer is the judgement.
+pub async fn burnin(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<BurnInReport>, JsonRejection>,
+) -> Response {
+    let report = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bad burn-in report: {}", e.body_text()),
+            );
+        }
+    };
+    match st.boot.lifecycle.burnin(bearer(&headers), &report).await {
+        Ok(judgement) => {
+            if let Ok(mac) = report.mac.parse::<MacAddr>()
+                && let std::net::IpAddr::V4(ip) = peer.ip()
+            {
+                st.events.record(
+                    mac,
+                    Some(ip),
+                    EventKind::Http,
+                    format!("POST {PATH_BURNIN} ({:?})", judgement.level),
+                );
+            }
+            (StatusCode::ACCEPTED, Json(judgement)).into_response()
+        }
+        Err(e) => refused(&st, e, &report.mac, peer, PATH_BURNIN).await,
     }
 }

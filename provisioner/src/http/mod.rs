@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
             post(agent::inspection),
         )
         .route(provisioner_protocol::PATH_NEXT, get(agent::next))
+        .route(provisioner_protocol::PATH_BURNIN, post(agent::burnin))
         .route("/boot/{name}", get(boot::script))
         .route("/firmware/{name}", get(boot::firmware))
         .route("/artifacts/{sha}", get(boot::artifact))

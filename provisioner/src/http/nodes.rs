@@ -86,6 +86,8 @@ struct NodeView {
     inspected_at_ms: Option<i64>,
     facts: Option<serde_json::Value>,
     timeline: Vec<db::TransitionRow>,
+    /// Burn-in reports with their judgements, oldest first.
+    burnin: Vec<crate::store::burnin::RunRow>,
     /// Agent calls refused for this MAC.
     refusals: Vec<db::RefusalRow>,
     #[serde(flatten)]
@@ -142,6 +144,7 @@ pub async fn get(
         inspected_at_ms: None,
         facts: None,
         timeline: Vec::new(),
+        burnin: Vec::new(),
         refusals: db::refusals(&st.store, &mac.to_string()).await?,
         seen,
         events,
@@ -155,6 +158,7 @@ pub async fn get(
         view.inspected_at_ms = n.inspected_at_ms;
         view.facts = db::facts(&st.store, n.id).await?;
         view.timeline = db::timeline(&st.store, n.id).await?;
+        view.burnin = crate::store::burnin::runs(&st.store, n.id).await?;
     }
     Ok(Json(view).into_response())
 }

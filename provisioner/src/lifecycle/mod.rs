@@ -3,6 +3,7 @@
 //! carries their decisions out against the store, one node at a time, and keeps a copy of
 //! every node's state in memory so that the boot plane can ask without waiting.
 
+mod burnin;
 pub mod machine;
 pub mod plan;
 
@@ -15,6 +16,7 @@ use sha2::Digest;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::burnin::profile::Profiles;
 use crate::events::now_ms;
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
@@ -90,6 +92,7 @@ pub struct BootDecision {
 pub struct Lifecycle {
     pool: Pool,
     skus: Arc<Skus>,
+    profiles: Arc<Profiles>,
     timeouts: Timeouts,
     /// Every node's state, as committed: read by the boot plane without touching the store.
     states: RwLock<HashMap<MacAddr, State>>,
@@ -109,7 +112,12 @@ pub fn new_token() -> String {
 }
 
 impl Lifecycle {
-    pub async fn open(pool: Pool, skus: Skus, timeouts: Timeouts) -> Result<Arc<Self>, StoreError> {
+    pub async fn open(
+        pool: Pool,
+        skus: Skus,
+        profiles: Profiles,
+        timeouts: Timeouts,
+    ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
         for n in db::all_nodes(&pool).await? {
             let mac: MacAddr = n
@@ -121,6 +129,7 @@ impl Lifecycle {
         Ok(Arc::new(Lifecycle {
             pool,
             skus: Arc::new(skus),
+            profiles: Arc::new(profiles),
             timeouts,
             states: RwLock::new(states),
             write: Mutex::new(()),
@@ -316,11 +325,15 @@ impl Lifecycle {
             .await?
             .is_some_and(|t| t.status == "reported");
         let node = db::node_by_mac(&mut tx, mac).await?;
-        tx.commit().await?;
         let Some(node) = node else {
             return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
         };
-        Ok(instruction(&node.state, node.slot.as_deref(), reported))
+        let next = match node.state {
+            State::BurningIn => self.burnin_instruction(&mut tx, &node).await?,
+            _ => instruction(&node.state, node.slot.as_deref(), reported),
+        };
+        tx.commit().await?;
+        Ok(next)
     }
 
     /// An operator's action on a node.

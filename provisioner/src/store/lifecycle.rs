@@ -246,6 +246,19 @@ pub async fn taken_slots(
         .collect()
 }
 
+/// The SKU the rack plan puts in `slot`.
+pub async fn slot_sku(
+    tx: &mut Transaction<'_, Sqlite>,
+    slot: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT sku FROM plan_slots WHERE slot = ?")
+            .bind(slot)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
 pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreError> {
     let rows = sqlx::query("SELECT site, row, rack, u, serial, mac, sku FROM plan_slots")
         .fetch_all(&mut **tx)

@@ -2,6 +2,7 @@
 //! same queries can later run on PostgreSQL. Schema changes are migrations in
 //! `provisioner/migrations/`.
 
+pub mod burnin;
 pub mod leases;
 pub mod lifecycle;
 pub mod nodes;

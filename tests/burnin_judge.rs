@@ -2,82 +2,14 @@
 //! injected into them: an XID 79, a pending row remap, one flipped bit, one slow GPU, a
 //! missing GPU, a tool that hung, a wrong collective.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use provisioner_protocol::burnin::{
-    BurnInReport, Conditions, DeviceKind, DeviceResult, Measurement,
-};
-
-use super::judge::{Cohort, Level, judge};
-use super::profile::{Profile, Profiles, SHIPPED_PROFILES};
-
-fn fixture(card: &str, file: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/nvidia")
-        .join(card)
-        .join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The conditions of the card's load, from `during-load.csv` (timestamp, temperature, power,
-/// SM clock, clock event reasons every 2 s) and its power limit from `query-after.csv`.
-fn conditions(card: &str) -> Conditions {
-    let mut c = Conditions::default();
-    for line in fixture(card, "during-load.csv").lines() {
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let num = |s: &str| s.split_whitespace().next().unwrap().parse::<f64>().unwrap();
-        c.temperature_max_c = Some(c.temperature_max_c.unwrap_or(0.0).max(num(f[1])));
-        c.power_max_w = Some(c.power_max_w.unwrap_or(0.0).max(num(f[2])));
-        c.throttle_reasons |= u64::from_str_radix(f[4].trim_start_matches("0x"), 16).unwrap();
-    }
-    let after = fixture(card, "query-after.csv");
-    let (header, row) = after.split_once('\n').unwrap();
-    let col = header
-        .split(',')
-        .position(|h| h.trim() == "power.limit [W]")
-        .unwrap();
-    let limit = row.split(',').nth(col).unwrap().trim();
-    c.power_limit_w = Some(limit.trim_end_matches(" W").parse().unwrap());
-    c
-}
-
-/// One GPU as the fixture's card measured it (`burn.json`), at PCI address `id`.
-fn gpu(card: &str, id: &str) -> DeviceResult {
-    let burn: serde_json::Value = serde_json::from_str(&fixture(card, "burn.json")).unwrap();
-    let m = |v: &serde_json::Value, unit: &str| Measurement {
-        value: v.as_f64().unwrap(),
-        unit: unit.into(),
-        attempt: 1,
-    };
-    DeviceResult {
-        id: id.into(),
-        kind: Some(DeviceKind::Gpu),
-        model: burn["gpu"].as_str().map(String::from),
-        driver: Some("580.159.04".into()),
-        measurements: BTreeMap::from([
-            ("hbm_copy".into(), m(&burn["d2d_copy_TBps"], "TB/s")),
-            ("gemm_bf16_p50".into(), m(&burn["tflops_p50"], "TFLOP/s")),
-            ("gemm_bf16_p05".into(), m(&burn["tflops_p05"], "TFLOP/s")),
-        ]),
-        counters: BTreeMap::from([(
-            "gemm_mismatches".into(),
-            burn["bitwise_mismatches"].as_u64().unwrap(),
-        )]),
-        conditions: Some(conditions(card)),
-        ..Default::default()
-    }
-}
-
-/// An 8-GPU node of the fixture's card: the one measured card at eight addresses.
-fn node(card: &str) -> BurnInReport {
-    BurnInReport {
-        mac: "52:54:00:00:00:01".into(),
-        devices: (0..8)
-            .map(|i| gpu(card, &format!("0000:{:02x}:00.0", 0x18 + i)))
-            .collect(),
-    }
-}
+use common::nvidia::node;
+use provisioner::burnin::judge::{Cohort, CohortKey, Level, judge};
+use provisioner::burnin::profile::{Profile, Profiles, SHIPPED_PROFILES};
+use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult, Measurement};
 
 fn profile(sku: &str) -> Profile {
     Profiles::parse(SHIPPED_PROFILES).unwrap().by_sku[sku].clone()
@@ -87,7 +19,7 @@ fn eight_gpus() -> BTreeMap<DeviceKind, u32> {
     BTreeMap::from([(DeviceKind::Gpu, 8)])
 }
 
-fn verdict_of(report: &BurnInReport, sku: &str) -> super::judge::Judgement {
+fn verdict_of(report: &BurnInReport, sku: &str) -> provisioner::burnin::judge::Judgement {
     judge(report, &profile(sku), &eight_gpus(), &Cohort::new())
 }
 
@@ -248,8 +180,14 @@ fn a_missing_gpu_a_missing_driver_and_a_hung_tool_fail() {
 
 #[test]
 fn the_cohort_gate_fails_a_gpu_more_than_5_percent_under_its_median() {
+    let key = CohortKey {
+        kind: DeviceKind::Gpu,
+        check: "hbm_copy".into(),
+        driver: Some("580.159.04".into()),
+        firmware: None,
+    };
     let cohort: Cohort = BTreeMap::from([(
-        (DeviceKind::Gpu, "hbm_copy".to_string()),
+        key.clone(),
         vec![3.02, 3.03, 3.04, 3.03, 3.05, 3.01, 3.03, 3.02, 3.04, 3.03],
     )]);
     let mut r = node("h100-sxm5-80gb");
@@ -266,10 +204,21 @@ fn the_cohort_gate_fails_a_gpu_more_than_5_percent_under_its_median() {
         j.failures()
     );
     // A cohort too small says nothing.
-    let small: Cohort =
-        BTreeMap::from([((DeviceKind::Gpu, "hbm_copy".to_string()), vec![3.03; 4])]);
+    let small: Cohort = BTreeMap::from([(key.clone(), vec![3.03; 4])]);
     assert_ne!(
         judge(&r, &profile("hgx-h100"), &eight_gpus(), &small).level,
+        Level::Fail
+    );
+    // Another driver's figures are another cohort.
+    let other = BTreeMap::from([(
+        CohortKey {
+            driver: Some("570.00".into()),
+            ..key
+        },
+        cohort.values().next().unwrap().clone(),
+    )]);
+    assert_ne!(
+        judge(&r, &profile("hgx-h100"), &eight_gpus(), &other).level,
         Level::Fail
     );
 }

@@ -1,0 +1,303 @@
+//! The burning_in step: what the node is told to run, and what its report does to it. The
+//! judgement itself is `crate::burnin::judge`; this takes a report from an authenticated
+//! agent, judges it against its slot's SKU and the cohort, stores both, and moves the node:
+//! PASS or WARN on to enrolled, FAIL to failed with the reasons, a first performance failure
+//! back to the node to run again.
+
+use std::collections::BTreeMap;
+
+use provisioner_protocol::Instruction;
+use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult};
+use tracing::info;
+
+use super::machine::{Actor, Input, State};
+use super::{ActionError, AgentRefusal, Lifecycle, apply};
+use crate::burnin::judge::{Cohort, CohortKey, Judgement, Level, judge};
+use crate::events::now_ms;
+use crate::store::StoreError;
+use crate::store::burnin as runs;
+use crate::store::lifecycle as db;
+use crate::types::MacAddr;
+
+fn kind_name(kind: DeviceKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+impl Lifecycle {
+    /// The burn-in a node in burning_in is to run: its SKU's plan, or only the checks its
+    /// last report must run again.
+    pub(super) async fn burnin_instruction(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        node: &db::NodeRecord,
+    ) -> Result<Instruction, StoreError> {
+        let sku = match &node.slot {
+            Some(slot) => db::slot_sku(tx, slot).await?,
+            None => None,
+        };
+        let Some(profile) = sku.as_ref().and_then(|s| self.profiles.by_sku.get(s)) else {
+            return Ok(Instruction::Wait {
+                seconds: 60,
+                reason: format!(
+                    "no burn-in profile for SKU {}; the appliance fails the step when it times out",
+                    sku.as_deref().unwrap_or("(no slot)")
+                ),
+            });
+        };
+        let mut plan = profile.plan.clone();
+        if let Some(last) = runs::last_run(tx, node.id).await? {
+            plan.only = last.retry;
+        }
+        Ok(Instruction::BurnIn { plan })
+    }
+
+    /// A node's burn-in report. Refused (changing nothing) unless the node is burning in and
+    /// the token is its own.
+    pub async fn burnin(
+        &self,
+        bearer: Option<&str>,
+        report: &BurnInReport,
+    ) -> Result<Judgement, AgentRefusal> {
+        let mac: MacAddr = report.mac.parse().map_err(|_| {
+            AgentRefusal::BadRequest(format!("`{}` is not a MAC address", report.mac))
+        })?;
+        let _one = self.write.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        self.authenticate(&mut tx, bearer, mac, false).await?;
+        let Some(node) = db::node_by_mac(&mut tx, mac).await? else {
+            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+        };
+        if node.state != State::BurningIn {
+            return Err(AgentRefusal::Conflict(format!(
+                "node {mac} is {}; a burn-in report is not taken now",
+                node.state.name()
+            )));
+        }
+        let slot = node.slot.clone().unwrap_or_default();
+        let Some(sku) = db::slot_sku(&mut tx, &slot).await? else {
+            return Err(AgentRefusal::Conflict(format!(
+                "node {mac} has no slot in the rack plan"
+            )));
+        };
+        let Some(profile) = self.profiles.by_sku.get(&sku) else {
+            return Err(AgentRefusal::Conflict(format!(
+                "no burn-in profile for SKU {sku}"
+            )));
+        };
+        // A retry's report carries only the checks run again: they replace the last report's.
+        let last = runs::last_run(&mut tx, node.id).await?;
+        let merged = match &last {
+            Some(l) if !l.retry.is_empty() => merge_retry(&l.report, report, &l.retry),
+            _ => report.clone(),
+        };
+        let def = self.skus.sku.get(&sku);
+        let expected = BTreeMap::from([
+            (DeviceKind::Gpu, def.map_or(0, |s| s.gpus)),
+            (DeviceKind::Neuron, def.map_or(0, |s| s.neuron_devices)),
+        ]);
+        let cohort = self.cohort(&mut tx, &sku, &merged, node.id).await?;
+        let judgement = judge(&merged, profile, &expected, &cohort);
+        let level = match judgement.level {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        let report_json = serde_json::to_string(&merged).expect("a report serializes");
+        let judgement_json = serde_json::to_string(&judgement).expect("a judgement serializes");
+        let run_id = runs::add_run(
+            &mut tx,
+            &runs::NewRun {
+                node_id: node.id,
+                at_ms: now,
+                sku: &sku,
+                profile_version: profile.version,
+                level,
+                retry: &judgement.retry,
+                report: &report_json,
+                judgement: &judgement_json,
+            },
+        )
+        .await?;
+        let provisional = judgement.level != Level::Fail && !judgement.retry.is_empty();
+        if !provisional {
+            let kinds: Vec<(String, &DeviceResult)> = merged
+                .devices
+                .iter()
+                .filter_map(|d| d.kind.map(|k| (kind_name(k), d)))
+                .collect();
+            let figures: Vec<runs::Figure> = kinds
+                .iter()
+                .flat_map(|(kind, d)| {
+                    d.measurements.iter().map(move |(check, m)| runs::Figure {
+                        kind,
+                        device: &d.id,
+                        driver: d.driver.as_deref(),
+                        firmware: d.firmware.as_deref(),
+                        check,
+                        value: m.value,
+                    })
+                })
+                .collect();
+            runs::add_figures(&mut tx, run_id, node.id, &sku, &figures).await?;
+        }
+        let input = match judgement.level {
+            Level::Fail => Some(Input::StepFailed {
+                reason: format!("burn-in failed: {}", judgement.failures().join("; ")),
+            }),
+            _ if provisional => None,
+            _ => Some(Input::BurnInPassed),
+        };
+        let mut state = node.state.clone();
+        if let Some(input) = input {
+            state = apply(&mut tx, &node, &input, &Actor::Agent, now)
+                .await?
+                .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
+        }
+        tx.commit().await?;
+        info!(%mac, level, retry = judgement.retry.len(), state = %state, "burn-in judged");
+        self.cache(mac, state);
+        Ok(judgement)
+    }
+
+    /// The cohort of every (kind, check, driver, firmware) the report has.
+    async fn cohort(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        sku: &str,
+        report: &BurnInReport,
+        node_id: i64,
+    ) -> Result<Cohort, StoreError> {
+        let mut cohort = Cohort::new();
+        for d in &report.devices {
+            let Some(kind) = d.kind else { continue };
+            for check in d.measurements.keys() {
+                let key = CohortKey::of(d, kind, check);
+                if cohort.contains_key(&key) {
+                    continue;
+                }
+                let values = runs::cohort(
+                    tx,
+                    sku,
+                    &kind_name(kind),
+                    check,
+                    d.driver.as_deref(),
+                    d.firmware.as_deref(),
+                    node_id,
+                )
+                .await?;
+                cohort.insert(key, values);
+            }
+        }
+        Ok(cohort)
+    }
+
+    /// An input from outside the agent's calls (the installer's progress, a test's setup):
+    /// the same transitions, from the same machine.
+    pub async fn apply_input(
+        &self,
+        node: &str,
+        input: Input,
+        actor: &Actor,
+    ) -> Result<State, ActionError> {
+        let _one = self.write.lock().await;
+        let rec = self
+            .find(node)
+            .await?
+            .ok_or_else(|| ActionError::NotFound(node.to_string()))?;
+        let mac: MacAddr = rec
+            .mac
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", rec.mac)))?;
+        let mut tx = self.pool.begin().await?;
+        let state = apply(&mut tx, &rec, &input, actor, now_ms()).await??;
+        tx.commit().await?;
+        self.cache(mac, state.clone());
+        Ok(state)
+    }
+}
+
+/// The last report with the retried checks' new figures in place, marked as second attempts.
+fn merge_retry(
+    last: &serde_json::Value,
+    retry: &BurnInReport,
+    pairs: &[(String, String)],
+) -> BurnInReport {
+    let Ok(mut merged) = serde_json::from_value::<BurnInReport>(last.clone()) else {
+        return retry.clone();
+    };
+    for d in &retry.devices {
+        let Some(old) = merged.devices.iter_mut().find(|o| o.id == d.id) else {
+            merged.devices.push(d.clone());
+            continue;
+        };
+        for (check, m) in &d.measurements {
+            let mut m = m.clone();
+            if pairs.iter().any(|(dev, c)| *dev == d.id && c == check) {
+                m.attempt = m.attempt.max(2);
+            }
+            old.measurements.insert(check.clone(), m);
+        }
+        for (name, n) in &d.counters {
+            *old.counters.entry(name.clone()).or_default() += n;
+        }
+        old.xids.extend(d.xids.iter().copied());
+        if d.cannot_validate.is_some() {
+            old.cannot_validate = d.cannot_validate.clone();
+        }
+        if d.conditions.is_some() {
+            old.conditions = d.conditions.clone();
+        }
+    }
+    merged.mac = retry.mac.clone();
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provisioner_protocol::burnin::Measurement;
+
+    fn device(id: &str, value: f64, attempt: u32) -> DeviceResult {
+        DeviceResult {
+            id: id.into(),
+            kind: Some(DeviceKind::Gpu),
+            measurements: BTreeMap::from([(
+                "gemm_bf16_p50".into(),
+                Measurement {
+                    value,
+                    unit: "TFLOP/s".into(),
+                    attempt,
+                },
+            )]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_retry_replaces_only_its_checks_and_counts_as_the_second_attempt() {
+        let last = BurnInReport {
+            mac: "m".into(),
+            devices: vec![device("a", 670.0, 1), device("b", 530.0, 1)],
+        };
+        let mut again = device("b", 668.0, 1);
+        again.counters.insert("gemm_mismatches".into(), 1);
+        let retry = BurnInReport {
+            mac: "m".into(),
+            devices: vec![again],
+        };
+        let merged = merge_retry(
+            &serde_json::to_value(&last).unwrap(),
+            &retry,
+            &[("b".into(), "gemm_bf16_p50".into())],
+        );
+        let m = &merged.devices[1].measurements["gemm_bf16_p50"];
+        assert_eq!((m.value, m.attempt), (668.0, 2));
+        assert_eq!(merged.devices[0].measurements["gemm_bf16_p50"].value, 670.0);
+        // Faults seen in the retry are not forgotten.
+        assert_eq!(merged.devices[1].counters["gemm_mismatches"], 1);
+    }
+}

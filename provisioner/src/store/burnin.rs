@@ -1,0 +1,163 @@
+//! Burn-in tables of `provisioner.db`: each report with its judgement, and the figures the
+//! cohort gate compares against.
+
+use serde::Serialize;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{Pool, StoreError};
+
+/// One judged report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    pub at_ms: i64,
+    pub sku: String,
+    pub profile_version: i64,
+    pub level: String,
+    /// (device, check) pairs still to run again.
+    pub retry: Vec<(String, String)>,
+    pub report: serde_json::Value,
+    pub judgement: serde_json::Value,
+}
+
+/// A run to store.
+pub struct NewRun<'a> {
+    pub node_id: i64,
+    pub at_ms: i64,
+    pub sku: &'a str,
+    pub profile_version: u32,
+    pub level: &'a str,
+    pub retry: &'a [(String, String)],
+    pub report: &'a str,
+    pub judgement: &'a str,
+}
+
+/// A figure of one device, for its cohort.
+pub struct Figure<'a> {
+    pub kind: &'a str,
+    pub device: &'a str,
+    pub driver: Option<&'a str>,
+    pub firmware: Option<&'a str>,
+    pub check: &'a str,
+    pub value: f64,
+}
+
+pub async fn add_run(
+    tx: &mut Transaction<'_, Sqlite>,
+    run: &NewRun<'_>,
+) -> Result<i64, StoreError> {
+    let retry = serde_json::to_string(run.retry).expect("pairs of strings serialize");
+    Ok(sqlx::query_scalar(
+        "INSERT INTO burnin_runs (node_id, at_ms, sku, profile_version, level, retry, report, judgement)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(run.node_id)
+    .bind(run.at_ms)
+    .bind(run.sku)
+    .bind(i64::from(run.profile_version))
+    .bind(run.level)
+    .bind(retry)
+    .bind(run.report)
+    .bind(run.judgement)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+pub async fn add_figures(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: i64,
+    node_id: i64,
+    sku: &str,
+    figures: &[Figure<'_>],
+) -> Result<(), StoreError> {
+    for f in figures {
+        sqlx::query(
+            "INSERT INTO burnin_figures
+               (run_id, node_id, sku, kind, device, driver, firmware, check_name, value)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(node_id)
+        .bind(sku)
+        .bind(f.kind)
+        .bind(f.device)
+        .bind(f.driver)
+        .bind(f.firmware)
+        .bind(f.check)
+        .bind(f.value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The cohort's latest figures for one check: other nodes of the same SKU, kind, driver and
+/// firmware.
+pub async fn cohort(
+    tx: &mut Transaction<'_, Sqlite>,
+    sku: &str,
+    kind: &str,
+    check: &str,
+    driver: Option<&str>,
+    firmware: Option<&str>,
+    not_node: i64,
+) -> Result<Vec<f64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT value FROM burnin_figures
+         WHERE sku = ? AND kind = ? AND check_name = ? AND driver IS ? AND firmware IS ?
+           AND node_id != ?
+         ORDER BY id DESC LIMIT 5000",
+    )
+    .bind(sku)
+    .bind(kind)
+    .bind(check)
+    .bind(driver)
+    .bind(firmware)
+    .bind(not_node)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow, StoreError> {
+    let json = |col: &str| -> Result<serde_json::Value, StoreError> {
+        let text: String = r.try_get(col)?;
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("burn-in {col}: {e}")))
+    };
+    let retry: Vec<(String, String)> = serde_json::from_value(json("retry")?)
+        .map_err(|e| StoreError::Corrupt(format!("burn-in retry: {e}")))?;
+    Ok(RunRow {
+        at_ms: r.try_get("at_ms")?,
+        sku: r.try_get("sku")?,
+        profile_version: r.try_get("profile_version")?,
+        level: r.try_get("level")?,
+        retry,
+        report: json("report")?,
+        judgement: json("judgement")?,
+    })
+}
+
+/// The node's latest run, if any.
+pub async fn last_run(
+    tx: &mut Transaction<'_, Sqlite>,
+    node_id: i64,
+) -> Result<Option<RunRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT at_ms, sku, profile_version, level, retry, report, judgement
+         FROM burnin_runs WHERE node_id = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(node_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(run_from_row).transpose()
+}
+
+/// Every run of the node, oldest first.
+pub async fn runs(pool: &Pool, node_id: i64) -> Result<Vec<RunRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at_ms, sku, profile_version, level, retry, report, judgement
+         FROM burnin_runs WHERE node_id = ? ORDER BY id",
+    )
+    .bind(node_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(run_from_row).collect()
+}

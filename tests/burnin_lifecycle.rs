@@ -1,0 +1,202 @@
+//! Burn-in through the lifecycle, on a real SQLite store: a node in burning_in is told its
+//! SKU's plan; its report (the real H100 capture, with faults injected) is judged against the
+//! profile and the cohort of nodes judged before it; PASS moves it to enrolled, FAIL to failed
+//! with the reasons, a first performance failure back to the node to run again.
+
+mod common;
+
+use common::nvidia::node;
+use provisioner::burnin::judge::Level;
+use provisioner::burnin::profile::{Profiles, SHIPPED_PROFILES};
+use provisioner::config::SyncMode;
+use provisioner::lifecycle::machine::{Actor, Input, State};
+use provisioner::lifecycle::plan::{SHIPPED_SKUS, Skus, parse_plan};
+use provisioner::lifecycle::{AgentRefusal, Lifecycle, Timeouts};
+use provisioner::types::MacAddr;
+use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::{Facts, InspectionReport, Instruction, PciDevice};
+
+const PLAN: &str = "\
+site,row,rack,u,serial,mac,sku
+dc1,r1,a01,10,SN-1,,hgx-h100
+dc1,r1,a01,14,SN-2,,hgx-h100
+dc1,r1,a01,18,SN-3,,hgx-h100
+";
+
+/// Facts of an HGX H100: 8 GPUs (10de:2330), 2 TiB.
+fn h100_facts(serial: &str) -> Facts {
+    let mut f = Facts::default();
+    f.dmi.product_serial = Some(serial.into());
+    f.memory.total_bytes = 2 << 40;
+    for i in 0..8 {
+        let address = format!("0000:{:02x}:00.0", 0x18 + i);
+        f.pci.push(PciDevice {
+            address: address.clone(),
+            vendor: 0x10de,
+            device: 0x2330,
+            class: 0x030200,
+            ..Default::default()
+        });
+        f.gpus.push(address);
+    }
+    f
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    lc: std::sync::Arc<Lifecycle>,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = provisioner::store::open(dir.path(), SyncMode::Normal)
+        .await
+        .unwrap();
+    let skus = Skus::parse(SHIPPED_SKUS).unwrap();
+    let slots = parse_plan(std::path::Path::new("plan.csv"), PLAN, &skus).unwrap();
+    provisioner::store::lifecycle::replace_plan(&pool, &slots, "plan.csv", skus.version, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let profiles = Profiles::parse(SHIPPED_PROFILES).unwrap();
+    let lc = Lifecycle::open(pool, skus, profiles, Timeouts::default())
+        .await
+        .unwrap();
+    Setup { _dir: dir, lc }
+}
+
+/// Takes `mac` through discovery, inspection and installation; returns its agent token.
+async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
+    let m: MacAddr = mac.parse().unwrap();
+    let token = lc.boot_requested(m, None).await.unwrap().token.unwrap();
+    let report = InspectionReport {
+        mac: mac.into(),
+        facts: h100_facts(serial),
+    };
+    let state = lc.report(Some(&token), &report).await.unwrap();
+    assert_eq!(state, State::Inspected);
+    for input in [Input::InstallStarted, Input::Installed] {
+        lc.apply_input(mac, input, &Actor::Appliance).await.unwrap();
+    }
+    assert_eq!(lc.state(m), Some(State::BurningIn));
+    token
+}
+
+fn report(mac: &str) -> BurnInReport {
+    BurnInReport {
+        mac: mac.into(),
+        ..node("h100-sxm5-80gb")
+    }
+}
+
+#[tokio::test]
+async fn a_slow_gpu_is_run_again_then_the_node_is_enrolled() {
+    let s = setup().await;
+    let mac = "52:54:00:00:00:01";
+    let token = to_burning_in(&s.lc, mac, "SN-1").await;
+
+    let Instruction::BurnIn { plan } =
+        s.lc.next_for_agent(Some(&token), mac.parse().unwrap())
+            .await
+            .unwrap()
+    else {
+        panic!("a burning-in node is told to burn in")
+    };
+    assert_eq!(plan.gemm_seconds, 600);
+    assert!(plan.only.is_empty());
+
+    // GPU 6 is 20% slow on its first run: it runs its checks again.
+    let mut first = report(mac);
+    for m in first.devices[6].measurements.values_mut() {
+        m.value *= 0.8;
+    }
+    let j = s.lc.burnin(Some(&token), &first).await.unwrap();
+    assert!(!j.retry.is_empty(), "{j:#?}");
+    assert_eq!(s.lc.state(mac.parse().unwrap()), Some(State::BurningIn));
+    let Instruction::BurnIn { plan } =
+        s.lc.next_for_agent(Some(&token), mac.parse().unwrap())
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        plan.only.iter().all(|(d, _)| d == "0000:1e:00.0") && !plan.only.is_empty(),
+        "{:?}",
+        plan.only
+    );
+
+    // The retry measures it healthy: only its checks are sent, and the node passes.
+    let mut retry = report(mac);
+    retry.devices.retain(|d| d.id == "0000:1e:00.0");
+    let j = s.lc.burnin(Some(&token), &retry).await.unwrap();
+    assert_eq!(j.level, Level::Pass, "{j:#?}");
+    assert_eq!(j.devices.len(), 8);
+    assert_eq!(s.lc.state(mac.parse().unwrap()), Some(State::Enrolled));
+
+    // Enrolled, a report is no longer taken.
+    let err = s.lc.burnin(Some(&token), &report(mac)).await.unwrap_err();
+    assert!(matches!(err, AgentRefusal::Conflict(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_hardware_xid_fails_the_node_with_the_gpu_named() {
+    let s = setup().await;
+    let mac = "52:54:00:00:00:02";
+    let token = to_burning_in(&s.lc, mac, "SN-2").await;
+    let mut r = report(mac);
+    r.devices[3].xids = vec![79];
+    let j = s.lc.burnin(Some(&token), &r).await.unwrap();
+    assert_eq!(j.level, Level::Fail);
+    let Some(State::Failed { step, reason }) = s.lc.state(mac.parse().unwrap()) else {
+        panic!("the node failed")
+    };
+    assert_eq!(step.as_str(), "burning_in");
+    assert_eq!(
+        reason,
+        "burn-in failed: 0000:1b:00.0 xid: hardware XID [79] in the kernel log"
+    );
+}
+
+#[tokio::test]
+async fn a_node_far_under_its_cohort_fails_and_bad_tokens_change_nothing() {
+    let s = setup().await;
+    // The first node passes: its eight GPUs are the cohort.
+    let a = "52:54:00:00:00:01";
+    let ta = to_burning_in(&s.lc, a, "SN-1").await;
+    assert_eq!(
+        s.lc.burnin(Some(&ta), &report(a)).await.unwrap().level,
+        Level::Pass
+    );
+
+    let b = "52:54:00:00:00:03";
+    let tb = to_burning_in(&s.lc, b, "SN-3").await;
+    // Someone else's token, and no token: refused, nothing stored.
+    assert!(matches!(
+        s.lc.burnin(Some(&ta), &report(b)).await.unwrap_err(),
+        AgentRefusal::Forbidden(_)
+    ));
+    assert!(matches!(
+        s.lc.burnin(None, &report(b)).await.unwrap_err(),
+        AgentRefusal::Unauthorized(_)
+    ));
+    assert_eq!(s.lc.state(b.parse().unwrap()), Some(State::BurningIn));
+
+    // Every GPU of node b copies at 2.85 TB/s: over the floor, level with its mates, but 6%
+    // under the cohort's 3.03. Measured twice, it fails.
+    let mut r = report(b);
+    for d in &mut r.devices {
+        let m = d.measurements.get_mut("hbm_copy").unwrap();
+        m.value = 2.85;
+        m.attempt = 2;
+    }
+    let j = s.lc.burnin(Some(&tb), &r).await.unwrap();
+    assert_eq!(j.level, Level::Fail, "{j:#?}");
+    let Some(State::Failed { reason, .. }) = s.lc.state(b.parse().unwrap()) else {
+        panic!()
+    };
+    assert!(
+        reason.contains("under its cohort's median of 3.03 TB/s"),
+        "{reason}"
+    );
+}
