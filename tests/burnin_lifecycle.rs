@@ -200,3 +200,30 @@ async fn a_node_far_under_its_cohort_fails_and_bad_tokens_change_nothing() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn progress_lines_are_kept_with_the_node_and_need_its_token() {
+    let s = setup().await;
+    let mac = "52:54:00:00:00:01";
+    let token = to_burning_in(&s.lc, mac, "SN-1").await;
+    let long = "x".repeat(2000);
+    let p = provisioner_protocol::ProgressReport {
+        mac: mac.into(),
+        lines: vec!["gemm 12/600 s, 671 TFLOP/s".into(), long],
+    };
+    assert_eq!(s.lc.progress(Some(&token), &p).await.unwrap(), 2);
+    assert!(matches!(
+        s.lc.progress(Some("forged"), &p).await.unwrap_err(),
+        AgentRefusal::Unauthorized(_)
+    ));
+    let id = s.lc.find(mac).await.unwrap().unwrap().id;
+    let pool = provisioner::store::open(s._dir.path(), SyncMode::Normal)
+        .await
+        .unwrap();
+    let kept = provisioner::store::burnin::progress(&pool, id, 100)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].line, "gemm 12/600 s, 671 TFLOP/s");
+    assert_eq!(kept[1].line.len(), 500, "a line is cut to 500 characters");
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use provisioner_protocol::burnin::BurnInReport;
 use provisioner_protocol::{
-    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, Refusal,
+    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, PATH_PROGRESS,
+    ProgressReport, Refusal,
 };
 use ureq::http::StatusCode;
 
@@ -79,6 +80,24 @@ impl Appliance {
         let call = self
             .agent
             .post(format!("{}{PATH_BURNIN}", self.url))
+            .header("Authorization", &self.bearer)
+            .content_type("application/json")
+            .send(&body);
+        match call {
+            Ok(mut response) => report_answer(response.status(), &read_body(&mut response)),
+            Err(e) => Answer::Retry(unreachable(&e)),
+        }
+    }
+
+    /// `POST {url}/api/v1/agent/progress`.
+    pub fn progress(&self, report: &ProgressReport) -> Answer<()> {
+        let body = match serde_json::to_string(report) {
+            Ok(body) => body,
+            Err(e) => return Answer::Refused(format!("cannot encode progress: {e}")),
+        };
+        let call = self
+            .agent
+            .post(format!("{}{PATH_PROGRESS}", self.url))
             .header("Authorization", &self.bearer)
             .content_type("application/json")
             .send(&body);
@@ -185,6 +204,12 @@ fn unreachable(e: &ureq::Error) -> String {
         other => other.to_string(),
     };
     format!("appliance unreachable ({why})")
+}
+
+impl crate::progress::Sink for &Appliance {
+    fn progress(&self, report: &ProgressReport) -> Answer<()> {
+        Appliance::progress(self, report)
+    }
 }
 
 #[cfg(test)]

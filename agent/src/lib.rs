@@ -10,4 +10,5 @@ pub mod cmdline;
 pub mod facts;
 pub mod netup;
 pub mod power;
+pub mod progress;
 pub mod session;

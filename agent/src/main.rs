@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use std::{fs, io, thread};
 
 use provisioner_agent::appliance::Appliance;
@@ -14,6 +14,7 @@ use provisioner_agent::args::{Options, USAGE};
 use provisioner_agent::cmdline::BootParams;
 use provisioner_agent::netup::{self, Up};
 use provisioner_agent::power::{self, PowerAction};
+use provisioner_agent::progress::Progress;
 use provisioner_agent::session::{self, Ending, Node};
 use provisioner_agent::{burnin, facts};
 use provisioner_protocol::Facts;
@@ -92,6 +93,7 @@ fn run(options: &Options) -> Result<(), String> {
     let appliance = Appliance::new(&params.url, &params.token, CALL_TIMEOUT);
     let mut node = Console {
         root: options.root.clone(),
+        progress: Progress::new(&appliance, params.mac.as_str(), PROGRESS_EVERY),
     };
     let ending = session::run(&appliance, &params.mac, &mut node);
     go_down(ending, options.really_power_off)
@@ -116,12 +118,17 @@ fn go_down(ending: Ending, really_power_off: bool) -> Result<(), String> {
     Err(format!("cannot {verb}: {e}"))
 }
 
-/// The real node: the console is stderr, waits are real, facts come from `root`.
-struct Console {
+/// How often burn-in progress goes to the appliance, at most.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The real node: the console is stderr, waits are real, facts come from `root`; burn-in
+/// lines also go to the appliance.
+struct Console<'a> {
     root: PathBuf,
+    progress: Progress<&'a Appliance>,
 }
 
-impl Node for Console {
+impl Node for Console<'_> {
     fn say(&mut self, line: &str) {
         say(line);
     }
@@ -136,6 +143,16 @@ impl Node for Console {
 
     fn burn_in(&mut self, plan: &BurnInPlan) -> BurnInReport {
         let facts = facts::collect(&self.root);
-        burnin::run(plan, &facts, &mut |line: &str| say(line))
+        let progress = &mut self.progress;
+        let report = burnin::run(plan, &facts, &mut |line: &str| {
+            say(line);
+            if let Some(trouble) = progress.line(line, Instant::now()) {
+                say(&trouble);
+            }
+        });
+        if let Some(trouble) = progress.flush(Instant::now()) {
+            say(&trouble);
+        }
+        report
     }
 }

@@ -21,6 +21,15 @@ pub const VENDOR_AMAZON: u16 = 0x1d0f;
 pub const PATH_INSPECTION: &str = "/api/v1/agent/inspection";
 pub const PATH_NEXT: &str = "/api/v1/agent/next";
 pub const PATH_BURNIN: &str = "/api/v1/agent/burnin";
+pub const PATH_PROGRESS: &str = "/api/v1/agent/progress";
+
+/// `POST /api/v1/agent/progress`: console lines of a long step (burn-in), sent as they come,
+/// so the appliance shows where a node is before its report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    pub mac: String,
+    pub lines: Vec<String>,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InspectionReport {

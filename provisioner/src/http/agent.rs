@@ -10,7 +10,10 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use provisioner_protocol::burnin::BurnInReport;
-use provisioner_protocol::{InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, Refusal};
+use provisioner_protocol::{
+    InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, PATH_PROGRESS, ProgressReport,
+    Refusal,
+};
 use serde::Deserialize;
 
 use super::AppState;
@@ -160,5 +163,31 @@ pub async fn burnin(
             (StatusCode::ACCEPTED, Json(judgement)).into_response()
         }
         Err(e) => refused(&st, e, &report.mac, peer, PATH_BURNIN).await,
+    }
+}
+
+/// `POST /api/v1/agent/progress`
+pub async fn progress(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<ProgressReport>, JsonRejection>,
+) -> Response {
+    let report = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("bad progress report: {}", e.body_text()),
+            );
+        }
+    };
+    match st.boot.lifecycle.progress(bearer(&headers), &report).await {
+        Ok(n) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "lines": n })),
+        )
+            .into_response(),
+        Err(e) => refused(&st, e, &report.mac, peer, PATH_PROGRESS).await,
     }
 }

@@ -88,6 +88,8 @@ struct NodeView {
     timeline: Vec<db::TransitionRow>,
     /// Burn-in reports with their judgements, oldest first.
     burnin: Vec<crate::store::burnin::RunRow>,
+    /// The agent's last progress lines.
+    progress: Vec<crate::store::burnin::ProgressRow>,
     /// Agent calls refused for this MAC.
     refusals: Vec<db::RefusalRow>,
     #[serde(flatten)]
@@ -145,6 +147,7 @@ pub async fn get(
         facts: None,
         timeline: Vec::new(),
         burnin: Vec::new(),
+        progress: Vec::new(),
         refusals: db::refusals(&st.store, &mac.to_string()).await?,
         seen,
         events,
@@ -159,6 +162,7 @@ pub async fn get(
         view.facts = db::facts(&st.store, n.id).await?;
         view.timeline = db::timeline(&st.store, n.id).await?;
         view.burnin = crate::store::burnin::runs(&st.store, n.id).await?;
+        view.progress = crate::store::burnin::progress(&st.store, n.id, 100).await?;
     }
     Ok(Json(view).into_response())
 }

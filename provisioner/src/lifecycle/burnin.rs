@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use provisioner_protocol::Instruction;
 use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult};
+use provisioner_protocol::{Instruction, ProgressReport};
 use tracing::info;
 
 use super::machine::{Actor, Input, State};
@@ -161,6 +161,33 @@ impl Lifecycle {
         info!(%mac, level, retry = judgement.retry.len(), state = %state, "burn-in judged");
         self.cache(mac, state);
         Ok(judgement)
+    }
+
+    /// Progress lines from a node's agent, kept with the node. Lines are cut to 500
+    /// characters and at most 100 are taken per call.
+    pub async fn progress(
+        &self,
+        bearer: Option<&str>,
+        p: &ProgressReport,
+    ) -> Result<usize, AgentRefusal> {
+        let mac: MacAddr = p
+            .mac
+            .parse()
+            .map_err(|_| AgentRefusal::BadRequest(format!("`{}` is not a MAC address", p.mac)))?;
+        let mut tx = self.pool.begin().await?;
+        self.authenticate(&mut tx, bearer, mac, false).await?;
+        let Some(node) = db::node_by_mac(&mut tx, mac).await? else {
+            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+        };
+        let lines: Vec<String> = p
+            .lines
+            .iter()
+            .take(100)
+            .map(|l| l.chars().take(500).collect())
+            .collect();
+        runs::add_progress(&mut tx, node.id, now_ms(), &lines).await?;
+        tx.commit().await?;
+        Ok(lines.len())
     }
 
     /// The cohort of every (kind, check, driver, firmware) the report has.

@@ -161,3 +161,63 @@ pub async fn runs(pool: &Pool, node_id: i64) -> Result<Vec<RunRow>, StoreError> 
     .await?;
     rows.iter().map(run_from_row).collect()
 }
+
+/// Lines of progress kept per node; older ones are dropped as new ones come.
+pub const PROGRESS_KEPT: i64 = 500;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgressRow {
+    pub at_ms: i64,
+    pub line: String,
+}
+
+pub async fn add_progress(
+    tx: &mut Transaction<'_, Sqlite>,
+    node_id: i64,
+    at_ms: i64,
+    lines: &[String],
+) -> Result<(), StoreError> {
+    for line in lines {
+        sqlx::query("INSERT INTO agent_progress (node_id, at_ms, line) VALUES (?, ?, ?)")
+            .bind(node_id)
+            .bind(at_ms)
+            .bind(line)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "DELETE FROM agent_progress WHERE node_id = ? AND id <= (
+           SELECT id FROM agent_progress WHERE node_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+    )
+    .bind(node_id)
+    .bind(node_id)
+    .bind(PROGRESS_KEPT)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The node's last `limit` progress lines, oldest first.
+pub async fn progress(
+    pool: &Pool,
+    node_id: i64,
+    limit: i64,
+) -> Result<Vec<ProgressRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at_ms, line FROM (
+           SELECT id, at_ms, line FROM agent_progress WHERE node_id = ? ORDER BY id DESC LIMIT ?)
+         ORDER BY id",
+    )
+    .bind(node_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProgressRow {
+                at_ms: r.try_get("at_ms")?,
+                line: r.try_get("line")?,
+            })
+        })
+        .collect()
+}
