@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::nvidia::node;
-use provisioner::burnin::judge::{Cohort, CohortKey, Level, judge};
+use provisioner::burnin::judge::{Cohort, CohortKey, Expected, Level, judge};
 use provisioner::burnin::profile::{Profile, Profiles, SHIPPED_PROFILES};
 use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult, Measurement};
 
@@ -15,8 +15,11 @@ fn profile(sku: &str) -> Profile {
     Profiles::parse(SHIPPED_PROFILES).unwrap().by_sku[sku].clone()
 }
 
-fn eight_gpus() -> BTreeMap<DeviceKind, u32> {
-    BTreeMap::from([(DeviceKind::Gpu, 8)])
+fn eight_gpus() -> Expected {
+    Expected {
+        devices: BTreeMap::from([(DeviceKind::Gpu, 8)]),
+        nics: None,
+    }
 }
 
 fn verdict_of(report: &BurnInReport, sku: &str) -> provisioner::burnin::judge::Judgement {
@@ -243,7 +246,10 @@ fn a_wrong_collective_result_fails_a_trainium_node() {
         mac: "52:54:00:00:00:02".into(),
         devices: (0..16).map(|i| neuron(i, u64::from(i == 9))).collect(),
     };
-    let expected = BTreeMap::from([(DeviceKind::Neuron, 16)]);
+    let expected = Expected {
+        devices: BTreeMap::from([(DeviceKind::Neuron, 16)]),
+        nics: None,
+    };
     let j = judge(&r, &profile("trn3"), &expected, &Cohort::new());
     assert_eq!(
         j.failures(),
@@ -259,5 +265,52 @@ fn a_measurement_in_the_wrong_unit_is_not_compared() {
     assert_eq!(
         f,
         ["0000:18:00.0 hbm_copy: measured in GB/s, the profile wants TB/s"]
+    );
+}
+
+#[test]
+fn nics_that_trained_slower_than_the_plan_cabled_fail_the_node() {
+    let nic = |id: &str, mbps: Option<f64>, down: bool| DeviceResult {
+        id: id.into(),
+        kind: Some(DeviceKind::Nic),
+        measurements: mbps
+            .map(|v| {
+                BTreeMap::from([(
+                    "link_speed".to_string(),
+                    Measurement {
+                        value: v,
+                        unit: "Mb/s".into(),
+                        attempt: 1,
+                    },
+                )])
+            })
+            .unwrap_or_default(),
+        cannot_validate: down.then(|| "link down".to_string()),
+        ..Default::default()
+    };
+    let mut r = node("h100-sxm5-80gb");
+    r.devices.push(nic("eno1", Some(1000.0), false)); // the management port
+    for i in 0..6 {
+        r.devices
+            .push(nic(&format!("ibp{i}"), Some(400_000.0), false));
+    }
+    r.devices.push(nic("ibp6", Some(200_000.0), false));
+    r.devices.push(nic("ibp7", None, true));
+    let mut expected = eight_gpus();
+    expected.nics = Some((8, 400_000));
+    let j = judge(&r, &profile("hgx-h100"), &expected, &Cohort::new());
+    let f = j.failures();
+    assert!(
+        f.iter().any(|f| f.starts_with(
+            "6 of 8 planned NICs at 400000 Mb/s or faster (eno1 at 1000 Mb/s, ibp6 at 200000 Mb/s, ibp7 link down"
+        )),
+        "{f:#?}"
+    );
+    expected.nics = Some((6, 400_000));
+    let j = judge(&r, &profile("hgx-h100"), &expected, &Cohort::new());
+    assert_eq!(
+        j.failures(),
+        Vec::<String>::new(),
+        "a down spare port is no failure"
     );
 }

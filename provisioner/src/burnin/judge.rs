@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult, throttle};
+use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult, checks, throttle};
 use serde::{Deserialize, Serialize};
 
 use super::profile::Profile;
@@ -99,14 +99,26 @@ pub const COHORT_MADS: f64 = 4.0;
 /// How far under the cohort median fails a device, as a fraction.
 pub const COHORT_GAP: f64 = 0.05;
 
+/// What the node must have, from its SKU and its slot of the rack plan.
+#[derive(Clone, Debug, Default)]
+pub struct Expected {
+    /// Devices of each kind the SKU has.
+    pub devices: BTreeMap<DeviceKind, u32>,
+    /// NICs the slot is cabled for: how many must train at least at what speed (Mb/s).
+    pub nics: Option<(u32, u32)>,
+}
+
 pub fn judge(
     report: &BurnInReport,
     profile: &Profile,
-    expected: &BTreeMap<DeviceKind, u32>,
+    expected: &Expected,
     cohort: &Cohort,
 ) -> Judgement {
     let mut node = Vec::new();
-    for (kind, want) in expected {
+    if let Some((count, mbps)) = expected.nics {
+        node.extend(judge_links(report, count, mbps));
+    }
+    for (kind, want) in &expected.devices {
         let have = report
             .devices
             .iter()
@@ -150,6 +162,39 @@ pub fn judge(
         devices,
         profile_version: profile.version,
     }
+}
+
+/// At least `count` NICs must have trained at `mbps` or faster.
+fn judge_links(report: &BurnInReport, count: u32, mbps: u32) -> Option<CheckVerdict> {
+    let nics: Vec<&DeviceResult> = report
+        .devices
+        .iter()
+        .filter(|d| d.kind == Some(DeviceKind::Nic))
+        .collect();
+    let speed = |d: &DeviceResult| d.measurements.get(checks::LINK_SPEED).map(|m| m.value);
+    let fast = nics
+        .iter()
+        .filter(|d| speed(d).is_some_and(|v| v >= f64::from(mbps)))
+        .count() as u32;
+    if fast >= count {
+        return None;
+    }
+    let slow: Vec<String> = nics
+        .iter()
+        .filter(|d| !speed(d).is_some_and(|v| v >= f64::from(mbps)))
+        .map(|d| match (speed(d), &d.cannot_validate) {
+            (_, Some(why)) => format!("{} {why}", d.id),
+            (Some(v), None) => format!("{} at {v:.0} Mb/s", d.id),
+            (None, None) => format!("{} with no speed", d.id),
+        })
+        .collect();
+    Some(fail(
+        "nic_links",
+        format!(
+            "{fast} of {count} planned NICs at {mbps} Mb/s or faster ({})",
+            slow.join(", ")
+        ),
+    ))
 }
 
 fn fail(check: &str, reason: String) -> CheckVerdict {
@@ -253,7 +298,10 @@ fn judge_device(
     cohort: &Cohort,
 ) -> DeviceVerdict {
     let mut checks = Vec::new();
-    if let Some(why) = &d.cannot_validate {
+    // A NIC's link is judged against the plan (`judge_links`): a spare port may be down.
+    if let Some(why) = &d.cannot_validate
+        && d.kind != Some(DeviceKind::Nic)
+    {
         checks.push(fail("validate", format!("cannot validate: {why}")));
     }
     for name in &profile.must_be_zero {

@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::machine::{Actor, Input, State};
 use super::{ActionError, AgentRefusal, Lifecycle, apply};
-use crate::burnin::judge::{Cohort, CohortKey, Judgement, Level, judge};
+use crate::burnin::judge::{Cohort, CohortKey, Expected, Judgement, Level, judge};
 use crate::events::now_ms;
 use crate::store::StoreError;
 use crate::store::burnin as runs;
@@ -48,6 +48,9 @@ impl Lifecycle {
             });
         };
         let mut plan = profile.plan.clone();
+        if let Some(slot) = &node.slot {
+            plan.nic_speed_mbps = db::slot_nics(tx, slot).await?.map(|(_, mbps)| mbps);
+        }
         if let Some(last) = runs::last_run(tx, node.id).await? {
             plan.only = last.retry;
         }
@@ -95,10 +98,13 @@ impl Lifecycle {
             _ => report.clone(),
         };
         let def = self.skus.sku.get(&sku);
-        let expected = BTreeMap::from([
-            (DeviceKind::Gpu, def.map_or(0, |s| s.gpus)),
-            (DeviceKind::Neuron, def.map_or(0, |s| s.neuron_devices)),
-        ]);
+        let expected = Expected {
+            devices: BTreeMap::from([
+                (DeviceKind::Gpu, def.map_or(0, |s| s.gpus)),
+                (DeviceKind::Neuron, def.map_or(0, |s| s.neuron_devices)),
+            ]),
+            nics: db::slot_nics(&mut tx, &slot).await?,
+        };
         let cohort = self.cohort(&mut tx, &sku, &merged, node.id).await?;
         let judgement = judge(&merged, profile, &expected, &cohort);
         let level = match judgement.level {

@@ -29,6 +29,12 @@ pub struct Slot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
     pub sku: String,
+    /// How many NICs the slot is cabled for at `nic_mbps` (default 1 when a speed is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nics: Option<u32>,
+    /// The link speed those NICs must train at, in Mb/s (e.g. 400000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_mbps: Option<u32>,
 }
 
 impl Slot {
@@ -105,6 +111,9 @@ pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, Pla
         if s.serial.is_none() && s.mac.is_none() {
             return Err(invalid(format!("{at}: needs a serial or a MAC")));
         }
+        if s.nics.is_some() && s.nic_mbps.is_none() {
+            return Err(invalid(format!("{at}: nics needs nic_mbps")));
+        }
         if let Some(prev) = ids.insert(s.id(), i) {
             return Err(invalid(format!("{at}: same place as slot {}", prev + 1)));
         }
@@ -136,6 +145,7 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
     };
     let cols: Vec<String> = header.split(',').map(|c| c.trim().to_lowercase()).collect();
     let want = ["site", "row", "rack", "u", "serial", "mac", "sku"];
+    let optional = ["nics", "nic_mbps"];
     for w in want {
         if !cols.iter().any(|c| c == w) {
             return Err(format!(
@@ -144,7 +154,10 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
             ));
         }
     }
-    if let Some(extra) = cols.iter().find(|c| !want.contains(&c.as_str())) {
+    if let Some(extra) = cols
+        .iter()
+        .find(|c| !want.contains(&c.as_str()) && !optional.contains(&c.as_str()))
+    {
         return Err(format!("CSV header has unknown column `{extra}`"));
     }
     let mut slots = Vec::new();
@@ -175,6 +188,14 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
                     .map_err(|_| format!("line {}: `{m}` is not a MAC address", n + 1))?,
             ),
         };
+        let number = |name: &str| match get(name) {
+            "" => Ok(None),
+            v => v
+                .parse::<u32>()
+                .map(Some)
+                .map_err(|_| format!("line {}: {name} `{v}` is not a number", n + 1)),
+        };
+        let (nics, nic_mbps) = (number("nics")?, number("nic_mbps")?);
         slots.push(Slot {
             site: get("site").into(),
             row: get("row").into(),
@@ -183,6 +204,8 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
             serial: Some(get("serial").to_string()).filter(|s| !s.is_empty()),
             mac,
             sku: get("sku").into(),
+            nics,
+            nic_mbps,
         });
     }
     Ok(slots)
@@ -462,6 +485,19 @@ sku = "qemu-lab"
                 .to_string();
             assert!(err.contains(want), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn a_slot_may_say_how_its_nics_are_cabled() {
+        let csv = "site,row,rack,u,serial,mac,sku,nics,nic_mbps\n\
+                   dc1,r1,a01,10,SN-1,,hgx-b200,8,400000\n\
+                   dc1,r1,a01,14,SN-2,,hgx-b200,,\n";
+        let slots = parse_plan(Path::new("p.csv"), csv, &skus()).unwrap();
+        assert_eq!((slots[0].nics, slots[0].nic_mbps), (Some(8), Some(400_000)));
+        assert_eq!((slots[1].nics, slots[1].nic_mbps), (None, None));
+        let bad = "site,row,rack,u,serial,mac,sku,nics\ndc1,r1,a01,10,SN-1,,hgx-b200,8\n";
+        let err = parse_plan(Path::new("p.csv"), bad, &skus()).unwrap_err();
+        assert!(err.to_string().contains("nics needs nic_mbps"), "{err}");
     }
 
     #[test]

@@ -259,10 +259,26 @@ pub async fn slot_sku(
     )
 }
 
-pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreError> {
-    let rows = sqlx::query("SELECT site, row, rack, u, serial, mac, sku FROM plan_slots")
-        .fetch_all(&mut **tx)
+/// The NICs the rack plan cables `slot` for: (count, Mb/s), when it says.
+pub async fn slot_nics(
+    tx: &mut Transaction<'_, Sqlite>,
+    slot: &str,
+) -> Result<Option<(u32, u32)>, StoreError> {
+    let row = sqlx::query("SELECT nics, nic_mbps FROM plan_slots WHERE slot = ?")
+        .bind(slot)
+        .fetch_optional(&mut **tx)
         .await?;
+    let Some(r) = row else { return Ok(None) };
+    let nics: Option<i64> = r.try_get("nics")?;
+    let mbps: Option<i64> = r.try_get("nic_mbps")?;
+    Ok(mbps.map(|m| (nics.unwrap_or(1) as u32, m as u32)))
+}
+
+pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreError> {
+    let rows =
+        sqlx::query("SELECT site, row, rack, u, serial, mac, sku, nics, nic_mbps FROM plan_slots")
+            .fetch_all(&mut **tx)
+            .await?;
     rows.iter()
         .map(|r| {
             let mac: Option<String> = r.try_get("mac")?;
@@ -279,6 +295,8 @@ pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreEr
                     })
                     .transpose()?,
                 sku: r.try_get("sku")?,
+                nics: r.try_get::<Option<i64>, _>("nics")?.map(|n| n as u32),
+                nic_mbps: r.try_get::<Option<i64>, _>("nic_mbps")?.map(|n| n as u32),
             })
         })
         .collect()
@@ -305,8 +323,8 @@ pub async fn replace_plan(
         .await?;
     for s in slots {
         sqlx::query(
-            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku, nics, nic_mbps)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id())
         .bind(&s.site)
@@ -316,6 +334,8 @@ pub async fn replace_plan(
         .bind(&s.serial)
         .bind(s.mac.map(|m| m.to_string()))
         .bind(&s.sku)
+        .bind(s.nics.map(i64::from))
+        .bind(s.nic_mbps.map(i64::from))
         .execute(&mut *tx)
         .await?;
     }
