@@ -129,9 +129,12 @@ fn a_gpu_20_percent_slower_than_its_node_mates_is_retried_then_fails() {
 fn a_gpu_slowed_by_heat_its_mates_did_not_see_is_reported_as_throttled_not_faulty() {
     let mut r = node("h100-sxm5-80gb");
     let d = &mut r.devices[2];
-    for m in d.measurements.values_mut() {
-        m.value *= 0.8;
-        m.attempt = 2;
+    // Heat slows the sustained GEMM, which is what runs while conditions are sampled.
+    for (name, m) in d.measurements.iter_mut() {
+        if name.starts_with("gemm") {
+            m.value *= 0.8;
+            m.attempt = 2;
+        }
     }
     let c = d.conditions.as_mut().unwrap();
     c.throttle_reasons |= provisioner_protocol::burnin::throttle::HW_THERMAL;
@@ -312,5 +315,55 @@ fn nics_that_trained_slower_than_the_plan_cabled_fail_the_node() {
         j.failures(),
         Vec::<String>::new(),
         "a down spare port is no failure"
+    );
+}
+
+#[test]
+fn a_power_cap_excuses_only_the_gemm_a_little_under_its_floor_at_the_full_limit() {
+    let gemm = |r: &BurnInReport, i: usize| {
+        let j = verdict_of(r, "hgx-h100");
+        j.devices[i]
+            .checks
+            .iter()
+            .find(|c| c.check == "gemm_bf16_p50")
+            .cloned()
+            .unwrap()
+    };
+    let slow_all = |factor: f64, names: &[&str]| {
+        let mut r = node("h100-sxm5-80gb");
+        for d in &mut r.devices {
+            for n in names {
+                let m = d.measurements.get_mut(*n).unwrap();
+                m.value *= factor;
+                m.attempt = 2;
+            }
+        }
+        r
+    };
+    // 10% under the floor, at the full 700 W limit: slow, not faulty.
+    let r = slow_all(540.0 / 670.5, &["gemm_bf16_p50"]);
+    let c = gemm(&r, 0);
+    assert_eq!(c.level, Level::Warn, "{c:?}");
+    assert!(c.reason.contains("power-capped"), "{}", c.reason);
+    // 30% under it: no power cap explains that.
+    let r = slow_all(420.0 / 670.5, &["gemm_bf16_p50"]);
+    assert_eq!(gemm(&r, 0).level, Level::Fail);
+    // A limit lowered to 500 W is a fault, not an excuse.
+    let mut r = slow_all(540.0 / 670.5, &["gemm_bf16_p50"]);
+    for d in &mut r.devices {
+        let c = d.conditions.as_mut().unwrap();
+        c.power_limit_w = Some(500.0);
+        c.power_max_w = Some(499.0);
+    }
+    assert_eq!(gemm(&r, 0).level, Level::Fail);
+    // The copy is not measured under the sampled load: a power cap never excuses it.
+    let r = slow_all(2.5 / 3.03, &["hbm_copy"]);
+    let j = verdict_of(&r, "hgx-h100");
+    assert!(
+        j.failures()
+            .iter()
+            .any(|f| f.starts_with("0000:18:00.0 hbm_copy: 2.50 TB/s under the floor")),
+        "{:#?}",
+        j.failures()
     );
 }

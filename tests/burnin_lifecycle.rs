@@ -227,3 +227,45 @@ async fn progress_lines_are_kept_with_the_node_and_need_its_token() {
     assert_eq!(kept[0].line, "gemm 12/600 s, 671 TFLOP/s");
     assert_eq!(kept[1].line.len(), 500, "a line is cut to 500 characters");
 }
+
+#[tokio::test]
+async fn a_retry_left_from_an_earlier_burn_in_does_not_cut_a_new_one_short() {
+    let s = setup().await;
+    let mac = "52:54:00:00:00:01";
+    let token = to_burning_in(&s.lc, mac, "SN-1").await;
+    let mut first = report(mac);
+    for m in first.devices[6].measurements.values_mut() {
+        m.value *= 0.8;
+    }
+    assert!(
+        !s.lc
+            .burnin(Some(&token), &first)
+            .await
+            .unwrap()
+            .retry
+            .is_empty()
+    );
+    // The node is held and reprovisioned before its retry; it comes back to burning_in.
+    let admin = Actor::Operator("alice".into());
+    s.lc.apply_input(
+        mac,
+        Input::Operator(provisioner::lifecycle::machine::Action::Reprovision),
+        &admin,
+    )
+    .await
+    .unwrap();
+    // Wall-clock milliseconds separate the two stays in burning_in.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let token = to_burning_in(&s.lc, mac, "SN-1").await;
+    let Instruction::BurnIn { plan } =
+        s.lc.next_for_agent(Some(&token), mac.parse().unwrap())
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert!(plan.only.is_empty(), "a full burn-in: {:?}", plan.only);
+    // A full report is judged on its own, not merged into the old one.
+    let j = s.lc.burnin(Some(&token), &report(mac)).await.unwrap();
+    assert_eq!(j.level, Level::Pass, "{j:#?}");
+}

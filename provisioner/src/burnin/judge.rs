@@ -245,7 +245,7 @@ fn shared_reasons(report: &BurnInReport, d: &DeviceResult) -> u64 {
         .devices
         .iter()
         .filter(|o| o.kind == d.kind && o.id != d.id)
-        .map(|o| o.conditions.as_ref().map_or(0, |c| c.throttle_reasons))
+        .filter_map(|o| o.conditions.as_ref().map(|c| c.throttle_reasons))
         .reduce(|a, b| a & b)
         .unwrap_or(0)
 }
@@ -266,12 +266,22 @@ pub fn mad(v: &[f64], median_of_v: f64) -> f64 {
     median(&mut dev)
 }
 
+/// How far under its floor a power cap or heat may excuse a figure.
+pub const EXCUSE_DEPTH: f64 = 0.15;
+
 /// Why a device ran slow without being faulty: a power cap or heat among `reasons`, with the
-/// figures.
-fn slowed_by(d: &DeviceResult, reasons: u64) -> Option<String> {
+/// figures. A power cap excuses only a device that ran at its limit, and only a limit at least
+/// the SKU's: a lowered limit is a fault, not an excuse.
+fn slowed_by(d: &DeviceResult, reasons: u64, profile: &Profile) -> Option<String> {
     let c = d.conditions.as_ref()?;
     let r = reasons;
-    let power = r & (throttle::SW_POWER_CAP | throttle::HW_POWER_BRAKE) != 0;
+    let at_full_limit = match (c.power_max_w, c.power_limit_w) {
+        (Some(max), Some(limit)) => {
+            max >= 0.95 * limit && profile.power_limit_min_w.is_none_or(|least| limit >= least)
+        }
+        _ => false,
+    };
+    let power = r & (throttle::SW_POWER_CAP | throttle::HW_POWER_BRAKE) != 0 && at_full_limit;
     let heat = r & (throttle::SW_THERMAL | throttle::HW_THERMAL | throttle::HW_SLOWDOWN) != 0;
     let w = |x: Option<f64>| x.map(|v| format!("{v:.0} W")).unwrap_or_else(|| "?".into());
     match (power, heat) {
@@ -332,8 +342,8 @@ fn judge_device(
     let correct = checks.iter().all(|c| c.level != Level::Fail);
     let reasons = d.conditions.as_ref().map_or(0, |c| c.throttle_reasons);
     let excuses = Excuses {
-        floor: slowed_by(d, reasons).filter(|_| correct),
-        relative: slowed_by(d, reasons & !shared).filter(|_| correct),
+        floor: slowed_by(d, reasons, profile).filter(|_| correct),
+        relative: slowed_by(d, reasons & !shared, profile).filter(|_| correct),
     };
     for floor in profile.floors.iter().filter(|f| Some(f.kind) == d.kind) {
         checks.push(judge_measurement(
@@ -416,7 +426,8 @@ fn judge_measurement(
         excuses.relative.as_deref()
     } else {
         excuses.floor.as_deref()
-    };
+    }
+    .filter(|_| floor.excusable && v >= floor.min * (1.0 - EXCUSE_DEPTH));
     if !slow.is_empty() {
         let what = slow.join("; ");
         return match excuse {
@@ -449,7 +460,7 @@ fn judge_measurement(
             format!("{v:.2} {unit} (floor {} {unit})", floor.min),
         )
     };
-    let reason = match excuse {
+    let reason = match excuses.floor.as_deref().filter(|_| floor.excusable) {
         Some(why) => format!("{reason}; {why}"),
         None => reason,
     };

@@ -40,6 +40,7 @@ struct Defaults {
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
     description: String,
+    power_limit_min_w: Option<f64>,
     #[serde(default)]
     plan: PlanFile,
     #[serde(default)]
@@ -110,6 +111,10 @@ pub struct Floor {
     pub name: String,
     pub min: f64,
     pub unit: String,
+    /// Whether a power cap or heat seen while it was measured may excuse it (only what is
+    /// measured while the conditions are sampled: the sustained GEMM).
+    #[serde(default)]
+    pub excusable: bool,
 }
 
 /// One SKU's profile, with the file's defaults applied.
@@ -117,6 +122,9 @@ pub struct Floor {
 pub struct Profile {
     pub sku: String,
     pub description: String,
+    /// The power limit each GPU must run with at least: a lowered limit is a fault, and a
+    /// power cap under it excuses nothing.
+    pub power_limit_min_w: Option<f64>,
     /// What the node runs; the lifecycle adds the node's own parts (writable disks, NIC
     /// speed, retries).
     pub plan: BurnInPlan,
@@ -167,6 +175,7 @@ impl Profiles {
                 Profile {
                     sku,
                     description: p.description,
+                    power_limit_min_w: p.power_limit_min_w,
                     plan,
                     version: file.version,
                     floors: p.check,

@@ -51,7 +51,7 @@ impl Lifecycle {
         if let Some(slot) = &node.slot {
             plan.nic_speed_mbps = db::slot_nics(tx, slot).await?.map(|(_, mbps)| mbps);
         }
-        if let Some(last) = runs::last_run(tx, node.id).await? {
+        if let Some(last) = this_burn_in(tx, node).await? {
             plan.only = last.retry;
         }
         Ok(Instruction::BurnIn { plan })
@@ -92,7 +92,7 @@ impl Lifecycle {
             )));
         };
         // A retry's report carries only the checks run again: they replace the last report's.
-        let last = runs::last_run(&mut tx, node.id).await?;
+        let last = this_burn_in(&mut tx, &node).await?;
         let merged = match &last {
             Some(l) if !l.retry.is_empty() => merge_retry(&l.report, report, &l.retry),
             _ => report.clone(),
@@ -130,22 +130,47 @@ impl Lifecycle {
         .await?;
         let provisional = judgement.level != Level::Fail && !judgement.retry.is_empty();
         if !provisional {
+            // Only figures that passed (or warned) join the cohort: a faulty device must not
+            // drag its cohort's median towards it.
+            let failed: std::collections::BTreeSet<(&str, &str)> = judgement
+                .devices
+                .iter()
+                .flat_map(|d| {
+                    d.checks
+                        .iter()
+                        .filter(|c| c.level == Level::Fail)
+                        .map(move |c| (d.id.as_str(), c.check.as_str()))
+                })
+                .collect();
+            let device_failed: std::collections::BTreeSet<&str> = judgement
+                .devices
+                .iter()
+                .filter(|d| d.level == Level::Fail)
+                .map(|d| d.id.as_str())
+                .collect();
             let kinds: Vec<(String, &DeviceResult)> = merged
                 .devices
                 .iter()
+                .filter(|d| !device_failed.contains(d.id.as_str()))
                 .filter_map(|d| d.kind.map(|k| (kind_name(k), d)))
                 .collect();
             let figures: Vec<runs::Figure> = kinds
                 .iter()
                 .flat_map(|(kind, d)| {
-                    d.measurements.iter().map(move |(check, m)| runs::Figure {
-                        kind,
-                        device: &d.id,
-                        driver: d.driver.as_deref(),
-                        firmware: d.firmware.as_deref(),
-                        check,
-                        value: m.value,
-                    })
+                    let failed = &failed;
+                    d.measurements
+                        .iter()
+                        .filter(move |(check, _)| {
+                            !failed.contains(&(d.id.as_str(), check.as_str()))
+                        })
+                        .map(move |(check, m)| runs::Figure {
+                            kind,
+                            device: &d.id,
+                            driver: d.driver.as_deref(),
+                            firmware: d.firmware.as_deref(),
+                            check,
+                            value: m.value,
+                        })
                 })
                 .collect();
             runs::add_figures(&mut tx, run_id, node.id, &sku, &figures).await?;
@@ -251,6 +276,17 @@ impl Lifecycle {
         self.cache(mac, state.clone());
         Ok(state)
     }
+}
+
+/// The node's last run, if it belongs to this stay in burning_in: a retry left over from an
+/// earlier one (before a failure and a reprovision) must not cut a new burn-in short.
+async fn this_burn_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    node: &db::NodeRecord,
+) -> Result<Option<runs::RunRow>, StoreError> {
+    Ok(runs::last_run(tx, node.id)
+        .await?
+        .filter(|r| r.at_ms >= node.state_since_ms))
 }
 
 /// The last report with the retried checks' new figures in place, marked as second attempts.
