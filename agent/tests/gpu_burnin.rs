@@ -44,6 +44,8 @@ fn without_a_driver_every_gpu_cannot_be_validated() {
             assert!(why.contains("libcuda"), "names what is missing: {why}");
         }
         assert!(result.measurements.is_empty(), "{result:?}");
+        // Nothing was read, so nothing reads as healthy: no zero counters either.
+        assert!(result.counters.is_empty(), "{result:?}");
     }
     if !driver_present() {
         assert!(

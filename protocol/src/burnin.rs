@@ -141,6 +141,21 @@ pub mod checks {
     pub const RETIRED_PAGES_PENDING: &str = "retired_pages_pending";
     pub const NVLINK_INACTIVE: &str = "nvlink_inactive";
     pub const NVLINK_ERRORS: &str = "nvlink_errors";
+    /// NVLink replays and CRC-flit counts, as the change across the run: the link retried
+    /// and recovered on its own (informational).
+    pub const NVLINK_REPLAYS: &str = "nvlink_replays";
+    /// 1 when a GPU's ECC is off now or will be off after the next reboot.
+    pub const ECC_DISABLED: &str = "ecc_disabled";
+    /// The GPU's lifetime (aggregate) uncorrected ECC count at the end of the run: an
+    /// absolute count, not a change (informational; `ecc_uncorrected` is the run's change).
+    pub const ECC_UNCORRECTED_AGGREGATE: &str = "ecc_uncorrected_aggregate";
+    /// 1 when a GPU that reports NVLink fabric state (GB200 NVL and the like) has not
+    /// completed fabric registration, or completed it with an error.
+    pub const FABRIC_NOT_READY: &str = "fabric_not_ready";
+    /// Fraction of a GPU's free memory the HBM pattern test held (unit `fraction`), and 1
+    /// when that is less than the plan's `hbm_fraction`.
+    pub const HBM_PATTERN_COVERAGE: &str = "hbm_pattern_coverage";
+    pub const HBM_COVERAGE_SHORT: &str = "hbm_coverage_short";
     /// nccom-test `--check` failures.
     pub const COLLECTIVE_WRONG_RESULTS: &str = "collective_wrong_results";
     /// Write-read-verify mismatches on a writable disk.

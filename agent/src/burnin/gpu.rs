@@ -1,22 +1,33 @@
 //! Burn-in of the node's NVIDIA GPUs (issue 5): HBM patterns and bandwidth, a sustained bf16
 //! GEMM checked bit for bit, PCIe and GPU-to-GPU copies, through cudarc with the CUDA
 //! libraries loaded at run time; health counters, throttle reasons, power, temperature and
-//! clocks through NVML; XIDs from the kernel log. Each GPU runs on its own worker thread,
-//! every step bounded by the plan's tool timeout. Where the driver or a library is missing,
-//! every GPU says so (`cannot_validate`): never a panic, never a pass.
+//! clocks through NVML; XIDs from the kernel log. Each GPU runs its own steps on a worker
+//! thread, every step bounded by the plan's tool timeout and its result kept as soon as it
+//! ends; the copies over links then run one GPU at a time; every NVML read is bounded too.
+//! Where the driver or a library is missing, every GPU says so (`cannot_validate`): never a
+//! panic, never a pass.
+//!
+//! Written and reviewed against cudarc 0.19 and nvml-wrapper 0.13 without a GPU. What has not
+//! run on one yet: this orchestration as a whole (per-step delivery, PCIe after the workers,
+//! bounded NVML reads, thread pinning), the NVRTC `compute_XY` option, the fabric and NVLink
+//! reads, and the ECC mode and aggregate reads.
 
 mod cuda;
+mod driver;
 mod gemm;
 mod health;
 mod kmsg;
+mod links;
 mod measure;
+mod nvml_reads;
 mod pattern;
 mod peers;
+mod samples;
 mod steps;
 mod supervise;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nvml_wrapper::Nvml;
@@ -26,9 +37,10 @@ use provisioner_protocol::burnin::{BurnInPlan, DeviceKind, DeviceResult, Measure
 pub use kmsg::xids_from_kmsg;
 
 use cuda::{GpuJob, GpuOutput};
-use health::{Health, Samples};
+use health::Health;
+use samples::Samples;
 use steps::Step;
-use supervise::{Job, Outcome, Running};
+use supervise::{End, Job, Outcome, Running};
 
 /// How often the GPUs are sampled while they compute.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -46,6 +58,8 @@ struct Card {
     /// With no GEMM in the run (a retry of another check), sample every step.
     sample_every_step: bool,
     gemm_hash: Option<u64>,
+    /// An NVML read of this GPU did not come back: none is tried again.
+    nvml_hung: bool,
 }
 
 impl Card {
@@ -62,6 +76,7 @@ impl Card {
             samples: Samples::default(),
             sample_every_step: false,
             gemm_hash: None,
+            nvml_hung: false,
         }
     }
 
@@ -96,19 +111,7 @@ pub fn run(plan: &BurnInPlan, facts: &Facts, say: &mut dyn FnMut(&str)) -> Vec<D
     if cards.is_empty() {
         return Vec::new();
     }
-    let (nvml, ordinals) = match open_driver(plan) {
-        Ok(opened) => opened,
-        Err(why) => {
-            say(&format!("burn-in gpu: cannot validate any GPU: {why}"));
-            return cards
-                .into_iter()
-                .map(|mut card| {
-                    card.cannot_validate(why.clone());
-                    card.result
-                })
-                .collect();
-        }
-    };
+    // Before NVML and CUDA start: the XIDs a GPU logs while they bring it up count too.
     let mut log = match kmsg::KernelLog::open_at_end() {
         Ok(log) => Some(log),
         Err(e) => {
@@ -116,105 +119,40 @@ pub fn run(plan: &BurnInPlan, facts: &Facts, say: &mut dyn FnMut(&str)) -> Vec<D
             None
         }
     };
-    identify(&nvml, &ordinals, &mut cards, say);
-    burn_each(plan, &nvml, &mut cards, say);
-    p2p(plan, facts, &ordinals, &mut cards, say);
-    compare_gemm_results(&mut cards, say);
-    finish_health(&nvml, &mut cards, say);
-    if let Some(log) = &mut log {
-        match log.read_new() {
-            Ok(text) => assign_xids(&xids_from_kmsg(&text), &mut cards, say),
-            Err(e) => say(&format!("burn-in gpu: cannot read /dev/kmsg for XIDs: {e}")),
+    let (nvml, ordinals) = match driver::open(Step::Setup.limit(plan)) {
+        Ok(opened) => opened,
+        Err(why) => {
+            say(&format!("burn-in gpu: cannot validate any GPU: {why}"));
+            for card in &mut cards {
+                card.cannot_validate(why.clone());
+            }
+            read_xids(log.as_mut(), &mut cards, say);
+            return cards.into_iter().map(|card| card.result).collect();
         }
-    }
+    };
+    nvml_reads::identify(&nvml, &ordinals, &mut cards, say);
+    burn_each(plan, &nvml, &mut cards, say);
+    links::pcie(plan, &nvml, &mut cards, say);
+    links::p2p(plan, facts, &ordinals, &mut cards, say);
+    compare_gemm_results(&mut cards, say);
+    nvml_reads::finish_health(&nvml, &mut cards, say);
+    read_xids(log.as_mut(), &mut cards, say);
     cards.into_iter().map(|card| card.result).collect()
 }
 
-/// NVML and the CUDA ordinals of the GPUs, or why there are none ("no NVIDIA driver: ...").
-fn open_driver(plan: &BurnInPlan) -> Result<(Nvml, BTreeMap<String, usize>), String> {
-    missing_libraries().map_err(|missing| format!("no NVIDIA driver: {missing}"))?;
-    let nvml = Nvml::init().map_err(|e| format!("no NVIDIA driver: NVML: {e}"))?;
-    match supervise::bounded(Step::Setup.limit(plan), peers::pci_ordinals) {
-        Ok(Ok(ordinals)) => Ok((nvml, ordinals)),
-        Ok(Err(e)) => Err(format!("no NVIDIA driver: cuInit: {e}")),
-        Err(e) => Err(format!("no NVIDIA driver: CUDA start-up {e}")),
-    }
-}
-
-/// The libraries cudarc would otherwise panic without: the driver's libcuda, NVRTC and cuBLAS.
-fn missing_libraries() -> Result<(), String> {
-    // SAFETY: each only tries to dlopen the library under its usual names.
-    let found = unsafe {
-        [
-            ("libcuda", cudarc::driver::sys::is_culib_present()),
-            ("libnvrtc", cudarc::nvrtc::sys::is_culib_present()),
-            ("libcublas", cudarc::cublas::sys::is_culib_present()),
-        ]
-    };
-    let missing: Vec<&str> = found
-        .iter()
-        .filter(|(_, present)| !present)
-        .map(|(name, _)| *name)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    Err(format!(
-        "{} not found (LD_LIBRARY_PATH={path:?})",
-        missing.join(", ")
-    ))
-}
-
-/// Model, driver, VBIOS and the health before the run, from NVML; the CUDA ordinal.
-fn identify(
-    nvml: &Nvml,
-    ordinals: &BTreeMap<String, usize>,
-    cards: &mut [Card],
-    say: &mut dyn FnMut(&str),
-) {
-    let driver = nvml.sys_driver_version().ok();
-    for card in cards {
-        card.result.driver = driver.clone();
-        card.ordinal = ordinals.get(&card.address).copied();
-        let device = match nvml.device_by_pci_bus_id(card.result.id.as_str()) {
-            Ok(device) => device,
-            Err(e) => {
-                card.cannot_validate(format!("not found by NVML: {e}"));
-                continue;
-            }
-        };
-        card.result.model = device.name().ok();
-        card.result.firmware = device.vbios_version().ok();
-        let before = health::read_health(&device);
-        if before.ecc_enabled == Some(false) {
-            say(&format!("burn-in gpu {}: ECC is off", card.result.id));
-        }
-        if let (Ok(link_gen), Ok(width), Ok(max_gen), Ok(max_width)) = (
-            device.current_pcie_link_gen(),
-            device.current_pcie_link_width(),
-            device.max_pcie_link_gen(),
-            device.max_pcie_link_width(),
-        ) {
-            say(&format!(
-                "burn-in gpu {}: {} PCIe gen {link_gen} x{width} (max gen {max_gen} x{max_width})",
-                card.result.id,
-                card.result.model.as_deref().unwrap_or("?")
-            ));
-        }
-        card.before = Some(before);
-        if card.ordinal.is_none() {
-            card.cannot_validate("not visible to CUDA (is CUDA_VISIBLE_DEVICES set?)".into());
-        }
+fn read_xids(log: Option<&mut kmsg::KernelLog>, cards: &mut [Card], say: &mut dyn FnMut(&str)) {
+    let Some(log) = log else { return };
+    match log.read_new() {
+        Ok(text) => assign_xids(&xids_from_kmsg(&text), cards, say),
+        Err(e) => say(&format!("burn-in gpu: cannot read /dev/kmsg for XIDs: {e}")),
     }
 }
 
 /// The per-GPU steps, all GPUs at once (as they will run in production, power and heat
-/// included; only the PCIe copies take turns), sampling NVML about every second alongside.
-fn burn_each(plan: &BurnInPlan, nvml: &Nvml, cards: &mut [Card], say: &mut dyn FnMut(&str)) {
+/// included), sampling NVML about every second alongside.
+fn burn_each(plan: &BurnInPlan, nvml: &Arc<Nvml>, cards: &mut [Card], say: &mut dyn FnMut(&str)) {
     let mut jobs: Vec<Job<GpuOutput>> = Vec::new();
     let mut index = Vec::new();
-    let pcie_turn = Arc::new(Mutex::new(()));
     for (i, card) in cards.iter_mut().enumerate() {
         let Some(ordinal) = card.usable() else {
             continue;
@@ -232,7 +170,7 @@ fn burn_each(plan: &BurnInPlan, nvml: &Nvml, cards: &mut [Card], say: &mut dyn F
             ordinal,
             steps: wanted,
             plan: plan.clone(),
-            pcie_turn: pcie_turn.clone(),
+            nvml: nvml.clone(),
         };
         jobs.push(Box::new(move |reporter| cuda::burn(&job, reporter)));
         index.push(i);
@@ -246,9 +184,8 @@ fn burn_each(plan: &BurnInPlan, nvml: &Nvml, cards: &mut [Card], say: &mut dyn F
             let card = &mut cards[index[slot]];
             if let Some(r) = running
                 && should_sample(r, card.sample_every_step, now)
-                && let Ok(device) = nvml.device_by_pci_bus_id(card.result.id.as_str())
             {
-                card.samples.add(&health::read_sample(&device));
+                nvml_reads::sample(nvml, card);
             }
         }
     };
@@ -263,21 +200,29 @@ fn burn_each(plan: &BurnInPlan, nvml: &Nvml, cards: &mut [Card], say: &mut dyn F
     for (slot, outcome) in outcomes.into_iter().enumerate() {
         let card = &mut cards[index[slot]];
         card.result.conditions = card.samples.conditions();
-        match outcome {
-            Outcome::Done(out) => {
-                for (check, value, unit) in out.measurements {
-                    card.measured(check, value, unit, attempt);
-                }
-                for (name, count) in out.counters {
-                    card.result.counters.insert(name.to_string(), count);
-                }
-                card.gemm_hash = out.gemm_hash;
-                if let Some(e) = out.error {
-                    card.cannot_validate(format!("gpu {e}"));
-                }
-            }
-            outcome => card.cannot_validate(outcome_text(&outcome)),
+        take_outcome(card, outcome, attempt);
+    }
+}
+
+/// A worker's steps into its GPU's result: every step that ended keeps what it measured,
+/// whatever happened to the steps after it; the first failure is the GPU's reason.
+fn take_outcome(card: &mut Card, outcome: Outcome<GpuOutput>, attempt: u32) {
+    for out in outcome.results {
+        for (check, value, unit) in out.measurements {
+            card.measured(check, value, unit, attempt);
         }
+        for (name, count) in out.counters {
+            card.result.counters.insert(name.to_string(), count);
+        }
+        if out.gemm_hash.is_some() {
+            card.gemm_hash = out.gemm_hash;
+        }
+        if let Some(e) = out.error {
+            card.cannot_validate(format!("gpu {e}"));
+        }
+    }
+    if outcome.end != End::Done {
+        card.cannot_validate(end_text(&outcome.end));
     }
 }
 
@@ -288,76 +233,17 @@ fn should_sample(running: &Running, every_step: bool, now: Instant) -> bool {
     step_counts && now.saturating_duration_since(running.since) >= SETTLE
 }
 
-fn outcome_text<R>(outcome: &Outcome<R>) -> String {
-    match outcome {
-        Outcome::Done(_) => "done".into(),
-        Outcome::TimedOut { step, limit } => {
-            format!("gpu {} timed out after {} s", step.name(), limit.as_secs())
+fn end_text(end: &End) -> String {
+    match end {
+        End::Done => "done".into(),
+        End::TimedOut { step, limit } => {
+            format!(
+                "gpu {} timed out after {} s",
+                step.name(),
+                limit.as_secs_f64()
+            )
         }
-        Outcome::Panicked(why) => format!("gpu burn-in failed: {why}"),
-    }
-}
-
-/// Each GPU copies to the next one the CUDA driver sees, one pair at a time, so every link
-/// is measured alone.
-fn p2p(
-    plan: &BurnInPlan,
-    facts: &Facts,
-    ordinals: &BTreeMap<String, usize>,
-    cards: &mut [Card],
-    say: &mut dyn FnMut(&str),
-) {
-    // The ring is every GPU of the node, not only those retried: a retry still needs a peer.
-    let mut ring: Vec<(String, usize)> = facts
-        .gpus
-        .iter()
-        .filter_map(|id| {
-            let address = kmsg::pci_address(id)?;
-            Some((id.clone(), *ordinals.get(&address)?))
-        })
-        .collect();
-    let hung = |id: &str, cards: &[Card]| {
-        cards
-            .iter()
-            .any(|c| c.result.id == id && c.result.cannot_validate.is_some())
-    };
-    ring.retain(|(id, _)| !hung(id, cards));
-    if ring.len() < 2 {
-        return;
-    }
-    let attempt = steps::attempt(plan);
-    for card in cards.iter_mut() {
-        let Some(src) = card.usable() else { continue };
-        if !steps::wanted(plan, &card.result.id, Step::P2p) {
-            continue;
-        }
-        let Some(at) = ring.iter().position(|(id, _)| *id == card.result.id) else {
-            continue;
-        };
-        let (peer, dst) = ring[(at + 1) % ring.len()].clone();
-        match supervise::bounded(Step::P2p.limit(plan), move || peers::p2p(src, dst)) {
-            Ok(Ok((gbps, direct))) => {
-                let how = if direct {
-                    "peer access"
-                } else {
-                    "no peer access: staged through the host"
-                };
-                say(&format!(
-                    "burn-in gpu {}: p2p to {peer}: {gbps:.1} GB/s ({how})",
-                    card.result.id
-                ));
-                card.measured(checks::P2P, gbps, "GB/s", attempt);
-            }
-            Ok(Err(e)) => card.cannot_validate(format!("gpu p2p to {peer}: {e}")),
-            Err(e) => {
-                card.cannot_validate(format!("gpu p2p to {peer} {e}"));
-                // Whatever hung may hang the next pair too.
-                ring.retain(|(id, _)| *id != card.result.id && *id != peer);
-                if ring.len() < 2 {
-                    return;
-                }
-            }
-        }
+        End::Panicked(why) => format!("gpu burn-in failed: {why}"),
     }
 }
 
@@ -387,25 +273,6 @@ fn compare_gemm_results(cards: &mut [Card], say: &mut dyn FnMut(&str)) {
                 .counters
                 .entry(checks::GEMM_MISMATCHES.to_string())
                 .or_default() += 1;
-        }
-    }
-}
-
-/// The health after the run: the counters are the changes since before.
-fn finish_health(nvml: &Nvml, cards: &mut [Card], say: &mut dyn FnMut(&str)) {
-    for card in cards {
-        let Some(before) = &card.before else { continue };
-        match nvml.device_by_pci_bus_id(card.result.id.as_str()) {
-            Ok(device) => {
-                let after = health::read_health(&device);
-                for (name, count) in health::health_counters(before, &after) {
-                    if count > 0 {
-                        say(&format!("burn-in gpu {}: {name} {count}", card.result.id));
-                    }
-                    card.result.counters.insert(name.to_string(), count);
-                }
-            }
-            Err(e) => card.cannot_validate(format!("lost by NVML during the run: {e}")),
         }
     }
 }
@@ -448,16 +315,106 @@ mod tests {
 
     #[test]
     fn timeouts_and_panics_read_as_reasons() {
-        let timed_out: Outcome<()> = Outcome::TimedOut {
+        let timed_out = End::TimedOut {
             step: Step::Gemm,
             limit: Duration::from_secs(360),
         };
-        assert_eq!(outcome_text(&timed_out), "gpu gemm timed out after 360 s");
-        let panicked: Outcome<()> = Outcome::Panicked("Missing symbol cuFoo".into());
+        assert_eq!(end_text(&timed_out), "gpu gemm timed out after 360 s");
+        let panicked = End::Panicked("Missing symbol cuFoo".into());
         assert_eq!(
-            outcome_text(&panicked),
+            end_text(&panicked),
             "gpu burn-in failed: Missing symbol cuFoo"
         );
+    }
+
+    fn pattern_output() -> GpuOutput {
+        GpuOutput {
+            measurements: vec![(checks::HBM_PATTERN_COVERAGE, 0.9, "fraction")],
+            counters: BTreeMap::from([
+                (checks::PATTERN_BAD_WORDS, 0),
+                (checks::HBM_COVERAGE_SHORT, 0),
+            ]),
+            ..GpuOutput::default()
+        }
+    }
+
+    fn copy_output() -> GpuOutput {
+        GpuOutput {
+            measurements: vec![(checks::HBM_COPY, 3.1, "TB/s")],
+            ..GpuOutput::default()
+        }
+    }
+
+    /// Two GPUs' workers as the supervisor runs them, with steps that only deliver: one
+    /// hangs in its GEMM after its pattern and copy ended, the other finishes.
+    #[test]
+    fn a_hung_step_costs_only_itself_and_its_gpu_keeps_the_rest() {
+        const SHORT: Duration = Duration::from_millis(200);
+        let hangs: Job<GpuOutput> = Box::new(|r| {
+            r.begin(Step::Pattern, Duration::from_secs(10));
+            r.deliver(pattern_output());
+            r.begin(Step::Copy, Duration::from_secs(10));
+            r.deliver(copy_output());
+            r.begin(Step::Gemm, SHORT);
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        let finishes: Job<GpuOutput> = Box::new(|r| {
+            r.begin(Step::Gemm, Duration::from_secs(10));
+            r.deliver(GpuOutput {
+                measurements: vec![(checks::GEMM_BF16_P50, 670.0, "TFLOP/s")],
+                counters: BTreeMap::from([(checks::GEMM_MISMATCHES, 0)]),
+                gemm_hash: Some(5),
+                error: None,
+            });
+        });
+        let outcomes = supervise::supervise(
+            vec![hangs, finishes],
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            &mut |_| {},
+            &mut |_| {},
+        );
+        let mut cards = [Card::new("0000:18:00.0"), Card::new("0000:2a:00.0")];
+        for (card, outcome) in cards.iter_mut().zip(outcomes) {
+            take_outcome(card, outcome, 1);
+        }
+        let hung = &cards[0].result;
+        assert_eq!(
+            hung.cannot_validate.as_deref(),
+            Some("gpu gemm timed out after 0.2 s")
+        );
+        assert_eq!(hung.measurements[checks::HBM_COPY].value, 3.1);
+        assert_eq!(
+            hung.measurements[checks::HBM_PATTERN_COVERAGE].unit,
+            "fraction"
+        );
+        assert_eq!(hung.counters[checks::PATTERN_BAD_WORDS], 0);
+        assert!(!hung.measurements.contains_key(checks::GEMM_BF16_P50));
+        assert_eq!(cards[0].gemm_hash, None);
+        let done = &cards[1].result;
+        assert_eq!(done.cannot_validate, None);
+        assert_eq!(done.measurements[checks::GEMM_BF16_P50].value, 670.0);
+        assert_eq!(cards[1].gemm_hash, Some(5));
+    }
+
+    #[test]
+    fn a_step_that_fails_is_the_reason_and_the_steps_before_it_stay() {
+        let mut card = Card::new("0000:18:00.0");
+        let failed = GpuOutput {
+            error: Some("hbm copy: no device memory could be allocated".into()),
+            ..GpuOutput::default()
+        };
+        let outcome = Outcome {
+            results: vec![pattern_output(), failed],
+            end: End::Done,
+        };
+        take_outcome(&mut card, outcome, 2);
+        assert_eq!(
+            card.result.cannot_validate.as_deref(),
+            Some("gpu hbm copy: no device memory could be allocated")
+        );
+        let coverage = &card.result.measurements[checks::HBM_PATTERN_COVERAGE];
+        assert_eq!((coverage.value, coverage.attempt), (0.9, 2));
     }
 
     fn card(id: &str, model: &str, hash: Option<u64>) -> Card {

@@ -1,20 +1,26 @@
 //! The CUDA work on one GPU, run on a worker thread: its context, stream and NVRTC-compiled
-//! kernels, the steps in order, and the copies (HBM, PCIe). The pattern test and the GEMM
-//! live in their own files. The libraries are loaded at run time (cudarc `dynamic-loading`);
-//! the caller has checked they exist, since cudarc panics where they do not.
+//! kernels, the steps in order, each step's result sent back as soon as it has one, and the
+//! HBM copy. The pattern test and the GEMM live in their own files; the copies over PCIe and
+//! between GPUs in `peers.rs`. The libraries are loaded at run time (cudarc
+//! `dynamic-loading`); the caller has checked they exist, since cudarc panics where they do
+//! not.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cudarc::cublas::result::CublasError;
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig,
 };
-use cudarc::nvrtc::{CompileError, compile_ptx};
+use cudarc::nvrtc::result::NvrtcError;
+use cudarc::nvrtc::sys::nvrtcResult;
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx, compile_ptx_with_opts};
+use nvml_wrapper::Nvml;
+use nvml_wrapper::error::NvmlError;
 use provisioner_protocol::burnin::{BurnInPlan, checks};
 
-use super::measure::{copy_tbps, link_gbps};
+use super::measure::copy_tbps;
 use super::steps::Step;
 use super::supervise::Reporter;
 
@@ -23,9 +29,6 @@ const KERNELS: &str = include_str!("kernels.cu");
 /// The device-to-device copy: up to 4 GiB, copied this many times after one warm-up.
 const COPY_BYTES: usize = 4 << 30;
 const COPY_REPS: u32 = 20;
-/// Host↔device and GPU↔GPU copies.
-pub const LINK_BYTES: usize = 256 << 20;
-pub const LINK_REPS: u32 = 10;
 const THREADS: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +53,12 @@ pub struct GpuJob {
     /// In order, from `Step::PER_GPU`.
     pub steps: Vec<Step>,
     pub plan: BurnInPlan,
-    /// Held through the PCIe step: GPUs behind one switch would share its uplink, and each
-    /// GPU's figure would then depend on which others happened to copy at the same time.
-    pub pcie_turn: Arc<Mutex<()>>,
+    /// To pin the worker to the GPU's CPUs.
+    pub nvml: Arc<Nvml>,
 }
 
-/// What it measured; `error` says why it stopped early (the GPU cannot be validated).
-#[derive(Debug, Default)]
+/// What one step measured; `error` says why it stopped (the GPU cannot be validated).
+#[derive(Debug, Default, PartialEq)]
 pub struct GpuOutput {
     /// (check, value, unit).
     pub measurements: Vec<(&'static str, f64, &'static str)>,
@@ -66,38 +68,79 @@ pub struct GpuOutput {
     pub error: Option<String>,
 }
 
-/// The worker: every step of `job` in order, stopping at the first error (a GPU that failed
-/// once is not trusted to measure the rest).
-pub fn burn(job: &GpuJob, reporter: &Reporter<GpuOutput>) -> GpuOutput {
+/// The worker: every step of `job` in order, each step's output delivered as it ends,
+/// stopping at the first error (a GPU that failed once is not trusted to measure the rest).
+pub fn burn(job: &GpuJob, reporter: &Reporter<GpuOutput>) {
     let say = |line: String| reporter.say(format!("burn-in gpu {}: {line}", job.id));
-    let mut out = GpuOutput::default();
     reporter.begin(Step::Setup, Step::Setup.limit(&job.plan));
-    let gpu = match Gpu::open(job.ordinal) {
+    if let Err(e) = pin_to_local_cpus(&job.nvml, &job.id) {
+        say(format!("not pinned to the GPU's local CPUs: {e}"));
+    }
+    let gpu = match Gpu::open(job.ordinal, &say) {
         Ok(gpu) => gpu,
         Err(e) => {
-            out.error = Some(format!("setup: {e}"));
-            return out;
+            reporter.deliver(GpuOutput {
+                error: Some(format!("setup: {e}")),
+                ..GpuOutput::default()
+            });
+            return;
         }
     };
     for &step in &job.steps {
         reporter.begin(step, step.limit(&job.plan));
+        let mut out = GpuOutput::default();
         let done = match step {
             Step::Pattern => gpu.pattern(job.plan.hbm_fraction, &say, &mut out),
             Step::Copy => gpu.copy(&say, &mut out),
             Step::Gemm => gpu.gemm(job.plan.gemm_seconds, &say, &mut out),
-            Step::Pcie => {
-                // A worker that panicked holding the turn left nothing half-done to protect.
-                let _turn = job.pcie_turn.lock().unwrap_or_else(|e| e.into_inner());
-                gpu.pcie(&say, &mut out)
-            }
-            Step::Setup | Step::P2p => Ok(()),
+            // Not a worker's: they run one GPU at a time after the workers.
+            Step::Setup | Step::Pcie | Step::P2p => Ok(()),
         };
+        let failed = done.is_err();
         if let Err(e) = done {
             out.error = Some(format!("{}: {e}", step.name()));
+        }
+        reporter.deliver(out);
+        if failed {
             break;
         }
     }
-    out
+}
+
+/// Binds the calling thread to the CPUs NVML calls local to the GPU `id` (its NUMA node),
+/// so the host memory it pins and the copies it drives stay near the GPU's PCIe root.
+pub fn pin_to_local_cpus(nvml: &Nvml, id: &str) -> Result<(), NvmlError> {
+    nvml.device_by_pci_bus_id(id)?.set_cpu_affinity()
+}
+
+/// NVRTC's option for PTX of the device's virtual architecture (`compute_90` for an H100).
+/// PTX, not a cubin (`sm_90`): cudarc's compile returns PTX only, and the driver compiles it
+/// for the device's own `sm_XY` when the module loads.
+pub fn arch_option(major: i32, minor: i32) -> String {
+    format!("--gpu-architecture=compute_{major}{minor}")
+}
+
+/// The kernels for the device's architecture. An NVRTC older than the device does not know
+/// that architecture: the kernels are then compiled for NVRTC's default, whose PTX the
+/// driver still compiles forward for the device.
+fn compile_kernels(major: i32, minor: i32, say: &dyn Fn(String)) -> Result<Ptx, CompileError> {
+    let arch = arch_option(major, minor);
+    let opts = CompileOptions {
+        options: vec![arch.clone()],
+        ..CompileOptions::default()
+    };
+    match compile_ptx_with_opts(KERNELS, opts) {
+        Err(CompileError::CompileError {
+            nvrtc: NvrtcError(nvrtcResult::NVRTC_ERROR_INVALID_OPTION),
+            ..
+        }) => {
+            say(format!(
+                "NVRTC does not take {arch}: kernels compiled for its default architecture"
+            ));
+            compile_ptx(KERNELS)
+        }
+        compiled => compiled,
+    }
 }
 
 pub struct Kernels {
@@ -119,10 +162,11 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    fn open(ordinal: usize) -> Result<Gpu, GpuError> {
+    fn open(ordinal: usize, say: &dyn Fn(String)) -> Result<Gpu, GpuError> {
         let ctx = CudaContext::new(ordinal)?;
         let stream = ctx.default_stream();
-        let module = ctx.load_module(compile_ptx(KERNELS)?)?;
+        let (major, minor) = ctx.compute_capability()?;
+        let module = ctx.load_module(compile_kernels(major, minor, say)?)?;
         let kernels = Kernels {
             pattern_write: module.load_function("pattern_write")?,
             pattern_verify: module.load_function("pattern_verify")?,
@@ -179,36 +223,6 @@ impl Gpu {
         out.measurements.push((checks::HBM_COPY, tbps, "TB/s"));
         Ok(())
     }
-
-    /// Host↔device over PCIe, from and to page-locked host memory.
-    fn pcie(&self, say: &dyn Fn(String), out: &mut GpuOutput) -> Result<(), GpuError> {
-        // SAFETY: zeroed right below, before any copy reads it.
-        let mut host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(LINK_BYTES, 0) }?;
-        // SAFETY: the pointer is to LINK_BYTES bytes of our own allocation.
-        unsafe { std::ptr::write_bytes(host.as_mut_ptr()?, 0, LINK_BYTES) };
-        // SAFETY: written by the first copy before anything reads it.
-        let mut dev: CudaSlice<u8> = unsafe { self.stream.alloc(LINK_BYTES) }?;
-        self.stream.memcpy_htod(&host, &mut dev)?;
-        self.stream.memcpy_dtoh(&dev, &mut host)?;
-        let start = self.mark()?;
-        for _ in 0..LINK_REPS {
-            self.stream.memcpy_htod(&host, &mut dev)?;
-        }
-        let middle = self.mark()?;
-        for _ in 0..LINK_REPS {
-            self.stream.memcpy_dtoh(&dev, &mut host)?;
-        }
-        let end = self.mark()?;
-        let rate = |ms: f32| link_gbps(LINK_BYTES as u64, LINK_REPS, f64::from(ms) / 1e3);
-        let h2d = rate(start.elapsed_ms(&middle)?);
-        let d2h = rate(middle.elapsed_ms(&end)?);
-        say(format!(
-            "pcie: host→device {h2d:.1} GB/s, device→host {d2h:.1} GB/s"
-        ));
-        out.measurements.push((checks::PCIE_H2D, h2d, "GB/s"));
-        out.measurements.push((checks::PCIE_D2H, d2h, "GB/s"));
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -242,10 +256,30 @@ mod tests {
             eprintln!("no libnvrtc here: the kernels were not compiled");
             return;
         }
-        let ptx = compile_ptx(KERNELS).unwrap_or_else(|e| panic!("{e}"));
-        let text = ptx.to_src();
-        for name in KERNEL_NAMES {
-            assert!(text.contains(&format!(".entry {name}(")), "{name}");
+        // H100/H200 and B200: the PTX names the target it was compiled for. An architecture
+        // NVRTC does not know (99.9) falls back to its default.
+        // (major, minor, whether NVRTC must fall back: `None` where it depends on its version)
+        for (major, minor, falls_back) in [(9, 0, Some(false)), (10, 0, None), (99, 9, Some(true))]
+        {
+            let fell_back = std::cell::Cell::new(false);
+            let ptx = compile_kernels(major, minor, &|_| fell_back.set(true))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let text = ptx.to_src();
+            for name in KERNEL_NAMES {
+                assert!(text.contains(&format!(".entry {name}(")), "{name}");
+            }
+            let target = format!(".target sm_{major}{minor}");
+            assert_eq!(text.contains(&target), !fell_back.get(), "{major}.{minor}");
+            if let Some(falls_back) = falls_back {
+                assert_eq!(fell_back.get(), falls_back, "{major}.{minor}");
+            }
         }
+    }
+
+    #[test]
+    fn the_architecture_option_names_the_virtual_architecture() {
+        assert_eq!(arch_option(9, 0), "--gpu-architecture=compute_90");
+        assert_eq!(arch_option(10, 0), "--gpu-architecture=compute_100");
+        assert_eq!(arch_option(8, 6), "--gpu-architecture=compute_86");
     }
 }

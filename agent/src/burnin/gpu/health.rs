@@ -1,32 +1,74 @@
 //! A GPU's health through NVML: fault counters read before and after the burn-in (the
-//! results are their changes, or their state at the end for the ones that say "pending" or
-//! "failed"), and the samples of throttle reasons, power, temperature and clocks taken while
-//! it computes.
+//! results are their changes, or their state at the end for the ones that say "pending",
+//! "failed", "disabled" or "not ready"). The samples taken while it computes are in
+//! `samples.rs`.
 
 use std::collections::BTreeMap;
 
 use nvml_wrapper::Device;
-use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
+use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError};
 use nvml_wrapper::enum_wrappers::nv_link::ErrorCounter;
-use provisioner_protocol::burnin::{Conditions, checks};
+use provisioner_protocol::burnin::checks;
 
 /// NVML's `NVML_NVLINK_MAX_LINKS`.
 const NVLINK_MAX_LINKS: u32 = 18;
+/// `NVML_SUCCESS`.
+const NVML_SUCCESS: u32 = 0;
+/// nvml.h `NVML_GPU_FABRIC_STATE_*`.
+const FABRIC_STATE_NOT_SUPPORTED: u8 = 0;
+const FABRIC_STATE_COMPLETED: u8 = 3;
+
+/// nvml.h `nvmlGpuFabricInfo_t`, the v1 layout `nvmlDeviceGetGpuFabricInfo` fills
+/// (nvml-wrapper-sys has it but nvml-wrapper does not re-export it).
+#[repr(C)]
+struct FabricInfo {
+    _cluster_uuid: [u8; 16],
+    /// An `nvmlReturn_t`: how the GPU's registration with the fabric went.
+    status: u32,
+    _clique_id: u32,
+    state: u8,
+}
 
 /// The fault counters at one moment; `None` where the GPU or driver cannot say (ECC off, no
-/// NVLink, row remapping on a GPU that retires pages instead).
+/// NVLink, row remapping on a GPU that retires pages instead, no NVLink fabric).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Health {
-    pub ecc_enabled: Option<bool>,
+    /// ECC now, and after the next reboot.
+    pub ecc_current: Option<bool>,
+    pub ecc_pending: Option<bool>,
     pub ecc_uncorrected: Option<u64>,
     pub ecc_corrected: Option<u64>,
+    /// Uncorrected errors over the GPU's life (NVML's aggregate count).
+    pub ecc_uncorrected_aggregate: Option<u64>,
     pub remap_pending: Option<bool>,
     pub remap_failed: Option<bool>,
     pub retired_pages_pending: Option<bool>,
-    /// Links that report inactive, of those NVML knows on this GPU.
-    pub nvlink_inactive: Option<u64>,
-    /// The data-link error counters (replay, recovery, CRC) summed over the active links.
-    pub nvlink_errors: Option<u64>,
+    pub nvlinks: NvLinks,
+    /// The GPU reports NVLink fabric state and it is not registered (or failed to be).
+    pub fabric_not_ready: Option<bool>,
+}
+
+/// A GPU's NVLinks, summed; all `None` where no link is active (no NVLink, or a PCIe card
+/// without bridges, whose links NVML may still list as inactive).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NvLinks {
+    /// Links whose state reads inactive.
+    pub inactive: Option<u64>,
+    /// CRC-data and recovery counts over the active links: data the link got wrong, or a
+    /// link that had to be retrained.
+    pub errors: Option<u64>,
+    /// Replay and CRC-flit counts over the active links: flits resent and then right.
+    pub replays: Option<u64>,
+}
+
+impl Health {
+    /// ECC is off now or will be after the next reboot; `None` where NVML cannot say.
+    fn ecc_disabled(&self) -> Option<bool> {
+        match (self.ecc_current, self.ecc_pending) {
+            (None, None) => None,
+            (current, pending) => Some(current == Some(false) || pending == Some(false)),
+        }
+    }
 }
 
 /// The counters a run reports from the health read before and after it.
@@ -45,8 +87,13 @@ pub fn health_counters(before: &Health, after: &Health) -> BTreeMap<&'static str
         ),
         (
             checks::NVLINK_ERRORS,
-            before.nvlink_errors,
-            after.nvlink_errors,
+            before.nvlinks.errors,
+            after.nvlinks.errors,
+        ),
+        (
+            checks::NVLINK_REPLAYS,
+            before.nvlinks.replays,
+            after.nvlinks.replays,
         ),
     ];
     for (name, before, after) in deltas {
@@ -58,14 +105,25 @@ pub fn health_counters(before: &Health, after: &Health) -> BTreeMap<&'static str
         (checks::REMAP_PENDING, after.remap_pending),
         (checks::REMAP_FAILED, after.remap_failed),
         (checks::RETIRED_PAGES_PENDING, after.retired_pages_pending),
+        (checks::ECC_DISABLED, after.ecc_disabled()),
+        (checks::FABRIC_NOT_READY, after.fabric_not_ready),
     ];
     for (name, state) in states {
         if let Some(state) = state {
             counters.insert(name, u64::from(state));
         }
     }
-    if let Some(inactive) = after.nvlink_inactive {
-        counters.insert(checks::NVLINK_INACTIVE, inactive);
+    let absolute = [
+        (checks::NVLINK_INACTIVE, after.nvlinks.inactive),
+        (
+            checks::ECC_UNCORRECTED_AGGREGATE,
+            after.ecc_uncorrected_aggregate,
+        ),
+    ];
+    for (name, count) in absolute {
+        if let Some(count) = count {
+            counters.insert(name, count);
+        }
     }
     counters
 }
@@ -85,20 +143,27 @@ pub fn read_health(device: &Device) -> Health {
         Some((pending, failed)) => (Some(pending), Some(failed)),
         None => (None, None),
     };
-    let (nvlink_inactive, nvlink_errors) = nvlinks(device);
+    let ecc = device.is_ecc_enabled().ok();
+    let links: Vec<LinkReading> = (0..NVLINK_MAX_LINKS)
+        .map(|link| read_link(device, link))
+        .collect();
     Health {
-        ecc_enabled: device.is_ecc_enabled().ok().map(|m| m.currently_enabled),
+        ecc_current: ecc.as_ref().map(|m| m.currently_enabled),
+        ecc_pending: ecc.as_ref().map(|m| m.pending_enabled),
         ecc_uncorrected: device
             .total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile)
             .ok(),
         ecc_corrected: device
             .total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile)
             .ok(),
+        ecc_uncorrected_aggregate: device
+            .total_ecc_errors(MemoryError::Uncorrected, EccCounter::Aggregate)
+            .ok(),
         remap_pending,
         remap_failed,
         retired_pages_pending: device.are_pages_pending_retired().ok(),
-        nvlink_inactive,
-        nvlink_errors,
+        nvlinks: fold_links(&links),
+        fabric_not_ready: fabric_not_ready(device),
     }
 }
 
@@ -122,137 +187,132 @@ fn remapped_rows(device: &Device) -> Option<(bool, bool)> {
     (rc == 0).then_some((pending != 0, failed != 0))
 }
 
-/// (inactive links, summed data-link errors of the active ones); `None` where the GPU
-/// reports no NVLink at all.
-fn nvlinks(device: &Device) -> (Option<u64>, Option<u64>) {
-    let mut known = 0u64;
-    let mut inactive = 0u64;
-    let mut errors: Option<u64> = None;
-    for link in 0..NVLINK_MAX_LINKS {
-        let link = device.link_wrapper_for(link);
-        match link.is_active() {
-            Ok(true) => {
-                known += 1;
-                for counter in [
-                    ErrorCounter::DlReplay,
-                    ErrorCounter::DlRecovery,
-                    ErrorCounter::DlCrcFlit,
-                    ErrorCounter::DlCrcData,
-                ] {
-                    if let Ok(n) = link.error_counter(counter) {
-                        errors = Some(errors.unwrap_or(0).saturating_add(n));
-                    }
-                }
-            }
-            Ok(false) => {
-                known += 1;
-                inactive += 1;
-            }
-            Err(_) => {}
-        }
-    }
-    if known == 0 {
-        (None, None)
-    } else {
-        (Some(inactive), errors)
-    }
+/// `nvmlDeviceGetGpuFabricInfo` (driver 525 and later), which nvml-wrapper 0.13 does not
+/// wrap: whether a GPU on an NVLink fabric (GB200 NVL, GH200 NVL32) is not yet registered
+/// with it. `None` where the GPU has no fabric state to report.
+fn fabric_not_ready(device: &Device) -> Option<bool> {
+    let lib = device.nvml().lib();
+    // An older libnvidia-ml lacks the symbol; calling it then would panic.
+    lib.nvmlDeviceGetGpuFabricInfo.as_ref().ok()?;
+    let mut info = FabricInfo {
+        _cluster_uuid: [0; 16],
+        status: NVML_SUCCESS,
+        _clique_id: 0,
+        state: FABRIC_STATE_NOT_SUPPORTED,
+    };
+    // SAFETY: the handle is live for `device`'s lifetime, and `info` is ours and laid out as
+    // the `nvmlGpuFabricInfo_t` this symbol takes.
+    let rc = unsafe { lib.nvmlDeviceGetGpuFabricInfo(device.handle(), (&raw mut info).cast()) };
+    fabric_state_not_ready(rc, info.state, info.status)
 }
 
-/// One sample of how a GPU runs.
+/// From the call's return code and the fabric info's state and status: `None` where the
+/// GPU does not report fabric state (the call fails, or the state says not supported);
+/// otherwise not ready unless registration completed and succeeded.
+fn fabric_state_not_ready(rc: u32, state: u8, status: u32) -> Option<bool> {
+    if rc != NVML_SUCCESS || state == FABRIC_STATE_NOT_SUPPORTED {
+        return None;
+    }
+    Some(state != FABRIC_STATE_COMPLETED || status != NVML_SUCCESS)
+}
+
+/// One NVLink: its state where NVML reads one, and for an active link its error counters
+/// (CRC-data, recovery, replay, CRC-flit) where they read.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Sample {
-    pub throttle_reasons: Option<u64>,
-    pub power_w: Option<f64>,
-    pub power_limit_w: Option<f64>,
-    pub temperature_c: Option<f64>,
-    pub sm_clock_mhz: Option<f64>,
+struct LinkReading {
+    active: Option<bool>,
+    crc_data: Option<u64>,
+    recovery: Option<u64>,
+    replay: Option<u64>,
+    crc_flit: Option<u64>,
 }
 
-pub fn read_sample(device: &Device) -> Sample {
-    Sample {
-        throttle_reasons: device.current_throttle_reasons().ok().map(|r| r.bits()),
-        power_w: device.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
-        power_limit_w: device
-            .enforced_power_limit()
-            .ok()
-            .map(|mw| f64::from(mw) / 1000.0),
-        temperature_c: device
-            .temperature(TemperatureSensor::Gpu)
-            .ok()
-            .map(f64::from),
-        sm_clock_mhz: device.clock_info(Clock::SM).ok().map(f64::from),
+fn read_link(device: &Device, link: u32) -> LinkReading {
+    let link = device.link_wrapper_for(link);
+    let active = link.is_active().ok();
+    if active != Some(true) {
+        return LinkReading {
+            active,
+            ..LinkReading::default()
+        };
+    }
+    let counter = |c| link.error_counter(c).ok();
+    LinkReading {
+        active,
+        crc_data: counter(ErrorCounter::DlCrcData),
+        recovery: counter(ErrorCounter::DlRecovery),
+        replay: counter(ErrorCounter::DlReplay),
+        crc_flit: counter(ErrorCounter::DlCrcFlit),
     }
 }
 
-/// The samples of one GPU folded as they come: reasons ORed, extremes kept.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Samples {
-    count: u32,
-    conditions: Conditions,
-}
-
-impl Samples {
-    pub fn add(&mut self, s: &Sample) {
-        self.count += 1;
-        let c = &mut self.conditions;
-        c.throttle_reasons |= s.throttle_reasons.unwrap_or(0);
-        c.power_max_w = max(c.power_max_w, s.power_w);
-        c.power_limit_w = max(c.power_limit_w, s.power_limit_w);
-        c.temperature_max_c = max(c.temperature_max_c, s.temperature_c);
-        c.sm_clock_min_mhz = min(c.sm_clock_min_mhz, s.sm_clock_mhz);
-        c.sm_clock_max_mhz = max(c.sm_clock_max_mhz, s.sm_clock_mhz);
+/// The links summed. Only a GPU with at least one active link reports anything: links that
+/// NVML lists on a GPU with none active are not links that went down.
+fn fold_links(links: &[LinkReading]) -> NvLinks {
+    let active: Vec<&LinkReading> = links.iter().filter(|l| l.active == Some(true)).collect();
+    if active.is_empty() {
+        return NvLinks::default();
     }
-
-    /// What the samples saw; `None` if there were none.
-    pub fn conditions(&self) -> Option<Conditions> {
-        (self.count > 0).then(|| self.conditions.clone())
-    }
-}
-
-fn max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn min(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let sum = |counts: &[Option<u64>]| -> Option<u64> {
+        counts
+            .iter()
+            .flatten()
+            .fold(None, |sum, n| Some(sum.unwrap_or(0u64).saturating_add(*n)))
+    };
+    let errors: Vec<Option<u64>> = active
+        .iter()
+        .flat_map(|l| [l.crc_data, l.recovery])
+        .collect();
+    let replays: Vec<Option<u64>> = active.iter().flat_map(|l| [l.replay, l.crc_flit]).collect();
+    NvLinks {
+        inactive: Some(links.iter().filter(|l| l.active == Some(false)).count() as u64),
+        errors: sum(&errors),
+        replays: sum(&replays),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisioner_protocol::burnin::throttle;
-    use std::path::Path;
 
     fn healthy() -> Health {
         Health {
-            ecc_enabled: Some(true),
+            ecc_current: Some(true),
+            ecc_pending: Some(true),
             ecc_uncorrected: Some(0),
             ecc_corrected: Some(3),
+            ecc_uncorrected_aggregate: Some(0),
             remap_pending: Some(false),
             remap_failed: Some(false),
             retired_pages_pending: None,
-            nvlink_inactive: Some(0),
-            nvlink_errors: Some(10),
+            nvlinks: NvLinks {
+                inactive: Some(0),
+                errors: Some(10),
+                replays: Some(40),
+            },
+            fabric_not_ready: None,
         }
     }
 
     #[test]
     fn a_healthy_run_reports_zeros() {
         let counters = health_counters(&healthy(), &healthy());
-        assert_eq!(counters[checks::ECC_UNCORRECTED], 0);
-        assert_eq!(counters[checks::ECC_CORRECTED], 0);
-        assert_eq!(counters[checks::REMAP_PENDING], 0);
-        assert_eq!(counters[checks::REMAP_FAILED], 0);
-        assert_eq!(counters[checks::NVLINK_INACTIVE], 0);
-        assert_eq!(counters[checks::NVLINK_ERRORS], 0);
+        for name in [
+            checks::ECC_UNCORRECTED,
+            checks::ECC_CORRECTED,
+            checks::ECC_DISABLED,
+            checks::ECC_UNCORRECTED_AGGREGATE,
+            checks::REMAP_PENDING,
+            checks::REMAP_FAILED,
+            checks::NVLINK_INACTIVE,
+            checks::NVLINK_ERRORS,
+            checks::NVLINK_REPLAYS,
+        ] {
+            assert_eq!(counters[name], 0, "{name}");
+        }
         // Not readable on this GPU: not reported, rather than reported as zero.
         assert!(!counters.contains_key(checks::RETIRED_PAGES_PENDING));
+        assert!(!counters.contains_key(checks::FABRIC_NOT_READY));
     }
 
     #[test]
@@ -260,18 +320,47 @@ mod tests {
         let after = Health {
             ecc_uncorrected: Some(1),
             ecc_corrected: Some(7),
+            ecc_uncorrected_aggregate: Some(12),
             remap_pending: Some(true),
-            nvlink_inactive: Some(2),
-            nvlink_errors: Some(15),
+            nvlinks: NvLinks {
+                inactive: Some(2),
+                errors: Some(15),
+                replays: Some(1040),
+            },
+            fabric_not_ready: Some(true),
             ..healthy()
         };
         let counters = health_counters(&healthy(), &after);
         assert_eq!(counters[checks::ECC_UNCORRECTED], 1);
         assert_eq!(counters[checks::ECC_CORRECTED], 4);
+        // Lifetime count: absolute, not the run's change.
+        assert_eq!(counters[checks::ECC_UNCORRECTED_AGGREGATE], 12);
         assert_eq!(counters[checks::REMAP_PENDING], 1);
         assert_eq!(counters[checks::REMAP_FAILED], 0);
         assert_eq!(counters[checks::NVLINK_INACTIVE], 2);
         assert_eq!(counters[checks::NVLINK_ERRORS], 5);
+        assert_eq!(counters[checks::NVLINK_REPLAYS], 1000);
+        assert_eq!(counters[checks::FABRIC_NOT_READY], 1);
+    }
+
+    #[test]
+    fn ecc_off_now_or_after_reboot_is_reported() {
+        let ecc = |current, pending| {
+            let after = Health {
+                ecc_current: current,
+                ecc_pending: pending,
+                ..healthy()
+            };
+            health_counters(&healthy(), &after)
+                .get(checks::ECC_DISABLED)
+                .copied()
+        };
+        assert_eq!(ecc(Some(true), Some(true)), Some(0));
+        assert_eq!(ecc(Some(false), Some(false)), Some(1));
+        assert_eq!(ecc(Some(true), Some(false)), Some(1));
+        assert_eq!(ecc(Some(false), Some(true)), Some(1));
+        // NVML cannot say (a GPU without ECC): not reported.
+        assert_eq!(ecc(None, None), None);
     }
 
     #[test]
@@ -295,70 +384,97 @@ mod tests {
         assert!(health_counters(&healthy(), &Health::default()).is_empty());
     }
 
-    /// `during-load.csv`: timestamp, temperature, power, SM clock, clock event reasons.
-    fn fixture_samples(card: &str) -> Vec<Sample> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/nvidia")
-            .join(card)
-            .join("during-load.csv");
-        let text = std::fs::read_to_string(&path).unwrap();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|line| {
-                let f: Vec<&str> = line.split(',').map(str::trim).collect();
-                let number = |s: &str| s.split(' ').next().unwrap().parse::<f64>().unwrap();
-                Sample {
-                    throttle_reasons: Some(
-                        u64::from_str_radix(f[4].trim_start_matches("0x"), 16).unwrap(),
-                    ),
-                    power_w: Some(number(f[2])),
-                    power_limit_w: Some(700.0),
-                    temperature_c: Some(number(f[1])),
-                    sm_clock_mhz: Some(number(f[3])),
-                }
-            })
-            .collect()
-    }
-
     #[test]
-    fn the_h100_fixture_samples_fold_to_a_power_capped_load() {
-        let mut samples = Samples::default();
-        assert_eq!(samples.conditions(), None);
-        // Only the samples under load, as the burn-in takes them (after the GEMM started).
-        for s in fixture_samples("h100-sxm5-80gb")
-            .iter()
-            .filter(|s| s.power_w > Some(200.0))
-        {
-            samples.add(s);
-        }
-        let c = samples.conditions().unwrap();
+    fn fabric_state_is_judged_only_where_the_gpu_has_one() {
+        const NOT_SUPPORTED_RC: u32 = 3;
+        // HGX H100: the call succeeds and says the GPU has no fabric state.
+        assert_eq!(fabric_state_not_ready(NVML_SUCCESS, 0, NVML_SUCCESS), None);
+        // A GPU or driver without the call.
         assert_eq!(
-            c.throttle_reasons & throttle::SW_POWER_CAP,
-            throttle::SW_POWER_CAP
+            fabric_state_not_ready(NOT_SUPPORTED_RC, 3, NVML_SUCCESS),
+            None
         );
-        assert_eq!(c.throttle_reasons & throttle::HW_SLOWDOWN, 0);
-        assert!(c.power_max_w.unwrap() > 690.0, "{c:?}");
-        assert_eq!(c.power_limit_w, Some(700.0));
-        assert!(c.temperature_max_c.unwrap() >= 76.0, "{c:?}");
-        assert!(c.sm_clock_min_mhz.unwrap() >= 1485.0, "{c:?}");
-        assert!(c.sm_clock_max_mhz.unwrap() <= 1980.0, "{c:?}");
+        // GB200: registered, registering, not started, or registered with an error.
+        assert_eq!(
+            fabric_state_not_ready(NVML_SUCCESS, 3, NVML_SUCCESS),
+            Some(false)
+        );
+        assert_eq!(
+            fabric_state_not_ready(NVML_SUCCESS, 2, NVML_SUCCESS),
+            Some(true)
+        );
+        assert_eq!(
+            fabric_state_not_ready(NVML_SUCCESS, 1, NVML_SUCCESS),
+            Some(true)
+        );
+        assert_eq!(fabric_state_not_ready(NVML_SUCCESS, 3, 999), Some(true));
     }
 
     #[test]
-    fn missing_readings_leave_gaps_not_zeros() {
-        let mut samples = Samples::default();
-        samples.add(&Sample {
-            throttle_reasons: Some(throttle::SW_THERMAL),
-            ..Sample::default()
-        });
-        samples.add(&Sample {
-            sm_clock_mhz: Some(1500.0),
-            ..Sample::default()
-        });
-        let c = samples.conditions().unwrap();
-        assert_eq!(c.throttle_reasons, throttle::SW_THERMAL);
-        assert_eq!(c.power_max_w, None);
-        assert_eq!(c.sm_clock_min_mhz, Some(1500.0));
-        assert_eq!(c.sm_clock_max_mhz, Some(1500.0));
+    fn the_fabric_info_has_nvml_s_v1_layout() {
+        // nvml.h: unsigned char clusterUuid[16]; nvmlReturn_t status; unsigned int cliqueId;
+        // nvmlGpuFabricState_t state (unsigned char).
+        assert_eq!(std::mem::offset_of!(FabricInfo, status), 16);
+        assert_eq!(std::mem::offset_of!(FabricInfo, _clique_id), 20);
+        assert_eq!(std::mem::offset_of!(FabricInfo, state), 24);
+        assert_eq!(std::mem::size_of::<FabricInfo>(), 28);
+    }
+
+    fn active(crc_data: u64, recovery: u64, replay: u64, crc_flit: u64) -> LinkReading {
+        LinkReading {
+            active: Some(true),
+            crc_data: Some(crc_data),
+            recovery: Some(recovery),
+            replay: Some(replay),
+            crc_flit: Some(crc_flit),
+        }
+    }
+
+    fn state(active: Option<bool>) -> LinkReading {
+        LinkReading {
+            active,
+            ..LinkReading::default()
+        }
+    }
+
+    #[test]
+    fn nvlink_errors_and_replays_are_summed_apart() {
+        let links = [
+            active(1, 2, 100, 7),
+            active(0, 0, 5, 0),
+            state(Some(false)),
+            // A link number the GPU does not have: neither active nor inactive.
+            state(None),
+        ];
+        assert_eq!(
+            fold_links(&links),
+            NvLinks {
+                inactive: Some(1),
+                errors: Some(3),
+                replays: Some(112),
+            }
+        );
+    }
+
+    #[test]
+    fn a_gpu_without_an_active_link_reports_no_nvlink() {
+        // A PCIe card without bridges: NVML lists its links, all inactive.
+        let pcie_card = vec![state(Some(false)); 18];
+        assert_eq!(fold_links(&pcie_card), NvLinks::default());
+        assert_eq!(fold_links(&[state(None); 18]), NvLinks::default());
+        assert_eq!(fold_links(&[]), NvLinks::default());
+    }
+
+    #[test]
+    fn unreadable_link_counters_leave_gaps_not_zeros() {
+        let links = [state(Some(true)), state(Some(false))];
+        assert_eq!(
+            fold_links(&links),
+            NvLinks {
+                inactive: Some(1),
+                errors: None,
+                replays: None,
+            }
+        );
     }
 }

@@ -65,6 +65,22 @@ impl Pattern {
     }
 }
 
+/// The 64-bit words the pattern test asks for: `fraction` of `free_bytes`.
+pub fn pattern_words(free_bytes: usize, fraction: f64) -> usize {
+    (free_bytes as f64 * fraction.clamp(0.0, 1.0)) as usize / 8
+}
+
+/// What the pattern test covered: the fraction of free memory it held, and whether it held
+/// less than it asked for (`pattern_words`), as when allocations kept failing.
+pub fn pattern_coverage(free_bytes: usize, wanted_words: usize, held_words: usize) -> (f64, bool) {
+    let fraction = if free_bytes == 0 {
+        0.0
+    } else {
+        (held_words as f64 * 8.0 / free_bytes as f64).min(1.0)
+    };
+    (fraction, held_words < wanted_words || held_words == 0)
+}
+
 /// The GEMM inputs' seeds: the same on every GPU, so every GPU must compute the same product.
 pub const GEMM_SEED_A: u64 = 0xA;
 pub const GEMM_SEED_B: u64 = 0xB;
@@ -247,6 +263,28 @@ mod tests {
         assert_eq!(percentile(&[7.0], 5.0), Some(7.0));
         assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[f64::NAN, 4.0], 50.0), Some(4.0));
+    }
+
+    #[test]
+    fn pattern_coverage_against_the_plan() {
+        let free = 80 << 30;
+        let wanted = pattern_words(free, 0.9);
+        assert_eq!(wanted, (80usize << 30) / 10 * 9 / 8);
+        // Everything asked for was held: not short, even where 0.9 × free is not whole words.
+        let (fraction, short) = pattern_coverage(free, wanted, wanted);
+        assert!((fraction - 0.9).abs() < 1e-9, "{fraction}");
+        assert!(!short);
+        let odd = 80_000_000_007;
+        let odd_wanted = pattern_words(odd, 0.9);
+        assert!(!pattern_coverage(odd, odd_wanted, odd_wanted).1);
+        // Allocations gave out at half.
+        let (fraction, short) = pattern_coverage(free, wanted, wanted / 2);
+        assert!(fraction < 0.5, "{fraction}");
+        assert!(short);
+        // Nothing held, nothing free.
+        assert_eq!(pattern_coverage(free, wanted, 0), (0.0, true));
+        assert_eq!(pattern_coverage(0, 0, 0), (0.0, true));
+        assert_eq!(pattern_words(free, 7.0), free / 8);
     }
 
     fn hashes(list: &[(&str, u64)]) -> Vec<(String, u64)> {

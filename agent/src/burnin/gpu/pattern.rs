@@ -8,7 +8,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DriverError, PushKernelArg};
 use provisioner_protocol::burnin::checks;
 
 use super::cuda::{Gpu, GpuError, GpuOutput};
-use super::measure::Pattern;
+use super::measure::{Pattern, pattern_coverage, pattern_words};
 
 /// Bad words whose address (and flipped bits) the test keeps.
 const BAD_AT_LEN: u32 = 8;
@@ -51,11 +51,23 @@ impl Gpu {
         out: &mut GpuOutput,
     ) -> Result<(), GpuError> {
         let (free, _) = self.ctx.mem_get_info()?;
-        let words = (free as f64 * fraction.clamp(0.0, 1.0)) as usize / 8;
+        let words = pattern_words(free, fraction);
         let mut chunks = self.alloc_chunks(words)?;
         let held: usize = chunks.iter().map(|c| c.len()).sum();
+        let (coverage, short) = pattern_coverage(free, words, held);
+        out.measurements
+            .push((checks::HBM_PATTERN_COVERAGE, coverage, "fraction"));
+        out.counters
+            .insert(checks::HBM_COVERAGE_SHORT, u64::from(short));
         if held == 0 {
             return Err(GpuError::NoMemory);
+        }
+        if short {
+            say(format!(
+                "hbm pattern: could hold only {:.1} GB of the {:.1} GB asked for",
+                (held * 8) as f64 / 1e9,
+                (words * 8) as f64 / 1e9
+            ));
         }
         let passes = Pattern::all();
         say(format!(

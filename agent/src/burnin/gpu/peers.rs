@@ -1,5 +1,7 @@
-//! The node's GPUs together: which CUDA ordinal each PCI address has, and GPU-to-GPU copies
-//! (NVLink where the GPUs have it, PCIe P2P or staged through the host where not).
+//! The node's GPUs and their links: which CUDA ordinal each PCI address has, host↔device
+//! copies over PCIe, and GPU-to-GPU copies (NVLink where the GPUs have it, PCIe P2P or staged
+//! through the host where not). Each runs for one GPU (or pair) at a time, on a thread of its
+//! own bounded by the caller.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,8 +9,12 @@ use std::sync::Arc;
 use cudarc::driver::sys::{self, CUdevice_attribute, CUevent_flags, CUresult};
 use cudarc::driver::{CudaContext, CudaSlice, DriverError, result};
 
-use super::cuda::{GpuError, LINK_BYTES, LINK_REPS};
+use super::cuda::GpuError;
 use super::measure::link_gbps;
+
+/// Host↔device and GPU↔GPU copies: 256 MiB, this many times after one warm-up.
+const LINK_BYTES: usize = 256 << 20;
+const LINK_REPS: u32 = 10;
 
 /// CUDA ordinals by PCI address (`0000:18:00.0`): CUDA numbers GPUs fastest first unless
 /// told otherwise, so the facts' addresses are matched to ordinals here.
@@ -28,6 +34,36 @@ pub fn pci_ordinals() -> Result<BTreeMap<String, usize>, DriverError> {
         );
     }
     Ok(ordinals)
+}
+
+/// Host→device and device→host over PCIe, from and to page-locked host memory: GB/s each
+/// way. The caller has pinned this thread to the GPU's CPUs, so the host memory is theirs.
+pub fn pcie(ordinal: usize) -> Result<(f64, f64), GpuError> {
+    let ctx = CudaContext::new(ordinal)?;
+    let stream = ctx.default_stream();
+    // SAFETY: zeroed right below, before any copy reads it.
+    let mut host = unsafe { ctx.alloc_pinned_with_flags::<u8>(LINK_BYTES, 0) }?;
+    // SAFETY: the pointer is to LINK_BYTES bytes of our own allocation.
+    unsafe { std::ptr::write_bytes(host.as_mut_ptr()?, 0, LINK_BYTES) };
+    // SAFETY: written by the first copy before anything reads it.
+    let mut dev: CudaSlice<u8> = unsafe { stream.alloc(LINK_BYTES) }?;
+    stream.memcpy_htod(&host, &mut dev)?;
+    stream.memcpy_dtoh(&dev, &mut host)?;
+    let mark = || stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT));
+    let start = mark()?;
+    for _ in 0..LINK_REPS {
+        stream.memcpy_htod(&host, &mut dev)?;
+    }
+    let middle = mark()?;
+    for _ in 0..LINK_REPS {
+        stream.memcpy_dtoh(&dev, &mut host)?;
+    }
+    let end = mark()?;
+    let rate = |ms: f32| link_gbps(LINK_BYTES as u64, LINK_REPS, f64::from(ms) / 1e3);
+    Ok((
+        rate(start.elapsed_ms(&middle)?),
+        rate(middle.elapsed_ms(&end)?),
+    ))
 }
 
 /// Copies from GPU `src` into GPU `dst` (CUDA ordinals), with peer access enabled where the

@@ -1,12 +1,14 @@
 //! GPU work runs on worker threads, one per job, and this module waits for them with a time
 //! limit per step. A CUDA call that hangs (a GPU fallen off the bus, a wedged driver) cannot
 //! be cancelled: its worker is left behind and its device is reported as timed out, while the
-//! other workers go on. Workers' progress lines come back here, so `say` stays on the caller's
-//! thread; `tick` runs about every `tick_every`, for the NVML samples taken alongside.
+//! other workers go on. A worker delivers each step's result as soon as it has it, so a step
+//! that hangs later costs only itself. Workers' progress lines come back here, so `say` stays
+//! on the caller's thread; `tick` runs about every `tick_every`, for the NVML samples taken
+//! alongside.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,16 +23,25 @@ pub struct Running {
 
 /// How a job ended.
 #[derive(Debug, PartialEq)]
-pub enum Outcome<R> {
-    Done(R),
+pub enum End {
+    Done,
     TimedOut { step: Step, limit: Duration },
     Panicked(String),
+}
+
+/// What a job delivered, in order, and how it ended: a step that hangs or panics does not
+/// take the results of the steps before it along.
+#[derive(Debug, PartialEq)]
+pub struct Outcome<R> {
+    pub results: Vec<R>,
+    pub end: End,
 }
 
 enum Report<R> {
     Say(String),
     Begin(Step, Duration),
-    Done(R),
+    Deliver(R),
+    Done,
     Panicked(String),
 }
 
@@ -51,17 +62,43 @@ impl<R> Reporter<R> {
     pub fn begin(&self, step: Step, limit: Duration) {
         let _ = self.tx.send((self.worker, Report::Begin(step, limit)));
     }
+
+    /// A finished step's result, kept whatever happens to the steps after it.
+    pub fn deliver(&self, result: R) {
+        let _ = self.tx.send((self.worker, Report::Deliver(result)));
+    }
 }
 
-pub type Job<R> = Box<dyn FnOnce(&Reporter<R>) -> R + Send>;
+pub type Job<R> = Box<dyn FnOnce(&Reporter<R>) + Send>;
 
-enum Slot<R> {
+enum State {
     Running {
         step: Step,
         since: Instant,
         limit: Duration,
     },
-    Ended(Outcome<R>),
+    Ended(End),
+}
+
+struct Slot<R> {
+    results: Vec<R>,
+    state: State,
+}
+
+impl<R> Slot<R> {
+    fn running(&self) -> Option<Running> {
+        match self.state {
+            State::Running { step, since, .. } => Some(Running { step, since }),
+            State::Ended(_) => None,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Running { since, limit, .. } => Some(since + limit),
+            State::Ended(_) => None,
+        }
+    }
 }
 
 /// Runs every job on its own thread and waits until each is done, has panicked, or has
@@ -82,50 +119,52 @@ pub fn supervise<R: Send + 'static>(
         .collect();
     drop(tx);
     let mut next_tick = started + tick_every;
-    while slots.iter().any(|s| matches!(s, Slot::Running { .. })) {
+    while slots.iter().any(|s| s.running().is_some()) {
         let wake = slots
             .iter()
-            .filter_map(|s| match s {
-                Slot::Running { since, limit, .. } => Some(*since + *limit),
-                Slot::Ended(_) => None,
-            })
+            .filter_map(Slot::deadline)
             .fold(next_tick, Instant::min);
         match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok((worker, report)) => receive(&mut slots[worker], report, say),
+            Ok((worker, report)) => {
+                receive(&mut slots[worker], report, say);
+                // Whatever else is already queued was sent before now: a step that ended
+                // in time is not judged by its deadline before its end is read.
+                drain(&rx, &mut slots, say);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             // Every worker sends its end before it lets go of its sender: none is left.
             Err(RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
         for slot in &mut slots {
-            if let Slot::Running { step, since, limit } = *slot
+            if let State::Running { step, since, limit } = slot.state
                 && now >= since + limit
             {
-                *slot = Slot::Ended(Outcome::TimedOut { step, limit });
+                slot.state = State::Ended(End::TimedOut { step, limit });
             }
         }
         if now >= next_tick {
-            let running: Vec<Option<Running>> = slots
-                .iter()
-                .map(|s| match s {
-                    Slot::Running { step, since, .. } => Some(Running {
-                        step: *step,
-                        since: *since,
-                    }),
-                    Slot::Ended(_) => None,
-                })
-                .collect();
+            let running: Vec<Option<Running>> = slots.iter().map(Slot::running).collect();
             tick(&running);
             next_tick = now + tick_every;
         }
     }
     slots
         .into_iter()
-        .map(|s| match s {
-            Slot::Ended(outcome) => outcome,
-            Slot::Running { .. } => Outcome::Panicked("worker vanished without a result".into()),
+        .map(|slot| Outcome {
+            results: slot.results,
+            end: match slot.state {
+                State::Ended(end) => end,
+                State::Running { .. } => End::Panicked("worker vanished without a result".into()),
+            },
         })
         .collect()
+}
+
+fn drain<R>(rx: &Receiver<(usize, Report<R>)>, slots: &mut [Slot<R>], say: &mut dyn FnMut(&str)) {
+    while let Ok((worker, report)) = rx.try_recv() {
+        receive(&mut slots[worker], report, say);
+    }
 }
 
 fn spawn<R: Send + 'static>(
@@ -140,44 +179,47 @@ fn spawn<R: Send + 'static>(
         .spawn(move || {
             let reporter = Reporter { worker, tx };
             let end = match catch_unwind(AssertUnwindSafe(|| job(&reporter))) {
-                Ok(result) => Report::Done(result),
+                Ok(()) => Report::Done,
                 Err(payload) => Report::Panicked(panic_text(payload.as_ref())),
             };
             let _ = reporter.tx.send((worker, end));
         });
-    match spawned {
-        Ok(_) => Slot::Running {
+    let state = match spawned {
+        Ok(_) => State::Running {
             step: Step::Setup,
             since: now,
             limit: setup_limit,
         },
-        Err(e) => Slot::Ended(Outcome::Panicked(format!("cannot start a thread: {e}"))),
+        Err(e) => State::Ended(End::Panicked(format!("cannot start a thread: {e}"))),
+    };
+    Slot {
+        results: Vec::new(),
+        state,
     }
 }
 
 fn receive<R>(slot: &mut Slot<R>, report: Report<R>, say: &mut dyn FnMut(&str)) {
+    // A worker given up on may still talk; its late lines are still true. Its late results
+    // are dropped: what a report holds must not depend on how long the other workers took.
+    if let Report::Say(line) = &report {
+        say(line);
+        return;
+    }
+    if let State::Ended(_) = slot.state {
+        return;
+    }
     match report {
-        // A worker given up on may still talk; its late lines are still true.
-        Report::Say(line) => say(&line),
+        Report::Say(_) => {}
         Report::Begin(step, limit) => {
-            if let Slot::Running { .. } = slot {
-                *slot = Slot::Running {
-                    step,
-                    since: Instant::now(),
-                    limit,
-                };
-            }
+            slot.state = State::Running {
+                step,
+                since: Instant::now(),
+                limit,
+            };
         }
-        Report::Done(result) => {
-            if let Slot::Running { .. } = slot {
-                *slot = Slot::Ended(Outcome::Done(result));
-            }
-        }
-        Report::Panicked(why) => {
-            if let Slot::Running { .. } = slot {
-                *slot = Slot::Ended(Outcome::Panicked(why));
-            }
-        }
+        Report::Deliver(result) => slot.results.push(result),
+        Report::Done => slot.state = State::Ended(End::Done),
+        Report::Panicked(why) => slot.state = State::Ended(End::Panicked(why)),
     }
 }
 
@@ -196,14 +238,16 @@ pub fn bounded<T: Send + 'static>(
     limit: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    let job: Job<T> = Box::new(move |_| f());
-    match supervise(vec![job], limit, limit, &mut |_| {}, &mut |_| {}).pop() {
-        Some(Outcome::Done(value)) => Ok(value),
-        Some(Outcome::TimedOut { limit, .. }) => {
-            Err(format!("timed out after {} s", limit.as_secs_f64()))
-        }
-        Some(Outcome::Panicked(why)) => Err(format!("panicked: {why}")),
-        None => Err("no result".into()),
+    let job: Job<T> = Box::new(move |r| r.deliver(f()));
+    let Some(Outcome { results, end }) =
+        supervise(vec![job], limit, limit, &mut |_| {}, &mut |_| {}).pop()
+    else {
+        return Err("no result".into());
+    };
+    match end {
+        End::Done => results.into_iter().next().ok_or_else(|| "no result".into()),
+        End::TimedOut { limit, .. } => Err(format!("timed out after {} s", limit.as_secs_f64())),
+        End::Panicked(why) => Err(format!("panicked: {why}")),
     }
 }
 
@@ -213,17 +257,21 @@ mod tests {
 
     const SHORT: Duration = Duration::from_millis(200);
 
+    fn ended<R>(results: Vec<R>, end: End) -> Outcome<R> {
+        Outcome { results, end }
+    }
+
     #[test]
     fn a_hung_step_times_out_and_the_others_finish() {
         let quick: Job<u32> = Box::new(|r| {
             r.begin(Step::Copy, Duration::from_secs(10));
             r.say("copy done".into());
-            7
+            r.deliver(7);
         });
         let hung: Job<u32> = Box::new(|r| {
             r.begin(Step::Gemm, SHORT);
             thread::sleep(Duration::from_secs(30));
-            0
+            r.deliver(0);
         });
         let broken: Job<u32> = Box::new(|_| panic!("Missing symbol cuFoo"));
         let mut lines = Vec::new();
@@ -236,19 +284,101 @@ mod tests {
             &mut |_| {},
         );
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(outcomes[0], Outcome::Done(7));
+        assert_eq!(outcomes[0], ended(vec![7], End::Done));
         assert_eq!(
             outcomes[1],
-            Outcome::TimedOut {
-                step: Step::Gemm,
-                limit: SHORT
-            }
+            ended(
+                vec![],
+                End::TimedOut {
+                    step: Step::Gemm,
+                    limit: SHORT
+                }
+            )
         );
         assert_eq!(
             outcomes[2],
-            Outcome::Panicked("Missing symbol cuFoo".into())
+            ended(vec![], End::Panicked("Missing symbol cuFoo".into()))
         );
         assert_eq!(lines, vec!["copy done".to_string()]);
+    }
+
+    #[test]
+    fn the_steps_before_a_hung_one_keep_their_results() {
+        // Three quick steps, each delivered as it ends; the fourth hangs.
+        let job: Job<&str> = Box::new(|r| {
+            for (step, result) in [
+                (Step::Pattern, "pattern"),
+                (Step::Copy, "copy"),
+                (Step::Gemm, "gemm"),
+            ] {
+                r.begin(step, Duration::from_secs(10));
+                r.deliver(result);
+            }
+            r.begin(Step::Pcie, SHORT);
+            thread::sleep(Duration::from_secs(30));
+            r.deliver("too late");
+        });
+        // The same, but the third step panics instead.
+        let broken: Job<&str> = Box::new(|r| {
+            r.begin(Step::Pattern, Duration::from_secs(10));
+            r.deliver("pattern");
+            r.begin(Step::Gemm, Duration::from_secs(10));
+            panic!("cuBLAS went away");
+        });
+        let outcomes = supervise(
+            vec![job, broken],
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            &mut |_| {},
+            &mut |_| {},
+        );
+        assert_eq!(
+            outcomes[0],
+            ended(
+                vec!["pattern", "copy", "gemm"],
+                End::TimedOut {
+                    step: Step::Pcie,
+                    limit: SHORT
+                }
+            )
+        );
+        assert_eq!(
+            outcomes[1],
+            ended(vec!["pattern"], End::Panicked("cuBLAS went away".into()))
+        );
+    }
+
+    #[test]
+    fn results_after_a_time_out_are_dropped() {
+        // The first worker's hung step ends while the second still runs: too late to count.
+        let late: Job<u32> = Box::new(|r| {
+            r.begin(Step::Copy, SHORT);
+            thread::sleep(SHORT * 2);
+            r.deliver(1);
+        });
+        let slow: Job<u32> = Box::new(|r| {
+            r.begin(Step::Gemm, Duration::from_secs(10));
+            thread::sleep(SHORT * 4);
+            r.deliver(2);
+        });
+        let outcomes = supervise(
+            vec![late, slow],
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            &mut |_| {},
+            &mut |_| {},
+        );
+        assert_eq!(
+            outcomes[0],
+            ended(
+                vec![],
+                End::TimedOut {
+                    step: Step::Copy,
+                    limit: SHORT
+                }
+            )
+        );
+        assert_eq!(outcomes[1], ended(vec![2], End::Done));
     }
 
     #[test]
@@ -257,10 +387,13 @@ mod tests {
         let outcomes = supervise(vec![stuck], SHORT, SHORT, &mut |_| {}, &mut |_| {});
         assert_eq!(
             outcomes,
-            vec![Outcome::TimedOut {
-                step: Step::Setup,
-                limit: SHORT
-            }]
+            vec![ended(
+                vec![],
+                End::TimedOut {
+                    step: Step::Setup,
+                    limit: SHORT
+                }
+            )]
         );
     }
 
