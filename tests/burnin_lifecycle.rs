@@ -1,7 +1,8 @@
 //! Burn-in through the lifecycle, on a real SQLite store: a node in burning_in is told its
 //! SKU's plan; its report (the real H100 capture, with faults injected) is judged against the
 //! profile and the cohort of nodes judged before it; PASS moves it to enrolled, FAIL to failed
-//! with the reasons, a first performance failure back to the node to run again.
+//! with the reasons, a first performance failure back to the node to run again. And the
+//! step timeouts, with the clock given.
 
 mod common;
 
@@ -268,4 +269,27 @@ async fn a_retry_left_from_an_earlier_burn_in_does_not_cut_a_new_one_short() {
     // A full report is judged on its own, not merged into the old one.
     let j = s.lc.burnin(Some(&token), &report(mac)).await.unwrap();
     assert_eq!(j.level, Level::Pass, "{j:#?}");
+}
+
+#[tokio::test]
+async fn a_step_past_its_timeout_fails_its_node_at_the_time_given() {
+    let s = setup().await;
+    let m: MacAddr = "52:54:00:00:00:09".parse().unwrap();
+    s.lc.boot_requested(m, None).await.unwrap();
+    let since =
+        s.lc.find("52:54:00:00:00:09")
+            .await
+            .unwrap()
+            .unwrap()
+            .state_since_ms;
+    let fifteen = 15 * 60 * 1000;
+    assert_eq!(s.lc.expire_at(since + fifteen - 1).await.unwrap(), 0);
+    assert_eq!(s.lc.state(m), Some(State::Inspecting));
+    assert_eq!(s.lc.expire_at(since + fifteen).await.unwrap(), 1);
+    let Some(State::Failed { step, reason }) = s.lc.state(m) else {
+        panic!()
+    };
+    assert_eq!(step.as_str(), "inspecting");
+    assert_eq!(reason, "inspecting timed out after 15m");
+    assert_eq!(s.lc.counts()[6], ("failed", 1));
 }

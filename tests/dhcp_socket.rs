@@ -202,7 +202,7 @@ async fn hostile_packets_are_counted_and_dropped_and_the_server_keeps_its_leases
     );
     assert!(rows.iter().all(|l| l.mac.0[5] < 100));
 
-    let text = r.metrics.render().expect("metrics text");
+    let text = r.metrics.render(&[]).expect("metrics text");
     for reason in ["truncated", "option_overrun", "bad_op", "oversized"] {
         assert!(
             text.contains(&format!("dhcp_dropped_total{{reason=\"{reason}\"}}")),
@@ -225,7 +225,7 @@ async fn a_full_pool_offers_nothing_and_says_so_in_a_metric() {
             .await
             .is_none()
     );
-    let text = r.metrics.render().expect("metrics text");
+    let text = r.metrics.render(&[]).expect("metrics text");
     assert!(
         text.contains("dhcp_pool_exhausted_total{subnet=\"127.0.0.0/24\"} 1"),
         "{text}"
@@ -260,7 +260,7 @@ async fn a_store_that_refuses_writes_sends_no_ack_and_loses_no_lease() {
     );
     assert!(
         r.metrics
-            .render()
+            .render(&[])
             .unwrap()
             .contains("dhcp_store_errors_total 1")
     );

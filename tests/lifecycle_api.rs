@@ -431,6 +431,9 @@ fn a_step_that_runs_past_its_timeout_fails_the_node() {
     let f = start("[lifecycle.timeouts]\ninspecting = \"2s\"\n");
     boot(&f, B);
     assert_eq!(node(&f, B)["state"]["state"], "inspecting");
+    let (_, metrics) = curl(&[&format!("{}/metrics", f.base)]);
+    assert!(metrics.contains("nodes{state=\"inspecting\"} 1"), "{metrics}");
+    assert!(metrics.contains("nodes{state=\"failed\"} 0"), "{metrics}");
     // Timeouts are checked every 5 s: wait, bounded, for the check to pass.
     let failed = common::wait_for(Duration::from_secs(30), || {
         let n = node(&f, B);

@@ -45,10 +45,28 @@ pub struct Metrics {
     pub dhcp: DhcpMetrics,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
 impl Metrics {
-    /// Renders the Prometheus text exposition format.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
+    /// Renders the Prometheus text exposition format, with the lifecycle's nodes per state
+    /// as they are now.
+    pub fn render(
+        &self,
+        nodes_by_state: &[(&'static str, usize)],
+    ) -> Result<String, std::fmt::Error> {
         let mut registry = Registry::default();
+        let states = Family::<StateLabel, Gauge>::default();
+        for (state, n) in nodes_by_state {
+            states
+                .get_or_create(&StateLabel {
+                    state: (*state).to_string(),
+                })
+                .set(*n as i64);
+        }
+        registry.register("nodes", "Nodes in each lifecycle state", states);
         let d = &self.dhcp;
         registry.register(
             "dhcp_received",

@@ -174,7 +174,7 @@ async fn healthz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, 
 }
 
 async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let text = st.metrics.render()?;
+    let text = st.metrics.render(&st.boot.lifecycle.counts())?;
     Ok((
         [(
             header::CONTENT_TYPE,

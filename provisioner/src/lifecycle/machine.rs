@@ -54,6 +54,19 @@ impl Step {
     }
 }
 
+/// Every state's name, in the order of the flow.
+pub const STATE_NAMES: [&str; 9] = [
+    "discovered",
+    "inspecting",
+    "inspected",
+    "installing",
+    "burning_in",
+    "enrolled",
+    "failed",
+    "held",
+    "retired",
+];
+
 impl State {
     /// The name stored and shown: `discovered`, `failed`, `held`...
     pub fn name(&self) -> &'static str {
@@ -527,6 +540,12 @@ mod tests {
             boot_target(Some(&held(State::Enrolled))),
             BootTarget::Wait(_)
         ));
+    }
+
+    #[test]
+    fn every_state_is_named_once() {
+        let names: Vec<&str> = every_state().iter().map(State::name).collect();
+        assert_eq!(names, STATE_NAMES);
     }
 
     #[test]

@@ -140,6 +140,15 @@ impl Lifecycle {
         &self.skus
     }
 
+    /// How many nodes are in each state, every state named (zero included).
+    pub fn counts(&self) -> Vec<(&'static str, usize)> {
+        let states = self.states.read().expect("not poisoned");
+        machine::STATE_NAMES
+            .iter()
+            .map(|name| (*name, states.values().filter(|s| s.name() == *name).count()))
+            .collect()
+    }
+
     pub fn state(&self, mac: MacAddr) -> Option<State> {
         self.states.read().expect("not poisoned").get(&mac).cloned()
     }
@@ -377,8 +386,12 @@ impl Lifecycle {
 
     /// Fails every node whose step has run past its timeout. Returns how many.
     pub async fn expire(&self) -> Result<usize, StoreError> {
+        self.expire_at(now_ms()).await
+    }
+
+    /// [`Lifecycle::expire`] with the clock given (Unix ms).
+    pub async fn expire_at(&self, now: i64) -> Result<usize, StoreError> {
         let _one = self.write.lock().await;
-        let now = now_ms();
         let mut failed = 0;
         let timed: Vec<&str> = Step::ALL
             .iter()
