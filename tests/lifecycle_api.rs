@@ -432,7 +432,10 @@ fn a_step_that_runs_past_its_timeout_fails_the_node() {
     boot(&f, B);
     assert_eq!(node(&f, B)["state"]["state"], "inspecting");
     let (_, metrics) = curl(&[&format!("{}/metrics", f.base)]);
-    assert!(metrics.contains("nodes{state=\"inspecting\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("nodes{state=\"inspecting\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("nodes{state=\"failed\"} 0"), "{metrics}");
     // Timeouts are checked every 5 s: wait, bounded, for the check to pass.
     let failed = common::wait_for(Duration::from_secs(30), || {
@@ -526,4 +529,174 @@ fn without_a_discovery_image_a_node_is_told_so_and_does_not_start_inspecting() {
     let n = get_json(&format!("{base}/api/v1/nodes/{A}"));
     assert_eq!(n["state"]["state"], "discovered", "{n:#}");
     drop(app);
+}
+
+fn post_json(f: &Fixture, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let url = format!("{}{path}", f.base);
+    let mut args = vec![
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        body,
+    ];
+    if let Some(a) = &auth {
+        args.extend(["-H", a]);
+    }
+    args.push(&url);
+    curl(&args)
+}
+
+/// A rack's installation checklist: started and ticked from the command line and the API, an
+/// undo needs a reason, the appliance ticks what it saw (the slot's node booted and matched),
+/// and every tick survives a restart.
+#[test]
+fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let mut f = start("");
+    let data = f.data();
+    let rack = "lab/r1/a01";
+    let (ok, _, stderr) = cli(&[
+        "checklist",
+        "start",
+        rack,
+        "--type",
+        "hgx-b200-air",
+        "--by",
+        "alice",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(ok, "{stderr}");
+    let url = "/api/v1/racks/lab/r1/a01/checklist";
+    let view = get_json(&format!("{}{url}", f.base));
+    let steps = view["steps"].as_array().unwrap().clone();
+    let first = |pred: &dyn Fn(&Value) -> bool| {
+        steps
+            .iter()
+            .find(|s| pred(s))
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let rack_step = first(&|s| s["slot"].is_null());
+    let slot_step = first(&|s| !s["slot"].is_null() && s["auto"] == false);
+    let pxe_step = steps
+        .iter()
+        .find(|s| s["auto"] == true && s["slot"] == "lab/r1/a01/U10")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(view["done"], 0);
+
+    // A technician at a terminal.
+    let (ok, _, stderr) = cli(&[
+        "checklist",
+        "tick",
+        rack,
+        &rack_step,
+        "--by",
+        "bob",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = cli(&[
+        "checklist",
+        "tick",
+        rack,
+        &slot_step,
+        "--by",
+        "bob",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(
+        !ok && stderr.contains("is per slot: name one of lab/r1/a01/U10"),
+        "{stderr}"
+    );
+
+    // And over the API, with an admin token.
+    let (_, token, _) = cli(&["token", "create", "floor", "--data-dir", &data]);
+    let token = token.trim();
+    let body = format!(r#"{{"step":"{slot_step}","slot":"lab/r1/a01/U20","by":"carol"}}"#);
+    assert_eq!(post_json(&f, None, &format!("{url}/ticks"), &body).0, 401);
+    let (code, body_text) = post_json(&f, Some(token), &format!("{url}/ticks"), &body);
+    assert_eq!(code, 200, "{body_text}");
+    let auto = format!(r#"{{"step":"{pxe_step}","slot":"lab/r1/a01/U10","by":"carol"}}"#);
+    assert_eq!(
+        post_json(&f, Some(token), &format!("{url}/ticks"), &auto).0,
+        409
+    );
+    let undo = format!(r#"{{"step":"{rack_step}","by":"carol","reason":""}}"#);
+    let (code, text) = post_json(&f, Some(token), &format!("{url}/unticks"), &undo);
+    assert_eq!(code, 400, "an undo needs a reason: {text}");
+
+    // The appliance ticks the slot's boot once its node booted and matched.
+    let a = boot(&f, A);
+    assert_eq!(report(&f, Some(&a), A, &facts(A, "SN-A", 0, 2048)).0, 202);
+    let view = get_json(&format!("{}{url}", f.base));
+    let seen = view["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == pxe_step.as_str() && s["slot"] == "lab/r1/a01/U10")
+        .cloned()
+        .unwrap();
+    assert_eq!(seen["status"], "seen", "{seen:#}");
+    assert!(seen["evidence"].as_str().unwrap().contains(A), "{seen:#}");
+    assert!(seen["link"].as_str().unwrap().starts_with("/api/v1/nodes/"));
+
+    // Ticks survive a restart; an undo with a reason is in the audit trail.
+    drop(f.app);
+    let p = |n: &str| f.dir.path().join(n).display().to_string();
+    f.app = Running::start(
+        &[
+            &ON_LOOPBACK[..],
+            &["--data-dir", &p("data"), "--firmware-dir", &p("fw")],
+        ]
+        .concat(),
+    );
+    f.base = format!("http://{}", f.app.addr("HTTP listening"));
+    let view = get_json(&format!("{}{url}", f.base));
+    let status_of = |id: &str, slot: Option<&str>| {
+        view["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id && s["slot"].as_str() == slot)
+            .map(|s| (s["status"].clone(), s["by"].clone()))
+            .unwrap()
+    };
+    assert_eq!(status_of(&rack_step, None), (json!("ticked"), json!("bob")));
+    assert_eq!(
+        status_of(&slot_step, Some("lab/r1/a01/U20")),
+        (json!("ticked"), json!("carol (token floor)"))
+    );
+    let undo = format!(r#"{{"step":"{rack_step}","by":"carol","reason":"wrong rack"}}"#);
+    let (code, text) = post_json(&f, Some(token), &format!("{url}/unticks"), &undo);
+    assert_eq!(code, 200, "{text}");
+    let view: Value = serde_json::from_str(&text).unwrap();
+    let last = view["audit"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(last["action"], "untick");
+    assert_eq!(last["detail"], format!("{rack_step}: wrong rack"));
+
+    // The customer's record, as CSV.
+    let (code, csv) = curl(&[&format!("{}{url}?format=csv", f.base)]);
+    assert_eq!(code, 200);
+    assert!(csv.starts_with("rack,rack_type,version,group,step,slot,status,by_or_evidence,at\n"));
+    assert!(
+        csv.contains(&format!(
+            ",{slot_step},lab/r1/a01/U20,ticked,carol (token floor),"
+        )),
+        "{csv}"
+    );
+    // And at the terminal.
+    let (ok, text, _) = cli(&["checklist", "show", rack, "--data-dir", &data]);
+    assert!(
+        ok && text.contains("[=] node 52:54:00:aa:00:01 network-booted"),
+        "{text}"
+    );
 }

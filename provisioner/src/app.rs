@@ -117,6 +117,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         events: events.clone(),
         journal: journal.clone(),
         boot: boot.clone(),
+        checklists: Arc::new(crate::checklist::Templates::shipped()?),
     };
     let token = shutdown.clone();
     tasks.spawn(async move {

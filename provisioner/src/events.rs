@@ -66,6 +66,12 @@ impl Events {
     }
 }
 
+/// Unix ms as an RFC 3339 UTC time, to the second.
+pub fn format_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

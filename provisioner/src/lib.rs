@@ -6,6 +6,7 @@ pub mod app;
 pub mod artifacts;
 pub mod boot;
 pub mod burnin;
+pub mod checklist;
 pub mod config;
 pub mod dhcp;
 pub mod events;

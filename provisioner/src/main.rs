@@ -35,6 +35,9 @@ enum Command {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Rack installation checklists, for a technician at a terminal.
+    #[command(subcommand)]
+    Checklist(ChecklistCommand),
     /// Build the images nodes boot.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -75,6 +78,63 @@ enum PlanCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum ChecklistCommand {
+    /// The rack types there are checklists for.
+    Types,
+    /// Start a rack's checklist (RACK is site/row/rack).
+    Start {
+        rack: String,
+        #[arg(long = "type", value_name = "RACK_TYPE")]
+        rack_type: String,
+        /// Who starts it.
+        #[arg(long)]
+        by: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show a rack's checklist: where every step stands.
+    Show {
+        rack: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ChecklistFormat,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Tick a physical step (per-slot steps name the slot, e.g. dc1/r1/a01/U10).
+    Tick {
+        rack: String,
+        step: String,
+        #[arg(long)]
+        slot: Option<String>,
+        /// Who did it.
+        #[arg(long)]
+        by: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Undo a tick; it stays in the audit trail with the reason.
+    Untick {
+        rack: String,
+        step: String,
+        #[arg(long)]
+        slot: Option<String>,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ChecklistFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(clap::Subcommand)]
@@ -263,6 +323,7 @@ fn main() -> anyhow::Result<()> {
             println!("rack plan {}: {n} slots imported", file.display());
             Ok(())
         }
+        Command::Checklist(cmd) => checklist(cmd),
         Command::Token(TokenCommand::Create { name, store }) => {
             let config = store.config()?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
@@ -306,4 +367,93 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// `provisioner checklist ...`: the same checklists as the API, on the store directly.
+fn checklist(cmd: ChecklistCommand) -> anyhow::Result<()> {
+    use provisioner::checklist::{self as cl, Templates};
+    let templates = Templates::shipped()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let open = |store: StoreArgs| -> anyhow::Result<provisioner::store::Pool> {
+        let config = store.config()?;
+        Ok(runtime.block_on(provisioner::store::open(
+            &config.data_dir,
+            provisioner::config::SyncMode::Full,
+        ))?)
+    };
+    match cmd {
+        ChecklistCommand::Types => {
+            for t in &templates.0 {
+                println!(
+                    "{} (v{}): {}; SKUs {}",
+                    t.rack_type,
+                    t.version,
+                    t.title,
+                    t.skus.join(", ")
+                );
+            }
+        }
+        ChecklistCommand::Start {
+            rack,
+            rack_type,
+            by,
+            store,
+        } => {
+            let pool = open(store)?;
+            runtime.block_on(cl::start(&pool, &templates, &rack, &rack_type, &by))?;
+            println!("checklist {rack_type} started for rack {rack}");
+        }
+        ChecklistCommand::Show {
+            rack,
+            format,
+            store,
+        } => {
+            let pool = open(store)?;
+            let v = runtime.block_on(cl::view(&pool, &templates, &rack))?;
+            match format {
+                ChecklistFormat::Text => print!("{}", cl::to_text(&v)),
+                ChecklistFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                ChecklistFormat::Csv => print!("{}", cl::to_csv(&v)),
+            }
+        }
+        ChecklistCommand::Tick {
+            rack,
+            step,
+            slot,
+            by,
+            store,
+        } => {
+            let pool = open(store)?;
+            runtime.block_on(cl::tick(
+                &pool,
+                &templates,
+                &rack,
+                &step,
+                slot.as_deref(),
+                &by,
+            ))?;
+            println!("ticked {step} on {rack}");
+        }
+        ChecklistCommand::Untick {
+            rack,
+            step,
+            slot,
+            by,
+            reason,
+            store,
+        } => {
+            let pool = open(store)?;
+            runtime.block_on(cl::untick(
+                &pool,
+                &templates,
+                &rack,
+                &step,
+                slot.as_deref(),
+                &by,
+                &reason,
+            ))?;
+            println!("unticked {step} on {rack}");
+        }
+    }
+    Ok(())
 }

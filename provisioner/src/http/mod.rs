@@ -5,6 +5,7 @@ pub mod agent;
 pub mod boot;
 pub mod files;
 pub mod nodes;
+pub mod racks;
 pub mod sendfile;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub struct AppState {
     /// The boot journal: nodes seen and their boot events.
     pub journal: store::Pool,
     pub boot: boot::Boot,
+    /// Rack installation checklist templates.
+    pub checklists: Arc<crate::checklist::Templates>,
 }
 
 /// Errors of the HTTP API, each with its status code.
@@ -66,6 +69,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::get))
         .route("/api/v1/nodes/{id}/actions", post(nodes::action))
+        .route(
+            "/api/v1/racks/{site}/{row}/{rack}/checklist",
+            get(racks::get).post(racks::start),
+        )
+        .route(
+            "/api/v1/racks/{site}/{row}/{rack}/checklist/ticks",
+            post(racks::tick),
+        )
+        .route(
+            "/api/v1/racks/{site}/{row}/{rack}/checklist/unticks",
+            post(racks::untick),
+        )
         .route(
             provisioner_protocol::PATH_INSPECTION,
             post(agent::inspection),

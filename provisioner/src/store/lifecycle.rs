@@ -501,3 +501,35 @@ pub async fn refusals(pool: &Pool, mac: &str) -> Result<Vec<RefusalRow>, StoreEr
         })
         .collect()
 }
+
+/// The slots the plan has in one rack, lowest U first: (slot id, whether it plans NIC speed).
+pub async fn rack_slots(
+    pool: &Pool,
+    site: &str,
+    row: &str,
+    rack: &str,
+) -> Result<Vec<(String, bool)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT slot, nic_mbps FROM plan_slots WHERE site = ? AND row = ? AND rack = ? ORDER BY u",
+    )
+    .bind(site)
+    .bind(row)
+    .bind(rack)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let mbps: Option<i64> = r.try_get("nic_mbps")?;
+            Ok((r.try_get("slot")?, mbps.is_some()))
+        })
+        .collect()
+}
+
+/// The node matched to `slot`, if any.
+pub async fn node_by_slot(pool: &Pool, slot: &str) -> Result<Option<NodeRecord>, StoreError> {
+    let row = sqlx::query(node_select!("WHERE slot = ?"))
+        .bind(slot)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(node_from_row).transpose()
+}

@@ -3,6 +3,7 @@
 //! `provisioner/migrations/`.
 
 pub mod burnin;
+pub mod checklists;
 pub mod leases;
 pub mod lifecycle;
 pub mod nodes;

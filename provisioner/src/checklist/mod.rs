@@ -1,0 +1,467 @@
+//! Rack installation checklists: a rack's checklist is its template (at the version it
+//! started with) with per-slot steps repeated for every slot the rack plan has in it; a
+//! technician ticks the physical steps (name and time), a tick is undone only with a reason,
+//! the appliance ticks what it has evidence for, and every change is in the rack's audit
+//! trail.
+
+pub mod template;
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::events::now_ms;
+use crate::store::checklists as db;
+use crate::store::lifecycle as nodes;
+use crate::store::{Pool, StoreError};
+use template::{Auto, Template};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChecklistError {
+    #[error("`{0}` is not a rack (site/row/rack)")]
+    BadRack(String),
+    #[error("no checklist type `{0}` (known: {1})")]
+    UnknownType(String, String),
+    #[error("rack {0} has no checklist; start one first")]
+    NotStarted(String),
+    #[error("rack {0} already has a checklist")]
+    AlreadyStarted(String),
+    #[error("rack {rack}'s checklist ({rack_type} v{version}) has no step `{step}`")]
+    UnknownStep {
+        rack: String,
+        rack_type: String,
+        version: i64,
+        step: String,
+    },
+    #[error("step {step} is per slot: name one of {slots}")]
+    SlotNeeded { step: String, slots: String },
+    #[error("step {step} is for the whole rack: no slot")]
+    NoSlotWanted { step: String },
+    #[error("slot {slot} is not in rack {rack}")]
+    UnknownSlot { slot: String, rack: String },
+    #[error("step {0} is ticked by the appliance from what it has seen, not by hand")]
+    Automatic(String),
+    #[error("step {0} is already ticked")]
+    AlreadyTicked(String),
+    #[error("step {0} is not ticked")]
+    NotTicked(String),
+    #[error("undoing a tick needs a reason")]
+    NoReason,
+    #[error("a tick needs the name of who did it")]
+    NoName,
+    #[error(
+        "the checklist was started on {rack_type} v{version}, which this appliance no longer has"
+    )]
+    TemplateGone { rack_type: String, version: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ChecklistError {
+    fn from(e: sqlx::Error) -> Self {
+        ChecklistError::Store(StoreError::Query(e))
+    }
+}
+
+/// `site/row/rack`.
+pub fn parse_rack(s: &str) -> Result<(String, String, String), ChecklistError> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts[..] {
+        [site, row, rack] if parts.iter().all(|p| !p.is_empty()) => {
+            Ok((site.into(), row.into(), rack.into()))
+        }
+        _ => Err(ChecklistError::BadRack(s.to_string())),
+    }
+}
+
+/// Where a step stands.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Open,
+    /// Ticked by a person.
+    Ticked {
+        by: String,
+        at_ms: i64,
+    },
+    /// Ticked by the appliance, with what showed it.
+    Seen {
+        evidence: String,
+        link: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepView {
+    pub group: String,
+    pub id: String,
+    pub slot: Option<String>,
+    pub check: String,
+    pub done: String,
+    pub auto: bool,
+    #[serde(flatten)]
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChecklistView {
+    pub rack: String,
+    pub rack_type: String,
+    pub title: String,
+    pub version: i64,
+    pub started_by: String,
+    pub started_at_ms: i64,
+    pub done: usize,
+    pub total: usize,
+    pub steps: Vec<StepView>,
+    pub audit: Vec<db::AuditRow>,
+}
+
+/// The templates an appliance knows: every version it shipped with is kept by name and
+/// version, so a checklist in progress keeps its own.
+pub struct Templates(pub Vec<Template>);
+
+impl Templates {
+    pub fn shipped() -> Result<Templates, template::TemplateError> {
+        template::shipped().map(Templates)
+    }
+
+    fn find(&self, rack_type: &str, version: i64) -> Option<&Template> {
+        self.0
+            .iter()
+            .find(|t| t.rack_type == rack_type && i64::from(t.version) == version)
+    }
+
+    fn latest(&self, rack_type: &str) -> Option<&Template> {
+        self.0
+            .iter()
+            .filter(|t| t.rack_type == rack_type)
+            .max_by_key(|t| t.version)
+    }
+
+    pub fn names(&self) -> String {
+        let mut names: Vec<&str> = self.0.iter().map(|t| t.rack_type.as_str()).collect();
+        names.dedup();
+        names.join(", ")
+    }
+}
+
+/// Starts `rack`'s checklist on the newest version of `rack_type`.
+pub async fn start(
+    pool: &Pool,
+    templates: &Templates,
+    rack: &str,
+    rack_type: &str,
+    by: &str,
+) -> Result<(), ChecklistError> {
+    parse_rack(rack)?;
+    let t = templates
+        .latest(rack_type)
+        .ok_or_else(|| ChecklistError::UnknownType(rack_type.into(), templates.names()))?;
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let row = db::ChecklistRow {
+        rack: rack.into(),
+        rack_type: rack_type.into(),
+        template_version: i64::from(t.version),
+        started_at_ms: now,
+        started_by: by.into(),
+    };
+    if !db::start(&mut tx, &row).await? {
+        return Err(ChecklistError::AlreadyStarted(rack.into()));
+    }
+    let detail = format!("{rack_type} v{}", t.version);
+    db::audit(&mut tx, rack, now, by, "start", &detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The rack's checklist as it stands now.
+pub async fn view(
+    pool: &Pool,
+    templates: &Templates,
+    rack: &str,
+) -> Result<ChecklistView, ChecklistError> {
+    let (site, row, rk) = parse_rack(rack)?;
+    let c = db::get(pool, rack)
+        .await?
+        .ok_or_else(|| ChecklistError::NotStarted(rack.into()))?;
+    let t = templates
+        .find(&c.rack_type, c.template_version)
+        .ok_or_else(|| ChecklistError::TemplateGone {
+            rack_type: c.rack_type.clone(),
+            version: c.template_version,
+        })?;
+    let slots = nodes::rack_slots(pool, &site, &row, &rk).await?;
+    let ticks = db::ticks(pool, rack).await?;
+    let mut steps = Vec::new();
+    for g in &t.group {
+        for s in &g.step {
+            let places: Vec<Option<&(String, bool)>> = if s.per_slot {
+                slots.iter().map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for place in places {
+                let slot = place.map(|(id, _)| id.clone());
+                let status = match (s.auto, place) {
+                    (Some(auto), Some((slot, plans_nics))) => {
+                        seen(pool, auto, slot, *plans_nics).await?
+                    }
+                    _ => ticks
+                        .iter()
+                        .rev()
+                        .find(|k| k.step == s.id && k.slot == slot && k.undone_at_ms.is_none())
+                        .map_or(Status::Open, |k| Status::Ticked {
+                            by: k.by.clone(),
+                            at_ms: k.at_ms,
+                        }),
+                };
+                steps.push(StepView {
+                    group: g.title.clone(),
+                    id: s.id.clone(),
+                    slot,
+                    check: s.check.clone(),
+                    done: s.done.clone(),
+                    auto: s.auto.is_some(),
+                    status,
+                });
+            }
+        }
+    }
+    let done = steps.iter().filter(|s| s.status != Status::Open).count();
+    Ok(ChecklistView {
+        rack: rack.into(),
+        rack_type: c.rack_type,
+        title: t.title.clone(),
+        version: c.template_version,
+        started_by: c.started_by,
+        started_at_ms: c.started_at_ms,
+        done,
+        total: steps.len(),
+        steps,
+        audit: db::audit_trail(pool, rack).await?,
+    })
+}
+
+/// What the appliance has seen of the node in `slot`, for `auto`.
+async fn seen(pool: &Pool, auto: Auto, slot: &str, plans_nics: bool) -> Result<Status, StoreError> {
+    let Some(node) = nodes::node_by_slot(pool, slot).await? else {
+        return Ok(Status::Open);
+    };
+    let link = format!("/api/v1/nodes/{}", node.id);
+    let at = |ms: i64| crate::events::format_ms(ms);
+    let status = match auto {
+        Auto::PxeBooted => Some(format!(
+            "node {} network-booted from the appliance at {}",
+            node.mac,
+            at(node.created_at_ms)
+        )),
+        Auto::SerialMatches => node.inspected_at_ms.map(|t| {
+            format!(
+                "node {} matched to {slot} by its serial or MAC at inspection, {}",
+                node.mac,
+                at(t)
+            )
+        }),
+        Auto::NicsAtPlanSpeed | Auto::BurninPassed => {
+            let mut tx = pool.begin().await?;
+            let run = crate::store::burnin::last_run(&mut tx, node.id).await?;
+            tx.commit().await?;
+            run.filter(|r| r.retry.is_empty() && r.level != "FAIL")
+                .and_then(|r| match auto {
+                    Auto::BurninPassed => Some(format!(
+                        "burn-in {} at {}, node {} enrolled",
+                        r.level,
+                        at(r.at_ms),
+                        node.mac
+                    )),
+                    _ if plans_nics => Some(format!(
+                        "burn-in at {} found the planned NICs at the planned speed",
+                        at(r.at_ms)
+                    )),
+                    _ => None,
+                })
+        }
+    };
+    Ok(status.map_or(Status::Open, |evidence| Status::Seen { evidence, link }))
+}
+
+/// Checks `step` (and `slot`) against the checklist, for a tick or an undo.
+async fn checked_step<'t>(
+    pool: &Pool,
+    templates: &'t Templates,
+    rack: &str,
+    step: &str,
+    slot: Option<&str>,
+) -> Result<&'t template::Step, ChecklistError> {
+    let (site, row, rk) = parse_rack(rack)?;
+    let c = db::get(pool, rack)
+        .await?
+        .ok_or_else(|| ChecklistError::NotStarted(rack.into()))?;
+    let t = templates
+        .find(&c.rack_type, c.template_version)
+        .ok_or_else(|| ChecklistError::TemplateGone {
+            rack_type: c.rack_type.clone(),
+            version: c.template_version,
+        })?;
+    let s = t.step(step).ok_or_else(|| ChecklistError::UnknownStep {
+        rack: rack.into(),
+        rack_type: c.rack_type.clone(),
+        version: c.template_version,
+        step: step.into(),
+    })?;
+    if s.auto.is_some() {
+        return Err(ChecklistError::Automatic(step.into()));
+    }
+    let slots = nodes::rack_slots(pool, &site, &row, &rk).await?;
+    match (s.per_slot, slot) {
+        (true, None) => Err(ChecklistError::SlotNeeded {
+            step: step.into(),
+            slots: slots
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+        (false, Some(_)) => Err(ChecklistError::NoSlotWanted { step: step.into() }),
+        (true, Some(slot)) if !slots.iter().any(|(s, _)| s == slot) => {
+            Err(ChecklistError::UnknownSlot {
+                slot: slot.into(),
+                rack: rack.into(),
+            })
+        }
+        _ => Ok(s),
+    }
+}
+
+fn what(step: &str, slot: Option<&str>) -> String {
+    match slot {
+        Some(s) => format!("{step} @ {s}"),
+        None => step.to_string(),
+    }
+}
+
+/// A technician ticks a physical step.
+pub async fn tick(
+    pool: &Pool,
+    templates: &Templates,
+    rack: &str,
+    step: &str,
+    slot: Option<&str>,
+    by: &str,
+) -> Result<(), ChecklistError> {
+    if by.trim().is_empty() {
+        return Err(ChecklistError::NoName);
+    }
+    checked_step(pool, templates, rack, step, slot).await?;
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    if db::standing_tick(&mut tx, rack, step, slot)
+        .await?
+        .is_some()
+    {
+        return Err(ChecklistError::AlreadyTicked(what(step, slot)));
+    }
+    db::add_tick(&mut tx, rack, step, slot, by, now).await?;
+    db::audit(&mut tx, rack, now, by, "tick", &what(step, slot)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Undoes a tick, with a reason.
+pub async fn untick(
+    pool: &Pool,
+    templates: &Templates,
+    rack: &str,
+    step: &str,
+    slot: Option<&str>,
+    by: &str,
+    reason: &str,
+) -> Result<(), ChecklistError> {
+    if by.trim().is_empty() {
+        return Err(ChecklistError::NoName);
+    }
+    if reason.trim().is_empty() {
+        return Err(ChecklistError::NoReason);
+    }
+    checked_step(pool, templates, rack, step, slot).await?;
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let Some(id) = db::standing_tick(&mut tx, rack, step, slot).await? else {
+        return Err(ChecklistError::NotTicked(what(step, slot)));
+    };
+    db::undo_tick(&mut tx, id, by, reason, now).await?;
+    let detail = format!("{}: {reason}", what(step, slot));
+    db::audit(&mut tx, rack, now, by, "untick", &detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A completed (or partial) checklist as CSV for the customer's records.
+pub fn to_csv(v: &ChecklistView) -> String {
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::from("rack,rack_type,version,group,step,slot,status,by_or_evidence,at\n");
+    for s in &v.steps {
+        let (status, who, at) = match &s.status {
+            Status::Open => ("open", String::new(), String::new()),
+            Status::Ticked { by, at_ms } => {
+                ("ticked", by.clone(), crate::events::format_ms(*at_ms))
+            }
+            Status::Seen { evidence, .. } => ("seen", evidence.clone(), String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            field(&v.rack),
+            field(&v.rack_type),
+            v.version,
+            field(&s.group),
+            field(&s.id),
+            field(s.slot.as_deref().unwrap_or("")),
+            status,
+            field(&who),
+            field(&at)
+        );
+    }
+    out
+}
+
+/// The checklist for a person at a terminal (`provisioner checklist show`).
+pub fn to_text(v: &ChecklistView) -> String {
+    let mut out = format!(
+        "{} — {} (v{}), started by {} — {}/{} done\n",
+        v.rack, v.title, v.version, v.started_by, v.done, v.total
+    );
+    let mut group = "";
+    for s in &v.steps {
+        if s.group != group {
+            group = &s.group;
+            let _ = writeln!(out, "\n{group}");
+        }
+        let mark = match &s.status {
+            Status::Open => "[ ]".to_string(),
+            Status::Ticked { by, at_ms } => {
+                format!("[x] {by} {}", crate::events::format_ms(*at_ms))
+            }
+            Status::Seen { evidence, .. } => format!("[=] {evidence}"),
+        };
+        let slot = s
+            .slot
+            .as_deref()
+            .map(|s| format!(" @ {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}{slot}: {}\n      done: {}\n      {mark}",
+            s.id, s.check, s.done
+        );
+    }
+    out
+}
