@@ -123,21 +123,7 @@ fn boot(f: &Fixture, mac: &str) -> String {
 
 fn report(f: &Fixture, token: Option<&str>, mac: &str, facts: &Value) -> (u16, String) {
     let body = json!({ "mac": mac, "facts": facts }).to_string();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
-    let mut args = vec![
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &body,
-    ];
-    if let Some(a) = &auth {
-        args.extend(["-H", a]);
-    }
-    let url = format!("{}/api/v1/agent/inspection", f.base);
-    args.push(&url);
-    curl(&args)
+    post_json(f, token, "/api/v1/agent/inspection", &body)
 }
 
 /// Facts as the agent sends them: `gpus` NVIDIA GPUs, `mib` of memory, one NIC.
@@ -315,21 +301,7 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
 }
 
 fn act(f: &Fixture, token: Option<&str>, id: &str, body: &str) -> (u16, String) {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
-    let url = format!("{}/api/v1/nodes/{id}/actions", f.base);
-    let mut args = vec![
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        body,
-    ];
-    if let Some(a) = &auth {
-        args.extend(["-H", a]);
-    }
-    args.push(&url);
-    curl(&args)
+    post_json(f, token, &format!("/api/v1/nodes/{id}/actions"), body)
 }
 
 #[test]

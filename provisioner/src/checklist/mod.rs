@@ -176,13 +176,12 @@ pub async fn start(
     Ok(())
 }
 
-/// The rack's checklist as it stands now.
-pub async fn view(
+/// The rack's checklist and the template version it started on.
+async fn started<'t>(
     pool: &Pool,
-    templates: &Templates,
+    templates: &'t Templates,
     rack: &str,
-) -> Result<ChecklistView, ChecklistError> {
-    let (site, row, rk) = parse_rack(rack)?;
+) -> Result<(db::ChecklistRow, &'t Template), ChecklistError> {
     let c = db::get(pool, rack)
         .await?
         .ok_or_else(|| ChecklistError::NotStarted(rack.into()))?;
@@ -192,6 +191,17 @@ pub async fn view(
             rack_type: c.rack_type.clone(),
             version: c.template_version,
         })?;
+    Ok((c, t))
+}
+
+/// The rack's checklist as it stands now.
+pub async fn view(
+    pool: &Pool,
+    templates: &Templates,
+    rack: &str,
+) -> Result<ChecklistView, ChecklistError> {
+    let (site, row, rk) = parse_rack(rack)?;
+    let (c, t) = started(pool, templates, rack).await?;
     let slots = nodes::rack_slots(pool, &site, &row, &rk).await?;
     let ticks = db::ticks(pool, rack).await?;
     let mut steps = Vec::new();
@@ -296,15 +306,7 @@ async fn checked_step<'t>(
     slot: Option<&str>,
 ) -> Result<&'t template::Step, ChecklistError> {
     let (site, row, rk) = parse_rack(rack)?;
-    let c = db::get(pool, rack)
-        .await?
-        .ok_or_else(|| ChecklistError::NotStarted(rack.into()))?;
-    let t = templates
-        .find(&c.rack_type, c.template_version)
-        .ok_or_else(|| ChecklistError::TemplateGone {
-            rack_type: c.rack_type.clone(),
-            version: c.template_version,
-        })?;
+    let (c, t) = started(pool, templates, rack).await?;
     let s = t.step(step).ok_or_else(|| ChecklistError::UnknownStep {
         rack: rack.into(),
         rack_type: c.rack_type.clone(),

@@ -64,35 +64,36 @@ async fn refused(
     refuse(status, e.to_string())
 }
 
+/// The body of an agent's call, or the 400 that says why it is not one.
+fn body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, String> {
+    body.map(|Json(t)| t)
+        .map_err(|e| format!("bad {what}: {}", e.body_text()))
+}
+
+/// An authenticated agent call is a boot event of its node.
+fn note(st: &AppState, mac: &str, peer: SocketAddr, detail: String) {
+    if let Ok(mac) = mac.parse::<MacAddr>()
+        && let std::net::IpAddr::V4(ip) = peer.ip()
+    {
+        st.events.record(mac, Some(ip), EventKind::Http, detail);
+    }
+}
+
 /// `POST /api/v1/agent/inspection`
 pub async fn inspection(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<InspectionReport>, JsonRejection>,
+    report: Result<Json<InspectionReport>, JsonRejection>,
 ) -> Response {
-    let report = match body {
-        Ok(Json(r)) => r,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("bad report: {}", e.body_text()),
-            );
-        }
+    let report = match body(report, "report") {
+        Ok(r) => r,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
     match st.boot.lifecycle.report(bearer(&headers), &report).await {
         Ok(state) => {
             // Only an authenticated report is a boot event; the others are refusals.
-            if let Ok(mac) = report.mac.parse::<MacAddr>()
-                && let std::net::IpAddr::V4(ip) = peer.ip()
-            {
-                st.events.record(
-                    mac,
-                    Some(ip),
-                    EventKind::Http,
-                    format!("POST {PATH_INSPECTION}"),
-                );
-            }
+            note(&st, &report.mac, peer, format!("POST {PATH_INSPECTION}"));
             (
                 StatusCode::ACCEPTED,
                 Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
@@ -137,29 +138,16 @@ pub async fn burnin(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<BurnInReport>, JsonRejection>,
+    report: Result<Json<BurnInReport>, JsonRejection>,
 ) -> Response {
-    let report = match body {
-        Ok(Json(r)) => r,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("bad burn-in report: {}", e.body_text()),
-            );
-        }
+    let report = match body(report, "burn-in report") {
+        Ok(r) => r,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
     match st.boot.lifecycle.burnin(bearer(&headers), &report).await {
         Ok(judgement) => {
-            if let Ok(mac) = report.mac.parse::<MacAddr>()
-                && let std::net::IpAddr::V4(ip) = peer.ip()
-            {
-                st.events.record(
-                    mac,
-                    Some(ip),
-                    EventKind::Http,
-                    format!("POST {PATH_BURNIN} ({:?})", judgement.level),
-                );
-            }
+            let detail = format!("POST {PATH_BURNIN} ({:?})", judgement.level);
+            note(&st, &report.mac, peer, detail);
             (StatusCode::ACCEPTED, Json(judgement)).into_response()
         }
         Err(e) => refused(&st, e, &report.mac, peer, PATH_BURNIN).await,
@@ -171,16 +159,11 @@ pub async fn progress(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<ProgressReport>, JsonRejection>,
+    report: Result<Json<ProgressReport>, JsonRejection>,
 ) -> Response {
-    let report = match body {
-        Ok(Json(r)) => r,
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("bad progress report: {}", e.body_text()),
-            );
-        }
+    let report = match body(report, "progress report") {
+        Ok(r) => r,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
     match st.boot.lifecycle.progress(bearer(&headers), &report).await {
         Ok(n) => (

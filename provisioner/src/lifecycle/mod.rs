@@ -352,21 +352,10 @@ impl Lifecycle {
         action: Action,
         actor: &Actor,
     ) -> Result<State, ActionError> {
-        let _one = self.write.lock().await;
-        let rec = self
-            .find(node)
-            .await?
-            .ok_or_else(|| ActionError::NotFound(node.to_string()))?;
-        let mac: MacAddr = rec
-            .mac
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", rec.mac)))?;
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let state = apply(&mut tx, &rec, &Input::Operator(action), actor, now).await??;
-        tx.commit().await?;
-        info!(%mac, action = action.as_str(), %actor, state = %state, "operator action");
-        self.cache(mac, state.clone());
+        let state = self
+            .apply_input(node, Input::Operator(action), actor)
+            .await?;
+        info!(node, action = action.as_str(), %actor, state = %state, "operator action");
         Ok(state)
     }
 
