@@ -55,49 +55,28 @@ impl Appliance {
 
     /// `POST {url}/api/v1/agent/inspection`.
     pub fn report(&self, report: &InspectionReport) -> Answer<()> {
-        let body = match serde_json::to_string(report) {
-            Ok(body) => body,
-            Err(e) => return Answer::Refused(format!("cannot encode the report: {e}")),
-        };
-        let call = self
-            .agent
-            .post(format!("{}{PATH_INSPECTION}", self.url))
-            .header("Authorization", &self.bearer)
-            .content_type("application/json")
-            .send(&body);
-        match call {
-            Ok(mut response) => report_answer(response.status(), &read_body(&mut response)),
-            Err(e) => Answer::Retry(unreachable(&e)),
-        }
+        self.post(PATH_INSPECTION, report, "the report")
     }
 
     /// `POST {url}/api/v1/agent/burnin`.
     pub fn burnin(&self, report: &BurnInReport) -> Answer<()> {
-        let body = match serde_json::to_string(report) {
-            Ok(body) => body,
-            Err(e) => return Answer::Refused(format!("cannot encode the burn-in: {e}")),
-        };
-        let call = self
-            .agent
-            .post(format!("{}{PATH_BURNIN}", self.url))
-            .header("Authorization", &self.bearer)
-            .content_type("application/json")
-            .send(&body);
-        match call {
-            Ok(mut response) => report_answer(response.status(), &read_body(&mut response)),
-            Err(e) => Answer::Retry(unreachable(&e)),
-        }
+        self.post(PATH_BURNIN, report, "the burn-in")
     }
 
     /// `POST {url}/api/v1/agent/progress`.
     pub fn progress(&self, report: &ProgressReport) -> Answer<()> {
-        let body = match serde_json::to_string(report) {
+        self.post(PATH_PROGRESS, report, "progress")
+    }
+
+    /// POSTs `body` as JSON to `path`; `what` names it when it cannot be encoded.
+    fn post(&self, path: &str, body: &impl serde::Serialize, what: &str) -> Answer<()> {
+        let body = match serde_json::to_string(body) {
             Ok(body) => body,
-            Err(e) => return Answer::Refused(format!("cannot encode progress: {e}")),
+            Err(e) => return Answer::Refused(format!("cannot encode {what}: {e}")),
         };
         let call = self
             .agent
-            .post(format!("{}{PATH_PROGRESS}", self.url))
+            .post(format!("{}{path}", self.url))
             .header("Authorization", &self.bearer)
             .content_type("application/json")
             .send(&body);
