@@ -1,10 +1,11 @@
-//! The appliance's HTTP side: health, metrics, the JSON API, and HTTP boot (iPXE scripts,
-//! firmware, artifacts).
+//! The appliance's HTTP side: health, metrics, the status pages, the JSON API, and HTTP boot
+//! (iPXE scripts, firmware, artifacts).
 
 pub mod agent;
 pub mod boot;
 pub mod files;
 pub mod nodes;
+pub mod pages;
 pub mod racks;
 pub mod sendfile;
 
@@ -63,6 +64,9 @@ impl IntoResponse for ApiError {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(pages::overview))
+        .route("/racks/{site}/{row}/{rack}", get(pages::rack))
+        .route("/nodes/{id}", get(pages::node))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/leases", get(leases))

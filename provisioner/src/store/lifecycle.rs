@@ -533,3 +533,59 @@ pub async fn node_by_slot(pool: &Pool, slot: &str) -> Result<Option<NodeRecord>,
         .await?;
     row.as_ref().map(node_from_row).transpose()
 }
+
+/// One slot of the plan as the status pages show it, with the slot's id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanRow {
+    pub slot: String,
+    pub site: String,
+    pub row: String,
+    pub rack: String,
+    pub u: i64,
+    pub serial: Option<String>,
+    pub mac: Option<String>,
+    pub sku: String,
+}
+
+fn plan_row(r: &sqlx::sqlite::SqliteRow) -> Result<PlanRow, StoreError> {
+    Ok(PlanRow {
+        slot: r.try_get("slot")?,
+        site: r.try_get("site")?,
+        row: r.try_get("row")?,
+        rack: r.try_get("rack")?,
+        u: r.try_get("u")?,
+        serial: r.try_get("serial")?,
+        mac: r.try_get("mac")?,
+        sku: r.try_get("sku")?,
+    })
+}
+
+/// The whole rack plan, by site, row, rack and U.
+pub async fn plan_rows(pool: &Pool) -> Result<Vec<PlanRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT slot, site, row, rack, u, serial, mac, sku FROM plan_slots
+         ORDER BY site, row, rack, u",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(plan_row).collect()
+}
+
+/// One rack's slots of the plan, lowest U first.
+pub async fn rack_plan_rows(
+    pool: &Pool,
+    site: &str,
+    row: &str,
+    rack: &str,
+) -> Result<Vec<PlanRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT slot, site, row, rack, u, serial, mac, sku FROM plan_slots
+         WHERE site = ? AND row = ? AND rack = ? ORDER BY u",
+    )
+    .bind(site)
+    .bind(row)
+    .bind(rack)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(plan_row).collect()
+}

@@ -1,0 +1,185 @@
+//! Server-rendered, read-only status pages: the site overview (`/`), a rack
+//! (`/racks/{site}/{row}/{rack}`) and a node (`/nodes/{id}`). Plain HTML from the askama
+//! templates in `templates/pages/`, escaped by askama; no JavaScript.
+
+mod node;
+mod site;
+
+pub use node::node;
+pub use site::{overview, rack};
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use tracing::error;
+
+use crate::lifecycle::machine::State;
+use crate::store::StoreError;
+
+/// Why a page cannot be shown, each with its status code and an HTML page saying so.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("no {0}")]
+    NotFound(String),
+    #[error("the appliance's store is unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot render the page: {0}")]
+    Render(#[from] askama::Error),
+}
+
+#[derive(Template)]
+#[template(path = "pages/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title) = match &self {
+            PageError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            PageError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
+            PageError::Render(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Page error"),
+        };
+        if status != StatusCode::NOT_FOUND {
+            error!(error = %self, "status page failed");
+        }
+        let message = self.to_string();
+        let page = ErrorPage {
+            title,
+            message: message.clone(),
+        };
+        // The error page has two strings; should it fail, the reason still goes out as text.
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => (status, message).into_response(),
+        }
+    }
+}
+
+/// A rendered template as `text/html; charset=utf-8`.
+fn html(page: &impl Template) -> Result<Response, PageError> {
+    Ok(Html(page.render()?).into_response())
+}
+
+/// The CSS class of a state: its name (`failed`, `burning_in`...), `empty` for no node.
+fn class(state: Option<&State>) -> &'static str {
+    state.map_or("empty", State::name)
+}
+
+/// The step a node is at, or was at when it failed or was held.
+fn current_step(state: &State) -> &'static str {
+    let step = match state {
+        State::Failed { step, .. } => Some(*step),
+        State::Held { from } => from.step(),
+        s => s.step(),
+    };
+    step.map_or("-", |s| s.as_str())
+}
+
+/// Unix milliseconds as RFC 3339, UTC, to the second.
+fn when(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// One path segment, percent-encoded: plan names go into links as they are typed.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The link to the rack page of `site/row/rack`.
+fn rack_href(site: &str, row: &str, rack: &str) -> String {
+    format!(
+        "/racks/{}/{}/{}",
+        segment(site),
+        segment(row),
+        segment(rack)
+    )
+}
+
+/// `site/row/rack/U12` → the rack's link, when the slot id has that shape.
+fn slot_rack_href(slot: &str) -> Option<String> {
+    let (rack, _u) = slot.rsplit_once('/')?;
+    let mut parts = rack.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(site), Some(row), Some(rack), None) => Some(rack_href(site, row, rack)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::machine::Step;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("a01"), "a01");
+        assert_eq!(segment("row 1/?#"), "row%201%2F%3F%23");
+        assert_eq!(rack_href("lab", "r 1", "a01"), "/racks/lab/r%201/a01");
+    }
+
+    #[test]
+    fn slot_links_to_its_rack() {
+        assert_eq!(
+            slot_rack_href("lab/r1/a01/U10").as_deref(),
+            Some("/racks/lab/r1/a01")
+        );
+        assert_eq!(slot_rack_href("nonsense"), None);
+    }
+
+    #[test]
+    fn steps_of_failed_and_held_nodes() {
+        let failed = State::Failed {
+            step: Step::Inspecting,
+            reason: "not in the rack plan".into(),
+        };
+        assert_eq!(current_step(&failed), "inspecting");
+        let held = State::Held {
+            from: Box::new(State::BurningIn),
+        };
+        assert_eq!(current_step(&held), "burning_in");
+        assert_eq!(current_step(&State::Enrolled), "-");
+        assert_eq!(class(None), "empty");
+        assert_eq!(class(Some(&held)), "held");
+    }
+
+    #[test]
+    fn a_store_error_is_a_503_page() {
+        let resp = PageError::Store(StoreError::Corrupt("node state `x`".into())).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let ct = resp.headers().get(axum::http::header::CONTENT_TYPE);
+        assert_eq!(
+            ct.and_then(|v| v.to_str().ok()),
+            Some("text/html; charset=utf-8")
+        );
+        let resp = PageError::NotFound("node 7".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_error_page_escapes_its_message() {
+        let page = ErrorPage {
+            title: "Store unavailable",
+            message: "<b>x</b>".into(),
+        };
+        let html = page.render().expect("renders");
+        assert!(html.contains("&#60;b&#62;x&#60;/b&#62;"), "{html}");
+        assert!(html.contains("@media print"));
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(when(0), "1970-01-01T00:00:00Z");
+        assert_eq!(when(1_700_000_000_999), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,328 @@
+//! The site overview and the rack view: the rack plan with the nodes that hold its slots.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+
+use super::{PageError, class, current_step, html, rack_href, when};
+use crate::checklist::{self, ChecklistError};
+use crate::http::AppState;
+use crate::lifecycle::machine::{STATE_NAMES, State as NodeState};
+use crate::store::lifecycle::{self as db, NodeRecord, PlanRow};
+
+/// A node that needs a person: failed or held.
+struct Attention {
+    id: i64,
+    mac: String,
+    class: &'static str,
+    detail: String,
+    slot: String,
+    since: String,
+}
+
+struct Count {
+    state: &'static str,
+    n: usize,
+}
+
+/// One slot in a small elevation.
+struct Unit {
+    u: i64,
+    class: &'static str,
+    node: Option<i64>,
+}
+
+struct RackSummary {
+    name: String,
+    href: String,
+    /// Highest U first, as the rack stands.
+    units: Vec<Unit>,
+    nodes: usize,
+}
+
+struct RowView {
+    name: String,
+    racks: Vec<RackSummary>,
+}
+
+struct SiteView {
+    name: String,
+    rows: Vec<RowView>,
+}
+
+#[derive(Template)]
+#[template(path = "pages/overview.html")]
+struct Overview {
+    attention: Vec<Attention>,
+    counts: Vec<Count>,
+    sites: Vec<SiteView>,
+    slots: usize,
+    nodes: usize,
+}
+
+fn by_slot(nodes: &[NodeRecord]) -> HashMap<&str, &NodeRecord> {
+    nodes
+        .iter()
+        .filter_map(|n| n.slot.as_deref().map(|s| (s, n)))
+        .collect()
+}
+
+/// Failed nodes first, then held ones, each oldest first.
+fn attention(nodes: &[NodeRecord]) -> Vec<Attention> {
+    let mut out: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| matches!(n.state, NodeState::Failed { .. } | NodeState::Held { .. }))
+        .collect();
+    out.sort_by_key(|n| (!matches!(n.state, NodeState::Failed { .. }), n.id));
+    out.into_iter()
+        .map(|n| Attention {
+            id: n.id,
+            mac: n.mac.clone(),
+            class: class(Some(&n.state)),
+            detail: n.state.to_string(),
+            slot: n.slot.clone().unwrap_or_else(|| "not in any slot".into()),
+            since: when(n.state_since_ms),
+        })
+        .collect()
+}
+
+fn counts(nodes: &[NodeRecord], empty: usize) -> Vec<Count> {
+    let mut counts: Vec<Count> = STATE_NAMES
+        .iter()
+        .map(|&state| Count {
+            state,
+            n: nodes.iter().filter(|n| n.state.name() == state).count(),
+        })
+        .collect();
+    counts.push(Count {
+        state: "empty",
+        n: empty,
+    });
+    counts
+}
+
+/// The plan, ordered by site, row, rack and U, grouped into sites, rows and racks.
+fn group(plan: &[PlanRow], held: &HashMap<&str, &NodeRecord>) -> Vec<SiteView> {
+    let mut sites: Vec<SiteView> = Vec::new();
+    for p in plan {
+        if sites.last().is_none_or(|s| s.name != p.site) {
+            sites.push(SiteView {
+                name: p.site.clone(),
+                rows: Vec::new(),
+            });
+        }
+        let rows = &mut sites.last_mut().expect("pushed above").rows;
+        if rows.last().is_none_or(|r| r.name != p.row) {
+            rows.push(RowView {
+                name: p.row.clone(),
+                racks: Vec::new(),
+            });
+        }
+        let racks = &mut rows.last_mut().expect("pushed above").racks;
+        if racks.last().is_none_or(|r| r.name != p.rack) {
+            racks.push(RackSummary {
+                name: p.rack.clone(),
+                href: rack_href(&p.site, &p.row, &p.rack),
+                units: Vec::new(),
+                nodes: 0,
+            });
+        }
+        let rack = racks.last_mut().expect("pushed above");
+        let node = held.get(p.slot.as_str());
+        rack.nodes += usize::from(node.is_some());
+        // The plan comes lowest U first; the elevation shows the top of the rack first.
+        rack.units.insert(
+            0,
+            Unit {
+                u: p.u,
+                class: class(node.map(|n| &n.state)),
+                node: node.map(|n| n.id),
+            },
+        );
+    }
+    sites
+}
+
+pub async fn overview(State(st): State<AppState>) -> Result<Response, PageError> {
+    let plan = db::plan_rows(&st.store).await?;
+    let nodes = db::all_nodes(&st.store).await?;
+    let held = by_slot(&nodes);
+    let empty = plan
+        .iter()
+        .filter(|p| !held.contains_key(p.slot.as_str()))
+        .count();
+    html(&Overview {
+        attention: attention(&nodes),
+        counts: counts(&nodes, empty),
+        sites: group(&plan, &held),
+        slots: plan.len(),
+        nodes: nodes.len(),
+    })
+}
+
+/// What a node in a slot is.
+struct Actual {
+    id: i64,
+    mac: String,
+    detail: String,
+    step: &'static str,
+}
+
+struct SlotLine {
+    u: i64,
+    class: &'static str,
+    serial: String,
+    mac: String,
+    sku: String,
+    node: Option<Actual>,
+}
+
+struct Progress {
+    title: String,
+    done: usize,
+    total: usize,
+}
+
+#[derive(Template)]
+#[template(path = "pages/rack.html")]
+struct RackPage {
+    name: String,
+    site: String,
+    row: String,
+    slots: Vec<SlotLine>,
+    checklist: Option<Progress>,
+    checklist_note: String,
+}
+
+pub async fn rack(
+    State(st): State<AppState>,
+    Path((site, row, rack)): Path<(String, String, String)>,
+) -> Result<Response, PageError> {
+    let plan = db::rack_plan_rows(&st.store, &site, &row, &rack).await?;
+    let name = format!("{site}/{row}/{rack}");
+    if plan.is_empty() {
+        return Err(PageError::NotFound(format!("rack {name} in the plan")));
+    }
+    let nodes = db::all_nodes(&st.store).await?;
+    let held = by_slot(&nodes);
+    let slots = plan
+        .iter()
+        .rev()
+        .map(|p| {
+            let node = held.get(p.slot.as_str());
+            SlotLine {
+                u: p.u,
+                class: class(node.map(|n| &n.state)),
+                serial: p.serial.clone().unwrap_or_else(|| "-".into()),
+                mac: p.mac.clone().unwrap_or_else(|| "-".into()),
+                sku: p.sku.clone(),
+                node: node.map(|n| Actual {
+                    id: n.id,
+                    mac: n.mac.clone(),
+                    detail: n.state.to_string(),
+                    step: current_step(&n.state),
+                }),
+            }
+        })
+        .collect();
+    let (checklist, checklist_note) = match checklist::view(&st.store, &st.checklists, &name).await
+    {
+        Ok(v) => (
+            Some(Progress {
+                title: v.title,
+                done: v.done,
+                total: v.total,
+            }),
+            String::new(),
+        ),
+        Err(ChecklistError::NotStarted(_)) => (None, "no checklist started".into()),
+        Err(ChecklistError::Store(e)) => return Err(e.into()),
+        Err(e) => (None, e.to_string()),
+    };
+    html(&RackPage {
+        name,
+        site,
+        row,
+        slots,
+        checklist,
+        checklist_note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::machine::Step;
+
+    fn node(id: i64, state: NodeState, slot: Option<&str>) -> NodeRecord {
+        NodeRecord {
+            id,
+            mac: format!("52:54:00:00:00:{id:02x}"),
+            state,
+            state_since_ms: 0,
+            slot: slot.map(String::from),
+            inspected_at_ms: None,
+            created_at_ms: 0,
+        }
+    }
+
+    fn slot(rack: &str, u: i64) -> PlanRow {
+        PlanRow {
+            slot: format!("lab/r1/{rack}/U{u}"),
+            site: "lab".into(),
+            row: "r1".into(),
+            rack: rack.into(),
+            u,
+            serial: None,
+            mac: None,
+            sku: "qemu-lab".into(),
+        }
+    }
+
+    #[test]
+    fn failed_before_held_and_unslotted_included() {
+        let nodes = vec![
+            node(
+                1,
+                NodeState::Held {
+                    from: Box::new(NodeState::Inspected),
+                },
+                Some("lab/r1/a01/U1"),
+            ),
+            node(2, NodeState::Enrolled, None),
+            node(
+                3,
+                NodeState::Failed {
+                    step: Step::Inspecting,
+                    reason: "not in the rack plan".into(),
+                },
+                None,
+            ),
+        ];
+        let a = attention(&nodes);
+        assert_eq!(a.iter().map(|a| a.id).collect::<Vec<_>>(), [3, 1]);
+        assert_eq!(a[0].slot, "not in any slot");
+        assert!(a[0].detail.contains("not in the rack plan"));
+    }
+
+    #[test]
+    fn racks_are_grouped_top_of_rack_first() {
+        let plan = [slot("a01", 1), slot("a01", 2), slot("a02", 1)];
+        let nodes = [node(7, NodeState::Inspected, Some("lab/r1/a01/U2"))];
+        let sites = group(&plan, &by_slot(&nodes));
+        assert_eq!(sites.len(), 1);
+        let racks = &sites[0].rows[0].racks;
+        assert_eq!(racks.len(), 2);
+        let units: Vec<(i64, &str)> = racks[0].units.iter().map(|u| (u.u, u.class)).collect();
+        assert_eq!(units, [(2, "inspected"), (1, "empty")]);
+        assert_eq!(racks[0].nodes, 1);
+        let c = counts(&nodes, 2);
+        assert_eq!(
+            c.iter().find(|c| c.state == "inspected").map(|c| c.n),
+            Some(1)
+        );
+        assert_eq!(c.last().map(|c| (c.state, c.n)), Some(("empty", 2)));
+    }
+}

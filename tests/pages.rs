@@ -1,0 +1,299 @@
+//! The status pages against the appliance on loopback, read with curl: a node that matched
+//! its slot and one that is not in the plan (with a hostile DMI serial), the overview, a
+//! rack, a node, an unknown node, and the size of a site of 720 slots.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{ON_LOOPBACK, Running, appliance, require_tools};
+
+const MATCHED: &str = "52:54:00:10:00:01";
+const STRANGER: &str = "52:54:00:ee:00:99";
+const HOSTILE: &str = "<script>alert(1)</script>";
+
+/// A response: status, Content-Type and body.
+struct Page {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+fn fetch(url: &str, extra: &[&str]) -> Page {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(["-w", "\n%{http_code} %{content_type}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", ""));
+    let (status, content_type) = tail.split_once(' ').unwrap_or((tail, ""));
+    Page {
+        status: status.parse().unwrap_or(0),
+        content_type: content_type.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn html(url: &str) -> String {
+    let page = fetch(url, &[]);
+    assert_eq!(page.status, 200, "{url}: {}", page.body);
+    assert_eq!(page.content_type, "text/html; charset=utf-8", "{url}");
+    page.body
+}
+
+/// The appliance on loopback with `plan` (CSV) imported into its data dir first.
+struct Site {
+    _dir: tempfile::TempDir,
+    _app: Running,
+    base: String,
+}
+
+fn import(plan: &str, dir: &Path) {
+    let file = dir.join("plan.csv");
+    std::fs::write(&file, plan).expect("write the plan");
+    let out = Command::new(appliance())
+        .args(["plan", "import"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .expect("run plan import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn site(plan: &str) -> Site {
+    let dir = tempfile::tempdir().expect("tempdir");
+    import(plan, dir.path());
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(dir.path().join("kernel"), b"not really a kernel").unwrap();
+    std::fs::write(dir.path().join("initrd"), b"not really an initrd").unwrap();
+    let (data, fw, kernel, initrd) = (
+        path("data"),
+        path("firmware"),
+        path("kernel"),
+        path("initrd"),
+    );
+    let mut args: Vec<&str> = ON_LOOPBACK.to_vec();
+    args.extend([
+        "--data-dir",
+        &data,
+        "--firmware-dir",
+        &fw,
+        "--discovery-kernel",
+        &kernel,
+        "--discovery-initrd",
+        &initrd,
+    ]);
+    let mut app = Running::start(&args);
+    let base = format!("http://{}", app.addr("HTTP listening"));
+    Site {
+        _dir: dir,
+        _app: app,
+        base,
+    }
+}
+
+/// The node fetches its boot script (and so is `inspecting`); returns its agent token.
+fn boot(base: &str, mac: &str) -> String {
+    let script = fetch(&format!("{base}/boot/{}.ipxe", mac.replace(':', "-")), &[]);
+    assert_eq!(script.status, 200, "{}", script.body);
+    script
+        .body
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("provisioner.token="))
+        .unwrap_or_else(|| panic!("no agent token in:\n{}", script.body))
+        .to_string()
+}
+
+/// The node's agent reports its facts; returns the state the appliance put it in.
+fn inspect(base: &str, mac: &str, serial: &str) -> String {
+    let token = boot(base, mac);
+    let mut facts = provisioner_protocol::Facts::default();
+    facts.dmi.product_serial = Some(serial.to_string());
+    facts.memory.total_bytes = 2 << 30;
+    facts.nics.push(provisioner_protocol::Nic {
+        name: "eth0".into(),
+        mac: mac.into(),
+        driver: None,
+        pci_address: None,
+        speed_mbps: None,
+        carrier: Some(true),
+    });
+    let body = serde_json::json!({ "mac": mac, "facts": serde_json::to_value(facts).unwrap() });
+    let reply = fetch(
+        &format!("{base}{}", provisioner_protocol::PATH_INSPECTION),
+        &[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body.to_string(),
+        ],
+    );
+    assert!(
+        (200..300).contains(&reply.status),
+        "inspection of {mac}: {} {}",
+        reply.status,
+        reply.body
+    );
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).expect("a JSON reply");
+    reply["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The node's number, from the overview's or a rack's link to it.
+fn node_link<'a>(page: &'a str, mac: &str) -> &'a str {
+    let at = page
+        .find(&format!(">{mac}</a>"))
+        .unwrap_or_else(|| panic!("no link to {mac}"));
+    let start = page[..at].rfind("href=\"").expect("a link") + "href=\"".len();
+    let end = start + page[start..].find('"').expect("the link ends");
+    &page[start..end]
+}
+
+#[test]
+fn overview_rack_and_node_pages() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let s = site(&format!(
+        "site,row,rack,u,serial,mac,sku\n\
+         lab,r1,a01,10,,{MATCHED},qemu-lab\n\
+         lab,r1,a01,20,SN-B200-1,,hgx-b200\n\
+         lab,r2,b07,5,SN-QEMU-2,,qemu-lab\n"
+    ));
+    assert_eq!(inspect(&s.base, MATCHED, "SN-QEMU-1"), "inspected");
+    assert_eq!(inspect(&s.base, STRANGER, HOSTILE), "failed");
+
+    let overview = html(&format!("{}/", s.base));
+    // The people's list comes before anything else on the page, the failed node in it.
+    let attention = overview.find("Needs a person (1)").expect("attention list");
+    let counts = overview.find("Nodes by state").expect("counts");
+    assert!(attention < counts);
+    let listed = &overview[attention..counts];
+    assert!(listed.contains(STRANGER), "{listed}");
+    assert!(listed.contains("failed at inspecting: not in the rack plan"));
+    assert!(listed.contains("not in any slot"));
+    assert!(!listed.contains(MATCHED));
+    for rack in [
+        "href=\"/racks/lab/r1/a01\">a01</a>",
+        "href=\"/racks/lab/r2/b07\">b07</a>",
+    ] {
+        assert!(overview.contains(rack), "no {rack}");
+    }
+    for count in [
+        "inspected: 1",
+        "failed: 1",
+        "enrolled: 0",
+        "empty: 2",
+        "2 nodes, 3 planned slots",
+    ] {
+        assert!(overview.contains(count), "no `{count}`");
+    }
+    // The matched node is coloured in its rack's elevation, above nothing but U10's gap.
+    assert!(overview.contains("class=\"st-inspected\""));
+    assert!(!overview.contains(HOSTILE));
+
+    let rack = html(&format!("{}/racks/lab/r1/a01", s.base));
+    let u20 = rack.find("<th>U20</th>").expect("U20");
+    let u10 = rack.find("<th>U10</th>").expect("U10");
+    assert!(u20 < u10, "the top of the rack comes first");
+    assert!(rack[u20..u10].contains("SN-B200-1") && rack[u20..u10].contains("hgx-b200"));
+    assert!(rack[u20..u10].contains("empty"));
+    let lower = &rack[u10..];
+    assert!(
+        lower.contains(&format!("<td>{MATCHED}</td>")),
+        "expected MAC"
+    );
+    assert!(lower.contains(&format!(">{MATCHED}</a>")), "actual node");
+    assert!(lower.contains(">inspected</td>"));
+    assert!(rack.contains("no checklist started"));
+
+    let link = node_link(&overview, STRANGER).to_string();
+    let node = html(&format!("{}{link}", s.base));
+    // askama writes `<` and `>` as numeric references (`&#60;`, not `&lt;`): the same text.
+    let serial = node.find("<th>Serial</th>").expect("the serial's row");
+    assert!(
+        node[serial..]
+            .starts_with("<th>Serial</th><td>&#60;script&#62;alert(1)&#60;/script&#62;</td>"),
+        "{}",
+        &node[serial..]
+    );
+    assert!(!node.contains("<script>alert(1)"));
+    assert!(node.contains("not in the rack plan"));
+    assert!(node.contains("2.0 GiB"));
+    assert!(node.contains("inspecting → failed"), "timeline");
+
+    let matched = html(&format!("{}{}", s.base, node_link(&rack, MATCHED)));
+    assert!(matched.contains("href=\"/racks/lab/r1/a01\">lab/r1/a01/U10</a>"));
+    assert!(matched.contains("SN-QEMU-1"));
+    assert!(matched.contains("No burn-in yet."));
+
+    // The page's print stylesheet hides the navigation.
+    assert!(overview.contains("@media print{nav{display:none}"));
+
+    for missing in [
+        "/nodes/4242",
+        "/nodes/52:54:00:00:00:00",
+        "/racks/lab/r9/zz",
+    ] {
+        let page = fetch(&format!("{}{missing}", s.base), &[]);
+        assert_eq!(page.status, 404, "{missing}");
+        assert_eq!(page.content_type, "text/html; charset=utf-8");
+        assert!(page.body.contains("Not found"), "{}", page.body);
+    }
+}
+
+#[test]
+fn a_site_of_720_slots_stays_small() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let mut plan = String::from("site,row,rack,u,serial,mac,sku\n");
+    for rack in 0..10u32 {
+        for u in 1..=72u32 {
+            plan.push_str(&format!(
+                "dc1,row{},rack{rack:02},{u},,02:00:00:00:{rack:02x}:{u:02x},qemu-lab\n",
+                rack / 5
+            ));
+        }
+    }
+    let s = site(&plan);
+    // A few nodes, so the elevations have colours and the people's list has entries.
+    for i in 1..=3u32 {
+        inspect(
+            &s.base,
+            &format!("52:54:00:ff:00:{i:02x}"),
+            &format!("SN-{i}"),
+        );
+    }
+    inspect(&s.base, "02:00:00:00:00:01", "SN-RACK00-U1");
+
+    let overview = html(&format!("{}/", s.base));
+    eprintln!("overview of 720 slots: {} bytes", overview.len());
+    assert!(
+        overview.len() < 1_000_000,
+        "{} bytes for 720 slots",
+        overview.len()
+    );
+    assert!(overview.contains("Needs a person (3)"));
+    assert!(overview.contains("720 planned slots"));
+    for rack in 0..10 {
+        assert!(
+            overview.contains(&format!(">rack{rack:02}</a>")),
+            "rack{rack:02}"
+        );
+    }
+    assert_eq!(overview.matches("<i class=\"st-empty\"").count(), 719);
+
+    let rack = html(&format!("{}/racks/dc1/row0/rack00", s.base));
+    assert_eq!(rack.matches("<tr class=\"slot\">").count(), 72);
+}
