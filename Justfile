@@ -54,6 +54,11 @@ bench-http:
     cargo build --release
     python3 tests/bench/http_serve.py
 
+# The overview page of a 10,000-node site: render time and size.
+bench-pages:
+    cargo build --release
+    python3 tests/bench/pages.py
+
 # Fuzz the DHCP packet path for five minutes.
 fuzz:
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run dhcp_packet corpus/dhcp_packet seeds/dhcp_packet -- -max_total_time=300
