@@ -64,16 +64,12 @@ impl Lifecycle {
         bearer: Option<&str>,
         report: &BurnInReport,
     ) -> Result<Judgement, AgentRefusal> {
-        let mac: MacAddr = report.mac.parse().map_err(|_| {
-            AgentRefusal::BadRequest(format!("`{}` is not a MAC address", report.mac))
-        })?;
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        self.authenticate(&mut tx, bearer, mac, false).await?;
-        let Some(node) = db::node_by_mac(&mut tx, mac).await? else {
-            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
-        };
+        let (mac, _, node) = self
+            .calling_node(&mut tx, bearer, &report.mac, false)
+            .await?;
         if node.state != State::BurningIn {
             return Err(AgentRefusal::Conflict(format!(
                 "node {mac} is {}; a burn-in report is not taken now",
@@ -201,15 +197,8 @@ impl Lifecycle {
         bearer: Option<&str>,
         p: &ProgressReport,
     ) -> Result<usize, AgentRefusal> {
-        let mac: MacAddr = p
-            .mac
-            .parse()
-            .map_err(|_| AgentRefusal::BadRequest(format!("`{}` is not a MAC address", p.mac)))?;
         let mut tx = self.pool.begin().await?;
-        self.authenticate(&mut tx, bearer, mac, false).await?;
-        let Some(node) = db::node_by_mac(&mut tx, mac).await? else {
-            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
-        };
+        let (_, _, node) = self.calling_node(&mut tx, bearer, &p.mac, false).await?;
         let lines: Vec<String> = p
             .lines
             .iter()

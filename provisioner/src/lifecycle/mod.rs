@@ -277,6 +277,25 @@ impl Lifecycle {
         }
     }
 
+    /// The node an agent's call speaks for: its MAC parsed, its token checked, the node found,
+    /// all inside `tx`. Returns the MAC, the token's hash and the node.
+    async fn calling_node(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        bearer: Option<&str>,
+        mac: &str,
+        for_report: bool,
+    ) -> Result<(MacAddr, String, db::NodeRecord), AgentRefusal> {
+        let mac: MacAddr = mac
+            .parse()
+            .map_err(|_| AgentRefusal::BadRequest(format!("`{mac}` is not a MAC address")))?;
+        let hash = self.authenticate(tx, bearer, mac, for_report).await?;
+        let Some(node) = db::node_by_mac(tx, mac).await? else {
+            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+        };
+        Ok((mac, hash, node))
+    }
+
     /// The agent's inspection report: matched against the rack plan, it moves the node to
     /// inspected or fails it with the reason.
     pub async fn report(
@@ -284,16 +303,12 @@ impl Lifecycle {
         bearer: Option<&str>,
         report: &InspectionReport,
     ) -> Result<State, AgentRefusal> {
-        let mac: MacAddr = report.mac.parse().map_err(|_| {
-            AgentRefusal::BadRequest(format!("`{}` is not a MAC address", report.mac))
-        })?;
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let hash = self.authenticate(&mut tx, bearer, mac, true).await?;
-        let Some(node) = db::node_by_mac(&mut tx, mac).await? else {
-            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
-        };
+        let (mac, hash, node) = self
+            .calling_node(&mut tx, bearer, &report.mac, true)
+            .await?;
         if node.state != State::Inspecting {
             return Err(AgentRefusal::Conflict(format!(
                 "node {mac} is {}; an inspection report is not taken now",
