@@ -46,13 +46,20 @@ fn firmware_dir() -> PathBuf {
     dir
 }
 
-fn boot(firmware: &str, memory: &str) -> (serde_json::Value, String, PathBuf, tempfile::TempDir) {
+/// Runs one node of `firmware` in the lab, with `extra` flags; returns its summary entry and
+/// console, and the lab's directory (kept while the caller looks).
+fn run_lab(
+    firmware: &str,
+    memory: &str,
+    extra: &[&str],
+) -> (serde_json::Value, String, tempfile::TempDir) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (kernel, initrd) = node_image();
     let fw = firmware_dir();
     let dir = tempfile::tempdir().unwrap();
     let out = lab_command(dir.path(), &fw, &kernel, &initrd)
         .args(["--nodes", "1", "--firmware", firmware, "--memory", memory])
+        .args(extra)
         .output()
         .expect("run provisioner lab");
     let log =
@@ -60,14 +67,38 @@ fn boot(firmware: &str, memory: &str) -> (serde_json::Value, String, PathBuf, te
     assert!(out.status.success(), "provisioner lab failed:\n{log}");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
-    let node = summary[0].clone();
     let console = std::fs::read_to_string(dir.path().join("node0.console")).unwrap_or_default();
+    (summary[0].clone(), console, dir)
+}
+
+/// Boots one node of `firmware` until it powers off by itself.
+fn boot(firmware: &str, memory: &str) -> (serde_json::Value, String, PathBuf, tempfile::TempDir) {
+    let (node, console, dir) = run_lab(firmware, memory, &[]);
     assert!(
         node["exited"] == true,
         "the node did not power off by itself:\n{console}\n{}",
         std::fs::read_to_string(dir.path().join("appliance.log")).unwrap_or_default()
     );
-    (node, console, kernel, dir)
+    (
+        node,
+        console,
+        workspace().join("target/lab-image/vmlinuz"),
+        dir,
+    )
+}
+
+/// Whether the UEFI firmware file `path` is there: in CI its absence fails the test,
+/// elsewhere it skips it, saying what to install.
+fn require_firmware_file(path: &str, package: &str) -> bool {
+    if Path::new(path).is_file() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{path} missing (apt-get install {package})"
+    );
+    eprintln!("SKIPPED: {path} missing (apt-get install {package})");
+    false
 }
 
 /// `provisioner lab` with its directory, firmware and node image; the caller adds the rest.
@@ -148,12 +179,7 @@ fn a_uefi_node_gets_ipxe_over_tftp_by_its_architecture() {
     ]) {
         return;
     }
-    assert!(
-        Path::new("/usr/share/OVMF/OVMF_CODE.fd").is_file() || std::env::var("CI").is_err(),
-        "OVMF missing (apt-get install ovmf)"
-    );
-    if !Path::new("/usr/share/OVMF/OVMF_CODE.fd").is_file() {
-        eprintln!("SKIPPED: OVMF missing (apt-get install ovmf)");
+    if !require_firmware_file("/usr/share/OVMF/OVMF_CODE.fd", "ovmf") {
         return;
     }
     let (node, console, kernel, _dir) = boot("uefi", "1024");
@@ -188,39 +214,12 @@ fn an_arm64_node_gets_arm64_ipxe_and_is_told_the_image_is_not_for_it() {
     ]) {
         return;
     }
-    let aavmf = Path::new("/usr/share/AAVMF/AAVMF_CODE.fd");
-    assert!(
-        aavmf.is_file() || std::env::var("CI").is_err(),
-        "AAVMF missing (apt-get install qemu-efi-aarch64)"
-    );
-    if !aavmf.is_file() {
-        eprintln!("SKIPPED: AAVMF missing (apt-get install qemu-efi-aarch64)");
+    if !require_firmware_file("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64") {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (kernel, initrd) = node_image();
-    let fw = firmware_dir();
     let told = "this node runs arm64 code but the discovery image is for x86_64";
-    let dir = tempfile::tempdir().unwrap();
-    let out = lab_command(dir.path(), &fw, &kernel, &initrd)
-        .args([
-            "--nodes",
-            "1",
-            "--firmware",
-            "uefi-arm64",
-            "--memory",
-            "512",
-        ])
-        .args(["--until", told])
-        .output()
-        .expect("run provisioner lab");
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "provisioner lab failed:\n{log}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
-    let node = &summary[0];
-    let console = std::fs::read_to_string(dir.path().join("node0.console")).unwrap_or_default();
+    let (node, console, _dir) = run_lab("uefi-arm64", "512", &["--until", told]);
+    let node = &node;
     assert!(node["until_seen"] == true, "{console}");
     assert!(
         console.contains("NBP filename is ipxe-arm64.efi"),
@@ -232,7 +231,9 @@ fn an_arm64_node_gets_arm64_ipxe_and_is_told_the_image_is_not_for_it() {
     );
 
     let ev = details(node);
-    let size = std::fs::metadata(fw.join("ipxe-arm64.efi")).unwrap().len();
+    let size = std::fs::metadata(firmware_dir().join("ipxe-arm64.efi"))
+        .unwrap()
+        .len();
     let has = |want: &str| ev.iter().any(|e| e == want);
     assert!(has("dhcp ACK 10.99.0.100 file=ipxe-arm64.efi"), "{ev:#?}");
     assert!(
