@@ -14,7 +14,7 @@ use provisioner::lifecycle::machine::{Actor, Input, State};
 use provisioner::lifecycle::plan::{SHIPPED_SKUS, Skus, parse_plan};
 use provisioner::lifecycle::{AgentRefusal, Lifecycle, Timeouts};
 use provisioner::types::MacAddr;
-use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
 use provisioner_protocol::{Facts, InspectionReport, Instruction, PciDevice};
 
 const PLAN: &str = "\
@@ -83,6 +83,18 @@ async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
     token
 }
 
+/// What a burning-in node is told: its plan.
+async fn burn_in_plan(lc: &Lifecycle, token: &str, mac: &str) -> BurnInPlan {
+    match lc
+        .next_for_agent(Some(token), mac.parse().unwrap())
+        .await
+        .unwrap()
+    {
+        Instruction::BurnIn { plan } => plan,
+        other => panic!("a burning-in node is told to burn in, not {other:?}"),
+    }
+}
+
 fn report(mac: &str) -> BurnInReport {
     BurnInReport {
         mac: mac.into(),
@@ -96,13 +108,7 @@ async fn a_slow_gpu_is_run_again_then_the_node_is_enrolled() {
     let mac = "52:54:00:00:00:01";
     let token = to_burning_in(&s.lc, mac, "SN-1").await;
 
-    let Instruction::BurnIn { plan } =
-        s.lc.next_for_agent(Some(&token), mac.parse().unwrap())
-            .await
-            .unwrap()
-    else {
-        panic!("a burning-in node is told to burn in")
-    };
+    let plan = burn_in_plan(&s.lc, &token, mac).await;
     assert_eq!(plan.gemm_seconds, 600);
     assert!(plan.only.is_empty());
 
@@ -114,13 +120,7 @@ async fn a_slow_gpu_is_run_again_then_the_node_is_enrolled() {
     let j = s.lc.burnin(Some(&token), &first).await.unwrap();
     assert!(!j.retry.is_empty(), "{j:#?}");
     assert_eq!(s.lc.state(mac.parse().unwrap()), Some(State::BurningIn));
-    let Instruction::BurnIn { plan } =
-        s.lc.next_for_agent(Some(&token), mac.parse().unwrap())
-            .await
-            .unwrap()
-    else {
-        panic!()
-    };
+    let plan = burn_in_plan(&s.lc, &token, mac).await;
     assert!(
         plan.only.iter().all(|(d, _)| d == "0000:1e:00.0") && !plan.only.is_empty(),
         "{:?}",
@@ -258,13 +258,7 @@ async fn a_retry_left_from_an_earlier_burn_in_does_not_cut_a_new_one_short() {
     // Wall-clock milliseconds separate the two stays in burning_in.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let token = to_burning_in(&s.lc, mac, "SN-1").await;
-    let Instruction::BurnIn { plan } =
-        s.lc.next_for_agent(Some(&token), mac.parse().unwrap())
-            .await
-            .unwrap()
-    else {
-        panic!()
-    };
+    let plan = burn_in_plan(&s.lc, &token, mac).await;
     assert!(plan.only.is_empty(), "a full burn-in: {:?}", plan.only);
     // A full report is judged on its own, not merged into the old one.
     let j = s.lc.burnin(Some(&token), &report(mac)).await.unwrap();
