@@ -68,6 +68,22 @@ pub struct Conditions {
     pub temperature_max_c: Option<f64>,
     pub sm_clock_min_mhz: Option<f64>,
     pub sm_clock_max_mhz: Option<f64>,
+    /// Power, temperature and SM clock over the run, for the node page's charts: at most
+    /// `SERIES_MAX` points, evenly thinned on a long run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<ConditionPoint>,
+}
+
+/// The most points a device's condition series holds.
+pub const SERIES_MAX: usize = 256;
+
+/// One sample of how a device ran, `t_s` seconds after its first sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConditionPoint {
+    pub t_s: f64,
+    pub power_w: Option<f64>,
+    pub temperature_c: Option<f64>,
+    pub sm_clock_mhz: Option<f64>,
 }
 
 /// NVML clock event reason bits (nvml.h `nvmlClocksEventReason*`).

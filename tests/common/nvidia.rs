@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use provisioner_protocol::burnin::{
-    BurnInReport, Conditions, DeviceKind, DeviceResult, Measurement,
+    BurnInReport, ConditionPoint, Conditions, DeviceKind, DeviceResult, Measurement,
 };
 
 pub fn fixture(card: &str, file: &str) -> String {
@@ -19,9 +19,15 @@ pub fn fixture(card: &str, file: &str) -> String {
 /// SM clock, clock event reasons every 2 s) and its power limit from `query-after.csv`.
 pub fn conditions(card: &str) -> Conditions {
     let mut c = Conditions::default();
-    for line in fixture(card, "during-load.csv").lines() {
+    for (i, line) in fixture(card, "during-load.csv").lines().enumerate() {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         let num = |s: &str| s.split_whitespace().next().unwrap().parse::<f64>().unwrap();
+        c.series.push(ConditionPoint {
+            t_s: 2.0 * i as f64,
+            power_w: Some(num(f[2])),
+            temperature_c: Some(num(f[1])),
+            sm_clock_mhz: Some(num(f[3])),
+        });
         c.temperature_max_c = Some(c.temperature_max_c.unwrap_or(0.0).max(num(f[1])));
         c.power_max_w = Some(c.power_max_w.unwrap_or(0.0).max(num(f[2])));
         c.throttle_reasons |= u64::from_str_radix(f[4].trim_start_matches("0x"), 16).unwrap();

@@ -4,7 +4,9 @@
 
 use nvml_wrapper::Device;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
-use provisioner_protocol::burnin::Conditions;
+use std::time::Instant;
+
+use provisioner_protocol::burnin::{ConditionPoint, Conditions, SERIES_MAX};
 
 /// One sample of how a GPU runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -32,15 +34,50 @@ pub fn read_sample(device: &Device) -> Sample {
     }
 }
 
-/// The samples of one GPU folded as they come: reasons ORed, extremes kept.
+/// The samples of one GPU folded as they come: reasons ORed, extremes kept, and a series
+/// of at most `SERIES_MAX` points for the charts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Samples {
     count: u32,
     conditions: Conditions,
+    first: Option<Instant>,
+    /// Every `stride`-th sample goes into the series; doubled when the series is full.
+    stride: u32,
 }
 
 impl Samples {
+    /// A sample taken now.
     pub fn add(&mut self, s: &Sample) {
+        let now = Instant::now();
+        let first = *self.first.get_or_insert(now);
+        self.add_at(s, now.duration_since(first).as_secs_f64());
+    }
+
+    /// A sample taken `t_s` seconds after the first.
+    pub fn add_at(&mut self, s: &Sample, t_s: f64) {
+        if self.stride == 0 {
+            self.stride = 1;
+        }
+        if self.count.is_multiple_of(self.stride) {
+            let series = &mut self.conditions.series;
+            if series.len() == SERIES_MAX {
+                // Keep every other point: the series stays even over the whole run.
+                let mut i = 0;
+                series.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.stride *= 2;
+            }
+            if self.count.is_multiple_of(self.stride) {
+                series.push(ConditionPoint {
+                    t_s,
+                    power_w: s.power_w,
+                    temperature_c: s.temperature_c,
+                    sm_clock_mhz: s.sm_clock_mhz,
+                });
+            }
+        }
         self.count += 1;
         let c = &mut self.conditions;
         c.throttle_reasons |= s.throttle_reasons.unwrap_or(0);
@@ -142,5 +179,44 @@ mod tests {
         assert_eq!(c.power_max_w, None);
         assert_eq!(c.sm_clock_min_mhz, Some(1500.0));
         assert_eq!(c.sm_clock_max_mhz, Some(1500.0));
+    }
+
+    #[test]
+    fn a_long_run_keeps_an_even_series_of_bounded_length() {
+        let mut samples = Samples::default();
+        let s = Sample {
+            power_w: Some(700.0),
+            ..Sample::default()
+        };
+        // An hour at one sample a second.
+        for t in 0..3600 {
+            samples.add_at(&s, f64::from(t));
+        }
+        let series = samples.conditions().unwrap().series;
+        assert!(series.len() <= SERIES_MAX, "{}", series.len());
+        assert!(series.len() > SERIES_MAX / 2, "{}", series.len());
+        assert_eq!(series[0].t_s, 0.0);
+        let step = series[1].t_s - series[0].t_s;
+        assert!(
+            series.windows(2).all(|w| w[1].t_s - w[0].t_s == step),
+            "evenly spaced: {series:?}"
+        );
+        assert!(series.last().unwrap().t_s > 3600.0 - 2.0 * step);
+    }
+
+    #[test]
+    fn a_short_run_keeps_every_sample() {
+        let mut samples = Samples::default();
+        for t in 0..10 {
+            let s = Sample {
+                temperature_c: Some(40.0 + f64::from(t)),
+                ..Sample::default()
+            };
+            samples.add_at(&s, f64::from(t));
+        }
+        let c = samples.conditions().unwrap();
+        assert_eq!(c.series.len(), 10);
+        assert_eq!(c.series[9].temperature_c, Some(49.0));
+        assert_eq!(c.temperature_max_c, Some(49.0));
     }
 }
