@@ -133,3 +133,50 @@ fn with_no_interface_dhcp_stays_off_and_says_so() {
         .expect("a line saying DHCP is off");
     assert!(line.contains("--interface"), "{line}");
 }
+
+#[test]
+fn burnin_plan_and_judge_work_without_an_appliance() {
+    let out = bin().args(["burnin", "plan", "hgx-h100"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: provisioner_protocol::burnin::BurnInPlan =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan.gemm_seconds, 600);
+
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/nvidia/h100-agent-run/report.json"
+    );
+    let out = bin()
+        .args(["burnin", "judge", "--sku", "hgx-h100", report])
+        .output()
+        .unwrap();
+    // One GPU of eight: the node fails, and the exit code says so.
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("node: FAIL"), "{text}");
+    assert!(text.contains("1 of 8 GPU devices reported"), "{text}");
+    assert!(
+        text.contains("PASS gemm_bf16_p50: 709.68 TFLOP/s"),
+        "{text}"
+    );
+
+    let fails = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = fails(&["burnin", "plan", "hgx-h1000"]);
+    assert!(
+        e.contains("no burn-in profile for SKU \"hgx-h1000\""),
+        "{e}"
+    );
+    let e = fails(&["burnin", "judge", "--sku", "hgx-h100", "/nonexistent.json"]);
+    assert!(
+        e.contains("cannot read the report /nonexistent.json"),
+        "{e}"
+    );
+}

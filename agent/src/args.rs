@@ -4,12 +4,16 @@
 use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
-usage: provisioner-agent [--once] [--root DIR] [--cmdline FILE] [--really-power-off]
+usage: provisioner-agent [--once | --burn-in PLAN] [--root DIR] [--cmdline FILE]
+                         [--really-power-off]
 
 Reports this node's facts to the provisioning appliance named on the kernel command line
 (provisioner.url, provisioner.mac, provisioner.token), then does what the appliance says.
 
   --once              print the facts as JSON on stdout and exit
+  --burn-in PLAN      run the burn-in PLAN (a JSON file, as `provisioner burnin plan SKU`
+                      prints it) on this machine, print the report as JSON on stdout and
+                      exit; judge it with `provisioner burnin judge`. Nothing is sent
   --root DIR          read sysfs and procfs under DIR instead of / (a recorded tree); the
                       boot interface is then left alone, DIR not being this machine's
   --cmdline FILE      read the kernel command line from FILE instead of /proc/cmdline
@@ -21,6 +25,7 @@ Reports this node's facts to the provisioning appliance named on the kernel comm
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     pub once: bool,
+    pub burn_in: Option<PathBuf>,
     pub root: PathBuf,
     pub cmdline: PathBuf,
     pub really_power_off: bool,
@@ -31,6 +36,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             once: false,
+            burn_in: None,
             root: PathBuf::from("/"),
             cmdline: PathBuf::from("/proc/cmdline"),
             really_power_off: false,
@@ -56,6 +62,13 @@ impl Options {
                 "--once" => options.once = true,
                 "--really-power-off" => options.really_power_off = true,
                 "--help" | "-h" => options.help = true,
+                "--burn-in" => {
+                    options.burn_in = Some(
+                        args.next()
+                            .ok_or(ArgsError::MissingValue("--burn-in"))?
+                            .into(),
+                    )
+                }
                 "--root" => {
                     options.root = args.next().ok_or(ArgsError::MissingValue("--root"))?.into()
                 }
@@ -100,11 +113,17 @@ mod tests {
         assert_eq!(options.root, PathBuf::from("tree"));
         assert_eq!(options.cmdline, PathBuf::from("c.txt"));
         assert!(!options.live());
+        let options = parse(&["--burn-in", "plan.json"]).unwrap();
+        assert_eq!(options.burn_in, Some(PathBuf::from("plan.json")));
     }
 
     #[test]
     fn mistakes_are_named() {
         assert_eq!(parse(&["--root"]), Err(ArgsError::MissingValue("--root")));
+        assert_eq!(
+            parse(&["--burn-in"]),
+            Err(ArgsError::MissingValue("--burn-in"))
+        );
         assert_eq!(
             parse(&["--onec"]),
             Err(ArgsError::Unknown("--onec".to_string()))

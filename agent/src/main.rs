@@ -45,6 +45,9 @@ fn main() -> ExitCode {
     if options.once {
         return print_facts(&options.root);
     }
+    if let Some(plan) = &options.burn_in {
+        return burn_in_here(plan, &options.root);
+    }
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
@@ -70,6 +73,40 @@ fn print_facts(root: &Path) -> ExitCode {
         facts.gpus.len(),
         facts.disks.len(),
         facts.problems.len()
+    ));
+    ExitCode::SUCCESS
+}
+
+/// `--burn-in PLAN`: the burn-in run here, without an appliance (a technician's check of a
+/// node, a profile measured on a new card); the report as JSON on stdout.
+fn burn_in_here(plan: &Path, root: &Path) -> ExitCode {
+    let plan: BurnInPlan = match fs::read_to_string(plan)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            say(&format!("cannot read the plan {}: {e}", plan.display()));
+            return ExitCode::from(2);
+        }
+    };
+    let facts = facts::collect(root);
+    let report = burnin::run(&plan, &facts, &mut |line: &str| say(line));
+    let written = serde_json::to_writer_pretty(io::stdout().lock(), &report)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(io::stdout()));
+    if let Err(e) = written {
+        say(&format!("cannot print the report: {e}"));
+        return ExitCode::FAILURE;
+    }
+    let unvalidated = report
+        .devices
+        .iter()
+        .filter(|d| d.cannot_validate.is_some())
+        .count();
+    say(&format!(
+        "printed the burn-in report ({} devices, {unvalidated} not validated)",
+        report.devices.len()
     ));
     ExitCode::SUCCESS
 }

@@ -271,3 +271,46 @@ fn an_appliance_that_is_not_there_is_retried_and_said() {
         ]
     );
 }
+
+#[test]
+fn burn_in_runs_a_plan_here_and_prints_its_report() {
+    let dir = std::env::temp_dir().join(format!("agent-burn-in-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"gemm_seconds": 1, "hbm_fraction": 0.9, "cpu_seconds": 1, "memory_fraction": 0.001,
+            "disk_read_bytes": 0, "disks_writable": [], "nic_speed_mbps": null,
+            "tool_timeout_seconds": 20}"#,
+    )
+    .unwrap();
+    let root = vm_tree();
+    let output = agent(&[
+        "--burn-in",
+        plan.to_str().unwrap(),
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    let report: provisioner_protocol::burnin::BurnInReport =
+        serde_json::from_slice(&output.stdout).unwrap();
+    let cpu = report
+        .devices
+        .iter()
+        .find(|d| d.id == "cpu")
+        .expect("a CPU result");
+    assert_eq!(cpu.counters.get("cpu_mismatches"), Some(&0), "{cpu:?}");
+    assert!(said.contains("printed the burn-in report"), "{said}");
+
+    // A plan that is not there is named, and nothing runs.
+    let output = agent(&["--burn-in", dir.join("none.json").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("cannot read the plan") && said.contains("none.json"),
+        "{said}"
+    );
+    assert!(output.stdout.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

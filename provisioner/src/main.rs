@@ -38,6 +38,9 @@ enum Command {
     /// Rack installation checklists, for a technician at a terminal.
     #[command(subcommand)]
     Checklist(ChecklistCommand),
+    /// Burn-in without an appliance: the plan a SKU runs, and a report judged by its profile.
+    #[command(subcommand)]
+    Burnin(BurninCommand),
     /// Build the images nodes boot.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -67,6 +70,33 @@ struct BuildDiscoveryArgs {
     /// Where downloaded .debs are kept (default DATA_DIR/cache/debs).
     #[arg(long, value_name = "DIR")]
     deb_cache: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum BurninCommand {
+    /// Print the burn-in plan a node of SKU runs, as JSON (for `provisioner-agent --burn-in`).
+    Plan {
+        sku: String,
+        /// Burn-in profiles file (default: the shipped ones).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+    },
+    /// Judge a burn-in report (JSON, as `provisioner-agent --burn-in` prints it) as a node of
+    /// SKU's, without a cohort. Exits 1 when the node fails.
+    Judge {
+        #[arg(long)]
+        sku: String,
+        report: PathBuf,
+        /// Burn-in profiles file (default: the shipped ones).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+        /// SKU definitions file (default: the shipped ones).
+        #[arg(long)]
+        skus: Option<PathBuf>,
+        /// Print the judgement as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -324,6 +354,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Checklist(cmd) => checklist(cmd),
+        Command::Burnin(cmd) => burnin(cmd),
         Command::Token(TokenCommand::Create { name, store }) => {
             let config = store.config()?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
@@ -370,6 +401,42 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `provisioner checklist ...`: the same checklists as the API, on the store directly.
+fn burnin(cmd: BurninCommand) -> anyhow::Result<()> {
+    use provisioner::burnin::{judge::Level, offline};
+    match cmd {
+        BurninCommand::Plan { sku, profiles } => {
+            let profiles = provisioner::app::load_profiles(profiles.as_deref())?;
+            let plan = offline::plan(&profiles, &sku)?;
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+            Ok(())
+        }
+        BurninCommand::Judge {
+            sku,
+            report,
+            profiles,
+            skus,
+            json,
+        } => {
+            let profiles = provisioner::app::load_profiles(profiles.as_deref())?;
+            let skus = provisioner::app::load_skus(skus.as_deref())?;
+            let text = std::fs::read_to_string(&report)
+                .with_context(|| format!("cannot read the report {}", report.display()))?;
+            let parsed: provisioner_protocol::burnin::BurnInReport = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a burn-in report", report.display()))?;
+            let judgement = offline::judge_report(&profiles, &skus, &sku, &parsed)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&judgement)?);
+            } else {
+                print!("{}", offline::render(&judgement, &parsed));
+            }
+            if judgement.level == Level::Fail {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
 fn checklist(cmd: ChecklistCommand) -> anyhow::Result<()> {
     use provisioner::checklist::{self as cl, Templates};
     let templates = Templates::shipped()?;

@@ -3,4 +3,5 @@
 //! verdicts with reasons.
 
 pub mod judge;
+pub mod offline;
 pub mod profile;
