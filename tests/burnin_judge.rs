@@ -367,3 +367,52 @@ fn a_power_cap_excuses_only_the_gemm_a_little_under_its_floor_at_the_full_limit(
         j.failures()
     );
 }
+
+/// The report the agent itself printed on a real H100 (`tests/fixtures/nvidia/h100-agent-run`):
+/// every GPU check it could run passes its floor, the GEMM reported as power-capped, and the
+/// node of an eight-GPU SKU fails for what the single-GPU VM lacked, and for nothing else.
+#[test]
+fn the_agents_own_report_from_a_real_h100_passes_every_gpu_floor_it_measured() {
+    let text = common::nvidia::fixture("h100-agent-run", "report.json");
+    let report: BurnInReport = serde_json::from_str(&text).unwrap();
+    let j = verdict_of(&report, "hgx-h100");
+    let gpu = j
+        .devices
+        .iter()
+        .find(|d| d.kind == Some(DeviceKind::Gpu))
+        .expect("the GPU");
+    for check in [
+        "hbm_copy",
+        "gemm_bf16_p50",
+        "gemm_bf16_p05",
+        "pcie_h2d",
+        "pcie_d2h",
+    ] {
+        let c = gpu.checks.iter().find(|c| c.check == check).unwrap();
+        assert_eq!(c.level, Level::Pass, "{c:?}");
+    }
+    let p50 = gpu
+        .checks
+        .iter()
+        .find(|c| c.check == "gemm_bf16_p50")
+        .unwrap();
+    assert!(p50.reason.contains("power-capped (reasons 0x4"), "{p50:?}");
+    // Nothing else on the GPU failed: only P2P, which one GPU cannot measure.
+    let failed: Vec<&str> = gpu
+        .checks
+        .iter()
+        .filter(|c| c.level == Level::Fail)
+        .map(|c| c.check.as_str())
+        .collect();
+    assert_eq!(failed, ["p2p"], "{gpu:#?}");
+    assert!(
+        j.node
+            .iter()
+            .any(|c| c.reason == "1 of 8 GPU devices reported"),
+        "{:?}",
+        j.node
+    );
+    // The conditions came with their series, for the node page's charts.
+    let series = &report.devices[0].conditions.as_ref().unwrap().series;
+    assert!(series.len() > 30, "{}", series.len());
+}
