@@ -70,8 +70,14 @@ fn import(plan: &str, dir: &Path) {
 }
 
 fn site(plan: &str) -> Site {
+    site_seeded(plan, |_| {})
+}
+
+/// Like `site`, with `seed` run on the data dir after the import, before the appliance starts.
+fn site_seeded(plan: &str, seed: impl FnOnce(&Path)) -> Site {
     let dir = tempfile::tempdir().expect("tempdir");
     import(plan, dir.path());
+    seed(&dir.path().join("data"));
     let path = |name: &str| dir.path().join(name).display().to_string();
     std::fs::write(dir.path().join("kernel"), b"not really a kernel").unwrap();
     std::fs::write(dir.path().join("initrd"), b"not really an initrd").unwrap();
@@ -296,4 +302,204 @@ fn a_site_of_720_slots_stays_small() {
 
     let rack = html(&format!("{}/racks/dc1/row0/rack00", s.base));
     assert_eq!(rack.matches("<tr class=\"slot\">").count(), 72);
+}
+
+const H100_A: &str = "52:54:00:20:00:01";
+const H100_B: &str = "52:54:00:20:00:02";
+/// A GPU whose id a hostile agent made up.
+const HOSTILE_GPU: &str = "0000:1f:00.0<script>alert(1)</script>";
+
+/// Facts of an HGX H100: 8 GPUs (10de:2330), 2 TiB.
+fn h100_facts(serial: &str) -> provisioner_protocol::Facts {
+    let mut f = provisioner_protocol::Facts::default();
+    f.dmi.product_serial = Some(serial.into());
+    f.memory.total_bytes = 2 << 40;
+    for i in 0..8 {
+        let address = format!("0000:{:02x}:00.0", 0x18 + i);
+        f.pci.push(provisioner_protocol::PciDevice {
+            address: address.clone(),
+            vendor: 0x10de,
+            device: 0x2330,
+            class: 0x030200,
+            ..Default::default()
+        });
+        f.gpus.push(address);
+    }
+    f
+}
+
+/// The report the agent printed on a real H100, its one GPU at each of `ids`; the node's
+/// other devices as they were.
+fn h100_report(mac: &str, ids: &[String]) -> provisioner_protocol::burnin::BurnInReport {
+    use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult, Measurement};
+    let real: BurnInReport =
+        serde_json::from_str(&common::nvidia::fixture("h100-agent-run", "report.json"))
+            .expect("the fixture is a report");
+    let (gpus, others): (Vec<DeviceResult>, Vec<DeviceResult>) = real
+        .devices
+        .into_iter()
+        .partition(|d| d.kind == Some(DeviceKind::Gpu));
+    let mut gpu = gpus.into_iter().next().expect("the fixture has a GPU");
+    // The run was on a single-GPU VM, with no GPU-to-GPU copy: a healthy NVLink 4 figure, so
+    // that the node passes and its figures are a cohort.
+    gpu.measurements.insert(
+        "p2p".into(),
+        Measurement {
+            value: 370.0,
+            unit: "GB/s".into(),
+            attempt: 1,
+        },
+    );
+    let mut devices: Vec<DeviceResult> = ids
+        .iter()
+        .map(|id| DeviceResult {
+            id: id.clone(),
+            ..gpu.clone()
+        })
+        .collect();
+    devices.extend(others);
+    BurnInReport {
+        mac: mac.into(),
+        devices,
+    }
+}
+
+/// Takes `mac` through inspection and installation to its burn-in `report`, through the
+/// lifecycle on the store in `data` (installation has no API yet), before the appliance runs.
+fn burned_in(
+    data: &Path,
+    mac: &str,
+    serial: &str,
+    report: &provisioner_protocol::burnin::BurnInReport,
+) {
+    use provisioner::lifecycle::machine::{Actor, Input};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let pool = provisioner::store::open(data, provisioner::config::SyncMode::Normal)
+            .await
+            .expect("the store");
+        let skus =
+            provisioner::lifecycle::plan::Skus::parse(provisioner::lifecycle::plan::SHIPPED_SKUS)
+                .expect("the shipped SKUs");
+        let profiles = provisioner::burnin::profile::Profiles::parse(
+            provisioner::burnin::profile::SHIPPED_PROFILES,
+        )
+        .expect("the shipped profiles");
+        let lc = provisioner::lifecycle::Lifecycle::open(
+            pool.clone(),
+            skus,
+            profiles,
+            provisioner::lifecycle::Timeouts::default(),
+        )
+        .await
+        .expect("the lifecycle");
+        let token = lc
+            .boot_requested(mac.parse().expect("a MAC"), None)
+            .await
+            .expect("a boot")
+            .token
+            .expect("an agent token");
+        let inspection = provisioner_protocol::InspectionReport {
+            mac: mac.into(),
+            facts: h100_facts(serial),
+        };
+        lc.report(Some(&token), &inspection)
+            .await
+            .expect("inspected");
+        for input in [Input::InstallStarted, Input::Installed] {
+            lc.apply_input(mac, input, &Actor::Appliance)
+                .await
+                .expect("installed");
+        }
+        lc.burnin(Some(&token), report).await.expect("judged");
+        pool.close().await;
+    });
+}
+
+/// The chart whose title is `title`, from its `<svg` to its `</svg>`.
+fn chart<'a>(page: &'a str, title: &str) -> &'a str {
+    let at = page
+        .find(&format!("<title>{title}</title>"))
+        .unwrap_or_else(|| panic!("no chart `{title}`"));
+    let start = page[..at].rfind("<svg").expect("its <svg");
+    let end = at + page[at..].find("</svg>").expect("its </svg>");
+    &page[start..end]
+}
+
+#[test]
+fn the_node_page_charts_its_latest_burn_in() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let gpus = |last: &str| -> Vec<String> {
+        (0..7)
+            .map(|i| format!("0000:{:02x}:00.0", 0x18 + i))
+            .chain([last.to_string()])
+            .collect()
+    };
+    let s = site_seeded(
+        "site,row,rack,u,serial,mac,sku\n\
+         lab,r1,h01,10,SN-H100-1,,hgx-h100\n\
+         lab,r1,h01,14,SN-H100-2,,hgx-h100\n",
+        |data| {
+            // The first node's eight GPUs are the second's cohort.
+            burned_in(
+                data,
+                H100_A,
+                "SN-H100-1",
+                &h100_report(H100_A, &gpus("0000:1f:00.0")),
+            );
+            burned_in(
+                data,
+                H100_B,
+                "SN-H100-2",
+                &h100_report(H100_B, &gpus(HOSTILE_GPU)),
+            );
+        },
+    );
+    let page = html(&format!("{}/nodes/{H100_B}", s.base));
+    let profiles = provisioner::burnin::profile::Profiles::parse(
+        provisioner::burnin::profile::SHIPPED_PROFILES,
+    )
+    .unwrap();
+    let floor = |check: &str| {
+        profiles.by_sku["hgx-h100"]
+            .floors
+            .iter()
+            .find(|f| f.name == check)
+            .unwrap_or_else(|| panic!("no floor for {check}"))
+            .min
+    };
+    // The real card copied 2.89 TB/s and multiplied at 710 TFLOP/s (p50); so did the cohort.
+    for (title, check, median) in [
+        ("hbm_copy, TB/s", "hbm_copy", "2.89"),
+        ("gemm_bf16_p50, TFLOP/s", "gemm_bf16_p50", "710"),
+    ] {
+        let svg = chart(&page, title);
+        assert!(
+            svg.contains(&format!(">floor {}</text>", floor(check))),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!(">cohort median {median}</text>")),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<rect ").count(), 8, "a bar per GPU: {svg}");
+        assert!(!svg.contains("#c62828"), "no bar under its floor: {svg}");
+    }
+    let temperature = chart(&page, "GPU temperature, °C");
+    assert_eq!(temperature.matches("<polyline ").count(), 8);
+    let power = chart(&page, "GPU power, W");
+    assert!(power.contains(">limit 700 W</text>"), "{power}");
+    // The made-up id is text inside the charts, never markup.
+    let hbm = chart(&page, "hbm_copy, TB/s");
+    assert!(
+        hbm.contains("<title>0000:1f:00.0&lt;script&gt;alert(1)&lt;/script&gt;: 2.89 TB/s</title>"),
+        "{hbm}"
+    );
+    assert!(!page.contains("<script>alert(1)"));
+    assert!(!page.contains("NaN"));
 }

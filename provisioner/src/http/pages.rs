@@ -2,6 +2,7 @@
 //! (`/racks/{site}/{row}/{rack}`) and a node (`/nodes/{id}`). Plain HTML from the askama
 //! templates in `templates/pages/`, escaped by askama; no JavaScript.
 
+mod charts;
 mod node;
 mod site;
 

@@ -140,6 +140,11 @@ impl Lifecycle {
         &self.skus
     }
 
+    /// The burn-in profiles in use: the node page draws their floors.
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
     /// How many nodes are in each state, every state named (zero included).
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
         let states = self.states.read().expect("not poisoned");

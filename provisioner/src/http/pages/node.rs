@@ -1,19 +1,36 @@
 //! The node page: state, slot, a summary of its facts, its timeline, its latest burn-in
-//! judgement per device, and its boot events.
+//! judgement per device with charts of its figures, and its boot events.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use provisioner_protocol::Facts;
+use provisioner_protocol::burnin::{BurnInReport, ConditionPoint, DeviceKind, DeviceResult};
+use serde::Deserialize;
 
+use super::charts::{self, Bar, BarChart, LineChart, Series};
 use super::{PageError, class, current_step, html, slot_rack_href, when};
-use crate::burnin::judge::{Judgement, Level};
+use crate::burnin::judge::{Judgement, Level, MIN_COHORT, median};
+use crate::burnin::profile::Profile;
 use crate::http::AppState;
 use crate::store::lifecycle as db;
+use crate::store::{Pool, StoreError};
 use crate::types::MacAddr;
 
 /// Boot events shown: the latest, so that a node that loops on its boot keeps a small page.
 const EVENTS_SHOWN: usize = 200;
+
+/// The device kinds whose burn-in is charted, each with the name the store keeps its figures
+/// under (its serde name) and the name shown.
+const CHARTED: [(DeviceKind, &str, &str); 2] = [
+    (DeviceKind::Gpu, "gpu", "GPU"),
+    (DeviceKind::Neuron, "neuron", "Neuron"),
+];
+
+/// The cohort's median of a check, by device kind and check.
+type Medians = BTreeMap<(DeviceKind, String), f64>;
 
 struct FactsView {
     vendor: String,
@@ -53,6 +70,8 @@ struct BurnIn {
     node: Vec<CheckLine>,
     devices: Vec<DeviceLine>,
     note: String,
+    /// SVG markup, escaped by `charts` itself: the template puts it in as it is.
+    charts: Vec<String>,
 }
 
 #[derive(Template)]
@@ -128,6 +147,7 @@ fn burnin_view(runs: &[crate::store::burnin::RunRow]) -> Option<BurnIn> {
         node: Vec::new(),
         devices: Vec::new(),
         note: String::new(),
+        charts: Vec::new(),
     };
     let check = |c: &crate::burnin::judge::CheckVerdict| CheckLine {
         check: c.check.clone(),
@@ -150,6 +170,159 @@ fn burnin_view(runs: &[crate::store::burnin::RunRow]) -> Option<BurnIn> {
         Err(e) => view.note = format!("the judgement cannot be read: {e}"),
     }
     Some(view)
+}
+
+/// The devices of `kind` in the report.
+fn of_kind(report: &BurnInReport, kind: DeviceKind) -> Vec<&DeviceResult> {
+    report
+        .devices
+        .iter()
+        .filter(|d| d.kind == Some(kind))
+        .collect()
+}
+
+/// The charts of a report: for each accelerator check with a floor in the profile, a bar per
+/// device against the floor and the cohort's median; per kind, temperature and power over
+/// the run, with the power limits.
+fn burnin_charts(
+    report: &BurnInReport,
+    profile: Option<&Profile>,
+    medians: &Medians,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, _, name) in CHARTED {
+        let devices = of_kind(report, kind);
+        if devices.is_empty() {
+            continue;
+        }
+        let floors = profile.map_or(&[][..], |p| &p.floors[..]);
+        for floor in floors.iter().filter(|f| f.kind == kind) {
+            // A figure in another unit than its floor's is not drawn against it (the table
+            // says why it failed).
+            let bars: Vec<Bar> = devices
+                .iter()
+                .filter_map(|d| {
+                    let m = d.measurements.get(&floor.name)?;
+                    (m.unit == floor.unit).then(|| Bar {
+                        device: d.id.clone(),
+                        value: m.value,
+                    })
+                })
+                .collect();
+            out.extend(charts::bar_chart(&BarChart {
+                check: &floor.name,
+                unit: &floor.unit,
+                bars: &bars,
+                floor: Some(floor.min),
+                median: medians.get(&(kind, floor.name.clone())).copied(),
+            }));
+        }
+        let series = |value: fn(&ConditionPoint) -> Option<f64>| -> Vec<Series> {
+            devices
+                .iter()
+                .filter_map(|d| {
+                    let points = d
+                        .conditions
+                        .as_ref()?
+                        .series
+                        .iter()
+                        .filter_map(|p| Some((p.t_s, value(p)?)))
+                        .collect();
+                    Some(Series {
+                        device: d.id.clone(),
+                        points,
+                    })
+                })
+                .collect()
+        };
+        let limits: Vec<f64> = devices
+            .iter()
+            .filter_map(|d| d.conditions.as_ref()?.power_limit_w)
+            .collect();
+        out.extend(charts::line_chart(&LineChart {
+            title: &format!("{name} temperature"),
+            unit: "°C",
+            series: &series(|p| p.temperature_c),
+            limits: &[],
+        }));
+        out.extend(charts::line_chart(&LineChart {
+            title: &format!("{name} power"),
+            unit: "W",
+            series: &series(|p| p.power_w),
+            limits: &limits,
+        }));
+    }
+    out
+}
+
+/// The cohort's median of each charted check: the passed figures of other nodes of the same
+/// SKU, kind, driver and firmware, as the store holds them now (so possibly more than the run
+/// was judged against). Where the node's devices differ in driver or firmware there is no
+/// one cohort, and no median is drawn.
+async fn cohort_medians(
+    pool: &Pool,
+    sku: &str,
+    report: &BurnInReport,
+    profile: &Profile,
+    node_id: i64,
+) -> Result<Medians, StoreError> {
+    let mut medians = Medians::new();
+    let mut tx = pool.begin().await?;
+    for (kind, stored, _) in CHARTED {
+        let devices = of_kind(report, kind);
+        for floor in profile.floors.iter().filter(|f| f.kind == kind) {
+            let cohorts: BTreeSet<(Option<&str>, Option<&str>)> = devices
+                .iter()
+                .filter(|d| d.measurements.contains_key(&floor.name))
+                .map(|d| (d.driver.as_deref(), d.firmware.as_deref()))
+                .collect();
+            let [(driver, firmware)] = cohorts.into_iter().collect::<Vec<_>>()[..] else {
+                continue;
+            };
+            let mut values = crate::store::burnin::cohort(
+                &mut tx,
+                sku,
+                stored,
+                &floor.name,
+                driver,
+                firmware,
+                node_id,
+            )
+            .await?;
+            // As in the judgement: too few figures say nothing about a median.
+            if values.len() >= MIN_COHORT {
+                medians.insert((kind, floor.name.clone()), median(&mut values));
+            }
+        }
+    }
+    Ok(medians)
+}
+
+/// Draws the charts of the node's latest run into its view, or says why there are none.
+async fn add_charts(
+    st: &AppState,
+    node_id: i64,
+    run: &crate::store::burnin::RunRow,
+    view: &mut BurnIn,
+) -> Result<(), StoreError> {
+    let report = match BurnInReport::deserialize(&run.report) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("the report cannot be read: {e}");
+            view.note = match view.note.as_str() {
+                "" => why,
+                note => format!("{note}; {why}"),
+            };
+            return Ok(());
+        }
+    };
+    let profile = st.boot.lifecycle.profiles().by_sku.get(&run.sku);
+    let medians = match profile {
+        Some(p) => cohort_medians(&st.store, &run.sku, &report, p, node_id).await?,
+        None => Medians::new(),
+    };
+    view.charts = burnin_charts(&report, profile, &medians);
+    Ok(())
 }
 
 pub async fn node(
@@ -175,7 +348,11 @@ pub async fn node(
             by: t.actor,
         })
         .collect();
-    let burnin = burnin_view(&crate::store::burnin::runs(&st.store, n.id).await?);
+    let runs = crate::store::burnin::runs(&st.store, n.id).await?;
+    let mut burnin = burnin_view(&runs);
+    if let (Some(view), Some(last)) = (burnin.as_mut(), runs.last()) {
+        add_charts(&st, n.id, last, view).await?;
+    }
     let seen = match n.mac.parse::<MacAddr>() {
         Ok(mac) => crate::store::nodes::get(&st.journal, mac).await?,
         Err(_) => None,
@@ -228,5 +405,66 @@ mod tests {
     #[test]
     fn no_runs_no_burnin() {
         assert!(burnin_view(&[]).is_none());
+    }
+
+    /// The charts' titles, in order.
+    fn titles(charts: &[String]) -> Vec<&str> {
+        charts
+            .iter()
+            .filter_map(|c| c.split("<title>").nth(1)?.split("</title>").next())
+            .collect()
+    }
+
+    #[test]
+    fn the_profiles_floors_choose_the_bar_charts() {
+        use crate::burnin::profile::{Profiles, SHIPPED_PROFILES};
+        use provisioner_protocol::burnin::{Conditions, Measurement};
+        let m = |value: f64, unit: &str| Measurement {
+            value,
+            unit: unit.into(),
+            attempt: 1,
+        };
+        let point = |t_s: f64, temperature: f64| ConditionPoint {
+            t_s,
+            power_w: None,
+            temperature_c: Some(temperature),
+            sm_clock_mhz: None,
+        };
+        let gpu = DeviceResult {
+            id: "0000:18:00.0".into(),
+            kind: Some(DeviceKind::Gpu),
+            // A figure with no floor in the profile is not charted.
+            measurements: BTreeMap::from([
+                ("hbm_copy".into(), m(2.9, "TB/s")),
+                ("hbm_pattern_coverage".into(), m(0.9, "fraction")),
+            ]),
+            conditions: Some(Conditions {
+                series: vec![point(0.0, 50.0), point(1.0, 60.0)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cpu = DeviceResult {
+            id: "cpu".into(),
+            kind: Some(DeviceKind::Cpu),
+            measurements: BTreeMap::from([("cpu_gflops".into(), m(900.0, "GFLOP/s"))]),
+            ..Default::default()
+        };
+        let report = BurnInReport {
+            mac: String::new(),
+            devices: vec![gpu, cpu],
+        };
+        let profiles = Profiles::parse(SHIPPED_PROFILES).unwrap();
+        let medians = Medians::from([((DeviceKind::Gpu, "hbm_copy".into()), 3.0)]);
+        let charts = burnin_charts(&report, profiles.by_sku.get("hgx-h100"), &medians);
+        // No power samples: no power chart.
+        assert_eq!(titles(&charts), ["hbm_copy, TB/s", "GPU temperature, °C"]);
+        assert!(
+            charts[0].contains(">floor 2.7</text>")
+                && charts[0].contains(">cohort median 3</text>")
+        );
+        // A SKU without a profile still shows how its devices ran.
+        let charts = burnin_charts(&report, None, &Medians::new());
+        assert_eq!(titles(&charts), ["GPU temperature, °C"]);
     }
 }
