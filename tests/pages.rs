@@ -244,7 +244,7 @@ fn overview_rack_and_node_pages() {
     assert!(matched.contains("No burn-in yet."));
 
     // The page's print stylesheet hides the navigation.
-    assert!(overview.contains("@media print{nav{display:none}"));
+    assert!(overview.contains("@media print{nav,.noprint{display:none!important}"));
 
     for missing in [
         "/nodes/4242",

@@ -118,6 +118,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         journal: journal.clone(),
         boot: boot.clone(),
         checklists: Arc::new(crate::checklist::Templates::shipped()?),
+        shutdown: shutdown.clone(),
     };
     let token = shutdown.clone();
     tasks.spawn(async move {

@@ -4,10 +4,12 @@
 pub mod agent;
 pub mod boot;
 pub mod files;
+pub mod live;
 pub mod nodes;
 pub mod pages;
 pub mod racks;
 pub mod sendfile;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ pub struct AppState {
     pub boot: boot::Boot,
     /// Rack installation checklist templates.
     pub checklists: Arc<crate::checklist::Templates>,
+    /// Cancelled when the appliance stops: long-lived responses (the live pages' event
+    /// streams) end then.
+    pub shutdown: CancellationToken,
 }
 
 /// Errors of the HTTP API, each with its status code.
@@ -67,6 +72,23 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::overview))
         .route("/racks/{site}/{row}/{rack}", get(pages::rack))
         .route("/nodes/{id}", get(pages::node))
+        .route("/nodes/{id}/actions", post(web::node_action))
+        .route(
+            "/racks/{site}/{row}/{rack}/checklist",
+            get(pages::checklist_page).post(web::checklist_start),
+        )
+        .route(
+            "/racks/{site}/{row}/{rack}/checklist/ticks",
+            post(web::checklist_tick),
+        )
+        .route(
+            "/racks/{site}/{row}/{rack}/checklist/unticks",
+            post(web::checklist_untick),
+        )
+        .route("/login", get(web::login_page).post(web::login))
+        .route("/logout", post(web::logout))
+        .route("/events", get(live::events))
+        .route("/assets/live.js", get(live::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/leases", get(leases))

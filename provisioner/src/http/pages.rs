@@ -3,9 +3,11 @@
 //! templates in `templates/pages/`, escaped by askama; no JavaScript.
 
 mod charts;
+mod checklist;
 mod node;
 mod site;
 
+pub use checklist::checklist_page;
 pub use node::node;
 pub use site::{overview, rack};
 
@@ -26,11 +28,23 @@ pub enum PageError {
     Store(#[from] StoreError),
     #[error("cannot render the page: {0}")]
     Render(#[from] askama::Error),
+    /// A form refused: not signed in, a stale form, a step the state does not allow.
+    #[error("{1}")]
+    Refused(StatusCode, String),
+}
+
+/// The operator signed in to the pages, and the value their forms must carry.
+#[derive(Clone, Debug)]
+pub struct Viewer {
+    /// The admin token's name.
+    pub name: String,
+    pub csrf: String,
 }
 
 #[derive(Template)]
 #[template(path = "pages/error.html")]
 struct ErrorPage<'a> {
+    viewer: Option<Viewer>,
     title: &'a str,
     message: String,
 }
@@ -41,12 +55,14 @@ impl IntoResponse for PageError {
             PageError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             PageError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
             PageError::Render(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Page error"),
+            PageError::Refused(status, _) => (*status, "Not done"),
         };
-        if status != StatusCode::NOT_FOUND {
+        if status.is_server_error() {
             error!(error = %self, "status page failed");
         }
         let message = self.to_string();
         let page = ErrorPage {
+            viewer: None,
             title,
             message: message.clone(),
         };
@@ -98,7 +114,7 @@ fn segment(s: &str) -> String {
 }
 
 /// The link to the rack page of `site/row/rack`.
-fn rack_href(site: &str, row: &str, rack: &str) -> String {
+pub(crate) fn rack_href(site: &str, row: &str, rack: &str) -> String {
     format!(
         "/racks/{}/{}/{}",
         segment(site),
@@ -170,6 +186,7 @@ mod tests {
     #[test]
     fn the_error_page_escapes_its_message() {
         let page = ErrorPage {
+            viewer: None,
             title: "Store unavailable",
             message: "<b>x</b>".into(),
         };

@@ -207,6 +207,10 @@ impl Lifecycle {
             .collect();
         runs::add_progress(&mut tx, node.id, now_ms(), &lines).await?;
         tx.commit().await?;
+        self.announce(super::Change {
+            node: Some(node.mac.clone()),
+            ..super::Change::default()
+        });
         Ok(lines.len())
     }
 

@@ -122,6 +122,22 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Hold,
+        Action::Release,
+        Action::Retry,
+        Action::Reprovision,
+        Action::Retire,
+    ];
+
+    /// The actions `state` allows, for the buttons a page offers.
+    pub fn allowed(state: &State) -> Vec<Action> {
+        Action::ALL
+            .into_iter()
+            .filter(|a| next(state, &Input::Operator(*a)).is_ok())
+            .collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Hold => "hold",

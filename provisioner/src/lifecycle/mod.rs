@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use provisioner_protocol::{InspectionReport, Instruction};
 use sha2::Digest;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 use tracing::{info, warn};
 
 use crate::burnin::profile::Profiles;
@@ -98,7 +98,25 @@ pub struct Lifecycle {
     states: RwLock<HashMap<MacAddr, State>>,
     /// One change at a time: each reads a node, decides, and writes it back.
     write: Mutex<()>,
+    /// Committed changes, for the pages that show them live.
+    changes: broadcast::Sender<Change>,
 }
+
+/// A committed change, as the live pages hear of it: a node's new state, a node's burn-in
+/// progress, or a rack's checklist. Serialized flat: `{"node": MAC, "state": "failed"}`,
+/// `{"node": MAC}`, `{"rack": "site/row/rack"}`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Change {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+}
+
+/// Changes a slow listener may fall behind by before it is told to read everything again.
+const CHANGES_QUEUE: usize = 1024;
 
 pub fn hash_token(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
@@ -133,6 +151,7 @@ impl Lifecycle {
             timeouts,
             states: RwLock::new(states),
             write: Mutex::new(()),
+            changes: broadcast::channel(CHANGES_QUEUE).0,
         }))
     }
 
@@ -220,11 +239,29 @@ impl Lifecycle {
         Ok(BootDecision { target, token })
     }
 
+    /// A committed state: kept for the boot plane, and told to the live pages.
     fn cache(&self, mac: MacAddr, state: State) {
+        let name = state.name();
         self.states
             .write()
             .expect("not poisoned")
             .insert(mac, state);
+        self.announce(Change {
+            node: Some(mac.to_string()),
+            state: Some(name),
+            rack: None,
+        });
+    }
+
+    /// Tells the live pages of a committed change. Nobody listening is fine.
+    pub fn announce(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Every change committed from now on; a listener that falls more than
+    /// `CHANGES_QUEUE` behind is told it lagged.
+    pub fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// Checks an agent's bearer token against the MAC it speaks for. Refusals are recorded.

@@ -221,3 +221,36 @@ pub async fn progress(
         })
         .collect()
 }
+
+/// The latest progress line of each node in the rack `site/row/rack`, by node id.
+pub async fn rack_progress(
+    pool: &Pool,
+    site: &str,
+    row: &str,
+    rack: &str,
+) -> Result<std::collections::HashMap<i64, ProgressRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT node_id, at_ms, line FROM agent_progress WHERE id IN (
+           SELECT MAX(p.id) FROM agent_progress p
+           JOIN nodes n ON n.id = p.node_id
+           JOIN plan_slots s ON s.slot = n.slot
+           WHERE s.site = ? AND s.row = ? AND s.rack = ?
+           GROUP BY p.node_id)",
+    )
+    .bind(site)
+    .bind(row)
+    .bind(rack)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("node_id")?,
+                ProgressRow {
+                    at_ms: r.try_get("at_ms")?,
+                    line: r.try_get("line")?,
+                },
+            ))
+        })
+        .collect()
+}

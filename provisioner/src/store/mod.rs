@@ -7,6 +7,7 @@ pub mod checklists;
 pub mod leases;
 pub mod lifecycle;
 pub mod nodes;
+pub mod sessions;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -5,16 +5,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use askama::Template;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use provisioner_protocol::Facts;
 use provisioner_protocol::burnin::{BurnInReport, ConditionPoint, DeviceKind, DeviceResult};
 use serde::Deserialize;
 
 use super::charts::{self, Bar, BarChart, LineChart, Series};
-use super::{PageError, class, current_step, html, slot_rack_href, when};
+use super::{PageError, Viewer, class, current_step, html, slot_rack_href, when};
 use crate::burnin::judge::{Judgement, Level, MIN_COHORT, median};
 use crate::burnin::profile::Profile;
-use crate::http::AppState;
+use crate::http::{AppState, web};
+use crate::lifecycle::machine::{Action, State as NodeState};
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
 use crate::types::MacAddr;
@@ -91,7 +93,15 @@ struct NodePage {
     burnin: Option<BurnIn>,
     events: Vec<Line>,
     events_total: usize,
+    /// The agent's latest progress lines, while it works.
+    progress: Vec<Line>,
+    viewer: Option<Viewer>,
+    /// What the signed-in operator may do to the node in its state.
+    actions: Vec<&'static str>,
 }
+
+/// Progress lines shown on the node page.
+const PROGRESS_SHOWN: i64 = 20;
 
 fn or_dash(s: &Option<String>) -> String {
     s.as_deref()
@@ -328,6 +338,7 @@ async fn add_charts(
 pub async fn node(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let Some(n) = st.boot.lifecycle.find(&id).await? else {
         return Err(PageError::NotFound(format!("node {id}")));
@@ -368,7 +379,32 @@ pub async fn node(
             by: e.kind,
         })
         .collect();
+    let working = matches!(
+        n.state,
+        NodeState::Inspecting | NodeState::Installing | NodeState::BurningIn
+    );
+    let progress = if working {
+        crate::store::burnin::progress(&st.store, n.id, PROGRESS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|p| Line {
+                at: when(p.at_ms),
+                what: p.line,
+                by: String::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let viewer = web::viewer(&st, &headers).await?;
+    let actions = Action::allowed(&n.state)
+        .into_iter()
+        .map(Action::as_str)
+        .collect();
     html(&NodePage {
+        progress,
+        viewer,
+        actions,
         id: n.id,
         class: class(Some(&n.state)),
         detail: n.state.to_string(),

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::{PageError, class, current_step, html, rack_href, when};
+use super::{PageError, Viewer, class, current_step, html, rack_href, when};
 use crate::checklist::{self, ChecklistError};
-use crate::http::AppState;
+use crate::http::{AppState, web};
 use crate::lifecycle::machine::{STATE_NAMES, State as NodeState};
 use crate::store::lifecycle::{self as db, NodeRecord, PlanRow};
 
@@ -55,6 +56,7 @@ struct SiteView {
 #[derive(Template)]
 #[template(path = "pages/overview.html")]
 struct Overview {
+    viewer: Option<Viewer>,
     attention: Vec<Attention>,
     counts: Vec<Count>,
     sites: Vec<SiteView>,
@@ -145,7 +147,10 @@ fn group(plan: &[PlanRow], held: &HashMap<&str, &NodeRecord>) -> Vec<SiteView> {
     sites
 }
 
-pub async fn overview(State(st): State<AppState>) -> Result<Response, PageError> {
+pub async fn overview(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
     let plan = db::plan_rows(&st.store).await?;
     let nodes = db::all_nodes(&st.store).await?;
     let held = by_slot(&nodes);
@@ -154,6 +159,7 @@ pub async fn overview(State(st): State<AppState>) -> Result<Response, PageError>
         .filter(|p| !held.contains_key(p.slot.as_str()))
         .count();
     html(&Overview {
+        viewer: web::viewer(&st, &headers).await?,
         attention: attention(&nodes),
         counts: counts(&nodes, empty),
         sites: group(&plan, &held),
@@ -168,6 +174,8 @@ struct Actual {
     mac: String,
     detail: String,
     step: &'static str,
+    /// The agent's latest progress line, while the node is at a step.
+    progress: String,
 }
 
 struct SlotLine {
@@ -188,6 +196,8 @@ struct Progress {
 #[derive(Template)]
 #[template(path = "pages/rack.html")]
 struct RackPage {
+    viewer: Option<Viewer>,
+    checklist_href: String,
     name: String,
     site: String,
     row: String,
@@ -199,6 +209,7 @@ struct RackPage {
 pub async fn rack(
     State(st): State<AppState>,
     Path((site, row, rack)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let plan = db::rack_plan_rows(&st.store, &site, &row, &rack).await?;
     let name = format!("{site}/{row}/{rack}");
@@ -207,6 +218,7 @@ pub async fn rack(
     }
     let nodes = db::all_nodes(&st.store).await?;
     let held = by_slot(&nodes);
+    let progress = crate::store::burnin::rack_progress(&st.store, &site, &row, &rack).await?;
     let slots = plan
         .iter()
         .rev()
@@ -223,6 +235,11 @@ pub async fn rack(
                     mac: n.mac.clone(),
                     detail: n.state.to_string(),
                     step: current_step(&n.state),
+                    progress: progress
+                        .get(&n.id)
+                        .filter(|_| n.state.step().is_some())
+                        .map(|p| format!("{} ({})", p.line, when(p.at_ms)))
+                        .unwrap_or_default(),
                 }),
             }
         })
@@ -242,6 +259,8 @@ pub async fn rack(
         Err(e) => (None, e.to_string()),
     };
     html(&RackPage {
+        viewer: web::viewer(&st, &headers).await?,
+        checklist_href: format!("{}/checklist", rack_href(&site, &row, &rack)),
         name,
         site,
         row,
