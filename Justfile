@@ -59,6 +59,10 @@ bench-pages:
     cargo build --release
     python3 tests/bench/pages.py
 
+# The pictures of docs/screenshots, from a seeded site in headless chromium.
+screenshots:
+    cargo test -p provisioner --test pages_browser -- --ignored screenshots_for_docs
+
 # Fuzz the DHCP packet path for five minutes.
 fuzz:
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run dhcp_packet corpus/dhcp_packet seeds/dhcp_packet -- -max_total_time=300

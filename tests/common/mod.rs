@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod nvidia;
+pub mod site;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -99,6 +99,11 @@ fn started(v: checklist::ChecklistView) -> Started {
                 ("ticked", by, when(at_ms), String::new(), String::new())
             }
             Status::Seen { evidence, link } => {
+                // The export links the API; a person reading the page wants the node's page.
+                let link = match link.strip_prefix("/api/v1") {
+                    Some(page) if page.starts_with("/nodes/") => page.to_string(),
+                    _ => link,
+                };
                 ("seen", String::new(), String::new(), evidence, link)
             }
         };
