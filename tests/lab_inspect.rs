@@ -274,6 +274,58 @@ fn three_nodes_are_inspected_and_matched_and_a_killed_appliance_loses_nothing() 
         "node 2's console"
     );
 
+    // The rack's installation checklist, started once the lab is over: the appliance ticked
+    // the steps the booted QEMU nodes showed it (network boot, serial or MAC matched) in
+    // their slots, with the evidence; the empty slot's stay open.
+    let data = dir.join("data");
+    let cli = |args: &[&str]| {
+        let out = Command::new(appliance())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run provisioner checklist");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&[
+        "checklist",
+        "start",
+        "lab/r1/a01",
+        "--type",
+        "hgx-b200-air",
+        "--by",
+        "lab",
+    ]);
+    let checklist: serde_json::Value = serde_json::from_str(&cli(&[
+        "checklist",
+        "show",
+        "lab/r1/a01",
+        "--format",
+        "json",
+    ]))
+    .expect("the checklist as JSON");
+    let mac = |i: usize| summary[i]["mac"].as_str().expect("a MAC").to_string();
+    for (slot, mac) in [("lab/r1/a01/U10", mac(0)), ("lab/r1/a01/U12", mac(1))] {
+        for step in ["pxe-booted", "serial-matches"] {
+            let s = checklist["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == step && s["slot"] == slot)
+                .unwrap_or_else(|| panic!("no step {step} for {slot}"));
+            assert_eq!(s["status"], "seen", "{step} of {slot}: {s:#}");
+            assert!(
+                s["evidence"].as_str().unwrap().contains(&mac),
+                "{step} of {slot}: {s:#}"
+            );
+        }
+    }
+
     // Power-on to inspected, for docs/benchmarks.md.
     for i in 0..2 {
         let on = summary[i]["powered_on_ms"].as_i64().unwrap();
