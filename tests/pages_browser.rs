@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use browser::{click, eval, fill, open, print_a4, screenshot, tab, text, wait_until};
 use common::require_tools;
-use common::site::{Site, boot, burned_in, fetch, h100_report, inspect, site, site_seeded};
+use common::site::{
+    Site, boot, burned_in, fetch, h100_report, inspect, site, site_seeded, site_with,
+};
 
 const MATCHED: &str = "52:54:00:10:00:01";
 const SECOND: &str = "52:54:00:10:00:02";
@@ -109,6 +111,17 @@ fn the_overview_shows_every_rack_and_the_failed_node_first_and_follows_changes_l
         "only the page's own live.js"
     );
 
+    // Back to the overview's tab: a page out of sight stops listening, and listens again
+    // when it is seen.
+    n.close(true).expect("close the node's tab");
+    t.activate().expect("the overview's tab in front");
+    wait_until(
+        &t,
+        "document.body.dataset.live === 'yes'",
+        LIVE,
+        "the page listens again",
+    );
+
     // A node changes state behind the open page: it follows without a reload.
     eval(&t, "window.stillTheSamePage = true");
     let admin = token(&s, "ops");
@@ -177,7 +190,7 @@ fn an_operator_signs_in_holds_a_node_and_the_hold_is_recorded_with_the_operator(
     let cookies = t.get_cookies().expect("cookies");
     let session = cookies
         .iter()
-        .find(|c| c.name == "provisioner_session")
+        .find(|c| c.name == "__Host-provisioner_session")
         .expect("the session cookie");
     assert!(session.secure && session.http_only, "{session:?}");
     assert_eq!(eval(&t, "document.cookie"), "", "scripts cannot read it");
@@ -215,7 +228,7 @@ fn an_operator_signs_in_holds_a_node_and_the_hold_is_recorded_with_the_operator(
     let url = format!("{}/nodes/{id}/actions", s.base);
     let anonymous = fetch(&url, &["--data", "action=release&csrf=x"]);
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
-    let cookie = format!("Cookie: provisioner_session={}", session.value);
+    let cookie = format!("Cookie: __Host-provisioner_session={}", session.value);
     let forged = fetch(
         &url,
         &["-H", &cookie, "--data", "action=release&csrf=forged"],
@@ -319,6 +332,65 @@ fn checklist_ticks_by_people_and_by_the_appliance_survive_a_restart_and_print_on
     );
     open(&t, &format!("{}{page}", s.base));
     assert_eq!(eval(&t, "document.querySelectorAll('main form').length"), 0);
+}
+
+/// An operator who reaches the appliance by a name, not loopback: over plain HTTP the browser
+/// would drop the `Secure` cookie after the token crossed the network in clear, so the login
+/// page sends them to HTTPS (the appliance's own certificate), where the sign-in holds. Without
+/// HTTPS the login page says why it cannot work.
+#[test]
+fn by_name_the_sign_in_goes_over_https() {
+    if !ready() {
+        return;
+    }
+    let s = site_with(&plan(), |_| {}, &["--https-listen", "127.0.0.1:0"]);
+    let admin = token(&s, "ops");
+    let port = |base: &str| base.rsplit(':').next().unwrap().to_string();
+    let (http_port, https_port) = (port(&s.base), port(s.https.as_deref().unwrap()));
+    assert!(
+        s.dir.path().join("data/tls/cert.pem").exists(),
+        "made its certificate"
+    );
+    let b = browser::launch_with(&[
+        "--host-resolver-rules=MAP appliance.test 127.0.0.1",
+        // The certificate is the appliance's own, which this browser has not been told to trust.
+        "--ignore-certificate-errors",
+    ]);
+    let t = tab(&b);
+    open(
+        &t,
+        &format!("http://appliance.test:{http_port}/login?next=/racks/lab/r1/a01"),
+    );
+    wait_until(
+        &t,
+        &format!(
+            "location.origin === 'https://appliance.test:{https_port}' && !!document.querySelector('form.login')"
+        ),
+        LIVE,
+        "sent to HTTPS",
+    );
+    fill(&t, "input[name=token]", &admin);
+    click(&t, "form.login button");
+    wait_until(
+        &t,
+        "location.pathname === '/racks/lab/r1/a01' && !!document.querySelector('nav form')",
+        LIVE,
+        "signed in over HTTPS",
+    );
+    assert!(text(&t, "nav").contains("Signed in: ops"));
+
+    // Without HTTPS, by name: the page says so rather than fail in silence.
+    let plain = site(&plan());
+    let t = tab(&b);
+    open(
+        &t,
+        &format!("http://appliance.test:{}/login", port(&plain.base)),
+    );
+    assert!(
+        text(&t, "main").contains("came over plain HTTP"),
+        "{}",
+        text(&t, "main")
+    );
 }
 
 /// The pictures of docs/screenshots, from a seeded site: `just screenshots`.

@@ -111,6 +111,30 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         lifecycle,
         runtime: tokio::runtime::Handle::current(),
     });
+    let (mut https, mut https_port) = (None, None);
+    if let Some(addr) = config.https_listen {
+        let names = http::tls::names(advertise, addr);
+        let (tls, source) = http::tls::config(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.data_dir,
+            &names,
+        )?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTPS on {addr}"))?;
+        let https_addr = listener.local_addr()?;
+        https = Some((listener, tls));
+        match source {
+            http::tls::Source::Made(p) => info!(cert = %p.display(), names = ?names,
+                "made a self-signed HTTPS certificate: trust it or replace it (tls_cert, tls_key)"),
+            http::tls::Source::Kept(p) | http::tls::Source::Operator(p) => {
+                info!(cert = %p.display(), "HTTPS certificate")
+            }
+        }
+        https_port = Some(https_addr.port());
+        info!(addr = %https_addr, "HTTPS listening");
+    }
     let state = http::AppState {
         store: pool.clone(),
         metrics: metrics.clone(),
@@ -119,7 +143,16 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         boot: boot.clone(),
         checklists: Arc::new(crate::checklist::Templates::shipped()?),
         shutdown: shutdown.clone(),
+        web: Arc::new(http::web::Guard::new(https_port)),
     };
+    if let Some((listener, tls)) = https {
+        let (state, token) = (state.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = http::tls::serve(listener, tls, state, token).await {
+                tracing::error!(error = %e, "HTTPS server failed");
+            }
+        });
+    }
     let token = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = http::serve(http_listener, state, token).await {

@@ -32,6 +32,11 @@ pub struct FileConfig {
     pub interfaces: Option<Vec<String>>,
     pub advertise: Option<Ipv4Addr>,
     pub http_listen: Option<SocketAddr>,
+    /// The pages and the API over HTTPS too (off unless set).
+    pub https_listen: Option<SocketAddr>,
+    /// The HTTPS certificate chain and key (PEM); without them the appliance makes its own.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub tftp_listen: Option<SocketAddr>,
     pub firmware_dir: Option<PathBuf>,
     #[serde(default)]
@@ -141,6 +146,9 @@ pub struct Overrides {
     pub dhcp_range: Option<AddrRange>,
     pub advertise: Option<Ipv4Addr>,
     pub http_listen: Option<SocketAddr>,
+    pub https_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub tftp_listen: Option<SocketAddr>,
     pub firmware_dir: Option<PathBuf>,
     pub discovery_kernel: Option<PathBuf>,
@@ -155,6 +163,9 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub advertise: Option<Ipv4Addr>,
     pub http_listen: SocketAddr,
+    pub https_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub tftp_listen: SocketAddr,
     pub firmware_dir: PathBuf,
     pub discovery: DiscoveryFile,
@@ -285,6 +296,9 @@ impl Config {
                 .http_listen
                 .or(file.http_listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            https_listen: flags.https_listen.or(file.https_listen),
+            tls_cert: flags.tls_cert.or(file.tls_cert),
+            tls_key: flags.tls_key.or(file.tls_key),
             tftp_listen: flags
                 .tftp_listen
                 .or(file.tftp_listen)
@@ -309,6 +323,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert",
+                "tls_cert and tls_key go together: name both or neither",
+            ));
+        }
         match (&self.discovery.kernel, &self.discovery.initrd) {
             (Some(_), None) => {
                 return Err(invalid(

@@ -267,6 +267,17 @@ struct UpArgs {
     /// HTTP listen address (default 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR:PORT")]
     http_listen: Option<SocketAddr>,
+    /// Serve the pages and the API over HTTPS too, on this address (off by default). Browsers
+    /// keep the login cookie over plain HTTP only for localhost.
+    #[arg(long, value_name = "ADDR:PORT")]
+    https_listen: Option<SocketAddr>,
+    /// HTTPS certificate chain (PEM); without it and --tls-key the appliance makes its own
+    /// in DATA_DIR/tls.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// TFTP listen address (default 0.0.0.0:69).
     #[arg(long, value_name = "ADDR:PORT")]
     tftp_listen: Option<SocketAddr>,
@@ -374,6 +385,9 @@ fn main() -> anyhow::Result<()> {
                     dhcp_range: args.dhcp_range,
                     advertise: args.advertise,
                     http_listen: args.http_listen,
+                    https_listen: args.https_listen,
+                    tls_cert: args.tls_cert,
+                    tls_key: args.tls_key,
                     tftp_listen: args.tftp_listen,
                     firmware_dir: args.firmware_dir,
                     discovery_kernel: args.discovery_kernel,

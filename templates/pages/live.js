@@ -9,13 +9,18 @@
   if (!watch) return;
   // The overview of a large site is the heaviest page: read it again at most this often.
   var every = watch === "all" ? 5000 : 1000;
-  var last = 0, timer = null, busy = false;
+  var last = 0, timer = null, busy = false, source = null, lost = false;
 
   function wanted(c) {
-    if (watch === "all") return true;
+    // The overview shows states, not progress.
+    if (watch === "all") return !!c.state;
     if (watch.indexOf("node:") === 0) return c.node === watch.slice(5);
-    // A rack's pages: its checklist, and any node (a node's slot is not in the event).
-    if (watch.indexOf("rack:") === 0) return !!c.node || c.rack === watch.slice(5);
+    if (watch.indexOf("rack:") === 0) {
+      if (c.rack) return c.rack === watch.slice(5);
+      // A node's new state may bring it into this rack; its progress matters only if it is
+      // one of the rack's nodes.
+      return !!c.state || !!main.querySelector('[data-node="' + c.node + '"]');
+    }
     return false;
   }
 
@@ -28,8 +33,9 @@
     return false;
   }
 
+  // Many open pages do not all ask at the same moment.
   function later(ms) {
-    if (timer === null) timer = setTimeout(refresh, ms);
+    if (timer === null) timer = setTimeout(refresh, ms + Math.floor(Math.random() * 300));
   }
 
   function refresh() {
@@ -51,13 +57,32 @@
       }, function () { busy = false; later(5000); });
   }
 
-  var source = new EventSource("/events");
-  source.addEventListener("hello", function () {
-    document.body.setAttribute("data-live", "yes");
+  function listen() {
+    source = new EventSource("/events");
+    source.addEventListener("hello", function () {
+      document.body.setAttribute("data-live", "yes");
+      // Whatever changed while the page was not listening.
+      if (lost) later(0);
+      lost = false;
+    });
+    source.addEventListener("change", function (e) {
+      var c;
+      try { c = JSON.parse(e.data); } catch (_) { return later(300); }
+      if (wanted(c)) later(300);
+    });
+    source.addEventListener("resync", function () { later(300); });
+    source.onerror = function () { lost = true; document.body.setAttribute("data-live", "no"); };
+  }
+
+  // A browser holds few connections to one HTTP/1.1 server: a page out of sight gives its
+  // stream back, and catches up when it is seen again.
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      if (source) { source.close(); source = null; lost = true; }
+      document.body.setAttribute("data-live", "paused");
+    } else if (!source) {
+      listen();
+    }
   });
-  source.addEventListener("change", function (e) {
-    try { if (wanted(JSON.parse(e.data))) later(300); } catch (_) { later(300); }
-  });
-  source.addEventListener("resync", function () { later(300); });
-  source.onerror = function () { document.body.setAttribute("data-live", "no"); };
+  if (!document.hidden) listen();
 })();

@@ -54,6 +54,11 @@ static PROFILES: AtomicUsize = AtomicUsize::new(0);
 
 /// A headless chromium with its own profile (as root: no sandbox).
 pub fn launch() -> TestBrowser {
+    launch_with(&[])
+}
+
+/// Like `launch`, with more chromium flags.
+pub fn launch_with(args: &[&str]) -> TestBrowser {
     let chromium = crate::common::which("chromium").expect("chromium (apt-get install chromium)");
     let profile = std::env::temp_dir().join(format!(
         "provisioner-chromium-{}-{}",
@@ -67,6 +72,7 @@ pub fn launch() -> TestBrowser {
         .headless(true)
         .window_size(Some((1280, 900)))
         .user_data_dir(Some(profile.clone()))
+        .args(args.iter().map(std::ffi::OsStr::new).collect())
         // Also each call's reply timeout: generous for a busy two-core machine.
         .idle_browser_timeout(Duration::from_secs(120))
         .build()

@@ -44,6 +44,8 @@ pub struct Site {
     app: Running,
     args: Vec<String>,
     pub base: String,
+    /// `https://127.0.0.1:PORT` when the site was started with `--https-listen`.
+    pub https: Option<String>,
 }
 
 impl Site {
@@ -55,6 +57,9 @@ impl Site {
         let _ = self.app.child.wait();
         self.app = Running::start(&args);
         self.base = format!("http://{}", self.app.addr("HTTP listening"));
+        if self.https.is_some() {
+            self.https = Some(format!("https://{}", self.app.addr("HTTPS listening")));
+        }
     }
 
     /// The appliance's command line, as `provisioner` runs it on the site's store.
@@ -97,6 +102,11 @@ pub fn site(plan: &str) -> Site {
 
 /// Like `site`, with `seed` run on the data dir after the import, before the appliance starts.
 pub fn site_seeded(plan: &str, seed: impl FnOnce(&Path)) -> Site {
+    site_with(plan, seed, &[])
+}
+
+/// Like `site_seeded`, with more flags for `up`.
+pub fn site_with(plan: &str, seed: impl FnOnce(&Path), extra: &[&str]) -> Site {
     let dir = tempfile::tempdir().expect("tempdir");
     import(plan, dir.path());
     seed(&dir.path().join("data"));
@@ -120,9 +130,14 @@ pub fn site_seeded(plan: &str, seed: impl FnOnce(&Path)) -> Site {
         "--discovery-initrd",
         &initrd,
     ]);
+    args.extend(extra);
     let mut app = Running::start(&args);
     let base = format!("http://{}", app.addr("HTTP listening"));
+    let https = extra
+        .contains(&"--https-listen")
+        .then(|| format!("https://{}", app.addr("HTTPS listening")));
     Site {
+        https,
         args: args.iter().map(|a| a.to_string()).collect(),
         dir,
         app,

@@ -7,10 +7,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_lite::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
@@ -29,18 +28,26 @@ pub async fn script() -> Response {
         .into_response()
 }
 
-pub async fn events(
-    State(st): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(State(st): State<AppState>) -> Response {
+    // Each stream holds a slot while it is open: a flood of them cannot starve the boot plane
+    // of connections.
+    let Ok(slot) = st.web.live.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "30")],
+            "too many live pages open; the pages still work, reloaded by hand",
+        )
+            .into_response();
+    };
     let changes = st.boot.lifecycle.changes();
     let shutdown = st.shutdown.clone();
     let stream = futures_lite::stream::unfold(
-        (changes, shutdown, true),
-        |(mut changes, shutdown, first)| async move {
+        (changes, shutdown, true, slot),
+        |(mut changes, shutdown, first, slot)| async move {
             if first {
                 // Said at once, so that a page knows it is live before anything changes.
                 let hello = Event::default().event("hello").data("{}");
-                return Some((Ok(hello), (changes, shutdown, false)));
+                return Some((Ok::<_, Infallible>(hello), (changes, shutdown, false, slot)));
             }
             let next = tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -54,8 +61,10 @@ pub async fn events(
                 Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
                 Err(RecvError::Closed) => return None,
             };
-            Some((Ok(event), (changes, shutdown, false)))
+            Some((Ok(event), (changes, shutdown, false, slot)))
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }

@@ -9,6 +9,7 @@ pub mod nodes;
 pub mod pages;
 pub mod racks;
 pub mod sendfile;
+pub mod tls;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Cancelled when the appliance stops: long-lived responses (the live pages' event
     /// streams) end then.
     pub shutdown: CancellationToken,
+    /// Sign-in throttling, the live streams' slots, where HTTPS is.
+    pub web: Arc<web::Guard>,
 }
 
 /// Errors of the HTTP API, each with its status code.
@@ -176,21 +179,28 @@ async fn connection(
             a = sendfile::serve(stream, peer, &state) => a,
         };
         if let sendfile::After::Hyper(rewind) = after {
-            with_hyper(rewind, peer, router, token).await;
+            with_hyper(rewind, peer, false, router, token).await;
         }
         return;
     }
-    with_hyper(stream, peer, router, token).await;
+    with_hyper(stream, peer, false, router, token).await;
 }
 
-async fn with_hyper<I>(io: I, peer: SocketAddr, router: Router, token: CancellationToken)
-where
+/// Serves one connection with the router; `https` says whether it came over TLS.
+pub(crate) async fn with_hyper<I>(
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    router: Router,
+    token: CancellationToken,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
+            req.extensions_mut().insert(web::Transport { https });
             let mut router = router.clone();
             async move { tower_service::Service::call(&mut router, req).await }
         });

@@ -7,12 +7,16 @@ mod checklist;
 mod node;
 mod site;
 
+pub(crate) use checklist::anchor as step_anchor;
 pub use checklist::checklist_page;
 pub use node::node;
 pub use site::{overview, rack};
 
 use askama::Template;
-use axum::http::StatusCode;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use tracing::error;
 
@@ -67,16 +71,32 @@ impl IntoResponse for PageError {
             message: message.clone(),
         };
         // The error page has two strings; should it fail, the reason still goes out as text.
-        match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
+        match html(&page) {
+            Ok(mut resp) => {
+                *resp.status_mut() = status;
+                resp
+            }
             Err(_) => (status, message).into_response(),
         }
     }
 }
 
-/// A rendered template as `text/html; charset=utf-8`.
-fn html(page: &impl Template) -> Result<Response, PageError> {
-    Ok(Html(page.render()?).into_response())
+/// What every page may load and do: its own scripts only (live.js), inline styles (each
+/// page's own `<style>`), no frames around it, forms only to the appliance.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; \
+                   form-action 'self'; base-uri 'none'";
+
+/// A rendered template as `text/html; charset=utf-8`, with the pages' security headers; not
+/// cached, since a page may show a signed-in operator's forms.
+pub(crate) fn html(page: &impl Template) -> Result<Response, PageError> {
+    let mut resp = Html(page.render()?).into_response();
+    let h = resp.headers_mut();
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 /// The CSS class of a state: its name (`failed`, `burning_in`...), `empty` for no node.

@@ -4,13 +4,17 @@
 //! something carries the session's CSRF value, and every change is recorded with its actor:
 //! node actions as the node's transitions, checklist ticks in the rack's audit trail.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use sha2::Digest;
 use tracing::info;
@@ -25,9 +29,122 @@ use crate::store::{StoreError, lifecycle as db, sessions};
 use crate::types::MacAddr;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "provisioner_session";
+pub const COOKIE: &str = "__Host-provisioner_session";
 /// How long a session lasts: a shift.
 const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
+/// Failed sign-ins a peer may make per minute before it is told to wait (429), without the
+/// store being asked.
+const FAILED_LOGINS_PER_MINUTE: u32 = 10;
+/// Live pages' event streams open at once; more get 503.
+pub const LIVE_STREAMS: usize = 256;
+
+/// How a request reached the appliance (set per connection).
+#[derive(Clone, Copy, Debug)]
+pub struct Transport {
+    pub https: bool,
+}
+
+/// What the web side keeps in memory: failed sign-ins per peer, the live streams' slots,
+/// and where HTTPS is served, if it is.
+#[derive(Debug)]
+pub struct Guard {
+    failed: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    pub live: std::sync::Arc<tokio::sync::Semaphore>,
+    pub https_port: Option<u16>,
+}
+
+impl Guard {
+    pub fn new(https_port: Option<u16>) -> Guard {
+        Guard {
+            failed: Mutex::new(HashMap::new()),
+            live: std::sync::Arc::new(tokio::sync::Semaphore::new(LIVE_STREAMS)),
+            https_port,
+        }
+    }
+
+    /// Whether `peer` has failed too many sign-ins in the last minute.
+    fn throttled(&self, peer: IpAddr, now: Instant) -> bool {
+        let failed = self.failed.lock().expect("not poisoned");
+        failed.get(&peer).is_some_and(|(since, n)| {
+            now.duration_since(*since) < Duration::from_secs(60) && *n >= FAILED_LOGINS_PER_MINUTE
+        })
+    }
+
+    fn failed(&self, peer: IpAddr, now: Instant) {
+        let mut failed = self.failed.lock().expect("not poisoned");
+        // Forget old windows so the map stays the size of the peers failing now.
+        if failed.len() > 10_000 {
+            failed.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
+        }
+        let entry = failed.entry(peer).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(60) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// A form the page did not send (a field missing or malformed): a clear page, not axum's
+/// plain-text rejection.
+fn bad_form(e: FormRejection) -> PageError {
+    PageError::Refused(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "this form is not one of the appliance's pages: {}",
+            e.body_text()
+        ),
+    )
+}
+
+/// A browser tells where a form came from; one posted from another site is refused (the
+/// session cookie is `SameSite=Strict` too).
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site")
+}
+
+/// Whether the request's `Host` is this machine's loopback, where a browser keeps a
+/// `Secure` cookie over plain HTTP.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `https://HOST:PORT/login?next=...` for a request that came by plain HTTP, when the
+/// appliance serves HTTPS; `None` when the host name is not a plain one.
+fn https_login(headers: &HeaderMap, port: u16, next: &str) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next()?),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
+    };
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    (plain && !name.is_empty())
+        .then(|| format!("https://{name}:{port}/login?next={}", encode(next)))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
 
 /// The session cookie's value, if the request has one.
 fn session_value(headers: &HeaderMap) -> Option<&str> {
@@ -62,6 +179,12 @@ pub async fn viewer(st: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>
 
 /// The signed-in operator of a form, checked against the form's CSRF value.
 async fn operator(st: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Viewer, PageError> {
+    if cross_site(headers) {
+        return Err(PageError::Refused(
+            StatusCode::FORBIDDEN,
+            "a form posted from another site".into(),
+        ));
+    }
     match viewer(st, headers).await? {
         Some(v) if constant_time_eq(v.csrf.as_bytes(), csrf.as_bytes()) => Ok(v),
         Some(_) => Err(PageError::Refused(
@@ -79,10 +202,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A local path to go back to after signing in: never another site.
+/// A local path to go back to after signing in: never another site. Browsers drop tabs and
+/// line breaks from a URL before reading it (`/\t/evil` is `//evil`), so only printable
+/// ASCII passes, and no second slash or backslash after the first.
 fn local(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.starts_with('/')
+                && !matches!(n.as_bytes().get(1), Some(b'/' | b'\\'))
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
 }
@@ -102,15 +233,33 @@ pub struct Next {
 
 pub async fn login_page(
     State(st): State<AppState>,
+    Extension(transport): Extension<Transport>,
     headers: HeaderMap,
     Query(q): Query<Next>,
 ) -> Result<Response, PageError> {
+    let next = local(q.next.as_deref());
+    let mut problem = String::new();
+    if !transport.https && !loopback_host(&headers) {
+        // The browser would drop the session's cookie here, after the token crossed the
+        // network in clear: go to HTTPS if there is one, else say so.
+        if let Some(to) = st
+            .web
+            .https_port
+            .and_then(|p| https_login(&headers, p, &next))
+        {
+            return Ok(Redirect::to(&to).into_response());
+        }
+        problem = "this page came over plain HTTP: your browser will not keep the sign-in, \
+                   and the token would cross the network in clear. Start the appliance with \
+                   --https-listen (or put a TLS proxy in front of it) and sign in over HTTPS"
+            .into();
+    }
     let page = LoginPage {
         viewer: viewer(&st, &headers).await?,
-        next: local(q.next.as_deref()),
-        problem: String::new(),
+        next,
+        problem,
     };
-    Ok(Html(page.render()?).into_response())
+    super::pages::html(&page)
 }
 
 #[derive(Deserialize)]
@@ -122,11 +271,30 @@ pub struct LoginForm {
 pub async fn login(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Form(form): Form<LoginForm>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, PageError> {
+    let Form(form) = form.map_err(bad_form)?;
+    if cross_site(&headers) {
+        return Err(PageError::Refused(
+            StatusCode::FORBIDDEN,
+            "a sign-in posted from another site".into(),
+        ));
+    }
+    let now = Instant::now();
+    if st.web.throttled(peer.ip(), now) {
+        return Err(PageError::Refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "more than {FAILED_LOGINS_PER_MINUTE} failed sign-ins from {} in a minute: wait a minute",
+                peer.ip()
+            ),
+        ));
+    }
     let next = local(form.next.as_deref());
     let token = form.token.trim();
     let Some(name) = db::admin_token(&st.store, &hash_token(token)).await? else {
+        st.web.failed(peer.ip(), now);
         st.boot
             .lifecycle
             .record_refusal(
@@ -141,8 +309,14 @@ pub async fn login(
             next,
             problem: "unknown admin token (`provisioner token create NAME` makes one)".into(),
         };
-        return Ok((StatusCode::UNAUTHORIZED, Html(page.render()?)).into_response());
+        let mut resp = super::pages::html(&page)?;
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(resp);
     };
+    // Signing in again ends the session the browser had.
+    if let Some(old) = session_value(&headers) {
+        sessions::remove(&st.store, &hash_token(old)).await?;
+    }
     let value = new_token();
     let now = now_ms();
     sessions::add(&st.store, &hash_token(&value), &name, now, now + SESSION_MS).await?;
@@ -167,8 +341,9 @@ pub struct CsrfForm {
 pub async fn logout(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, PageError> {
+    let Form(form) = form.map_err(bad_form)?;
     operator(&st, &headers, &form.csrf).await?;
     if let Some(value) = session_value(&headers) {
         sessions::remove(&st.store, &hash_token(value)).await?;
@@ -177,7 +352,7 @@ pub async fn logout(
     resp.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static(
-            "provisioner_session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
+            "__Host-provisioner_session=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
         ),
     );
     Ok(resp)
@@ -195,11 +370,18 @@ pub async fn node_action(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<i64>,
     headers: HeaderMap,
-    Form(form): Form<ActionForm>,
+    form: Result<Form<ActionForm>, FormRejection>,
 ) -> Result<Response, PageError> {
-    let who = match operator(&st, &headers, &form.csrf).await {
+    let csrf = form.as_ref().map_or("", |Form(f)| f.csrf.as_str());
+    let who = match operator(&st, &headers, csrf).await {
         Ok(v) => v,
         Err(e) => {
+            let why = match &e {
+                PageError::Refused(StatusCode::FORBIDDEN, _) => {
+                    "page action with a stale or foreign form"
+                }
+                _ => "page action without a signed-in operator",
+            };
             let mac = match st.boot.lifecycle.find(&id.to_string()).await {
                 Ok(Some(n)) => n.mac.parse::<MacAddr>().ok(),
                 _ => None,
@@ -210,12 +392,13 @@ pub async fn node_action(
                     mac,
                     &peer.ip().to_string(),
                     &format!("/nodes/{id}/actions"),
-                    "page action without a signed-in operator",
+                    why,
                 )
                 .await;
             return Err(e);
         }
     };
+    let Form(form) = form.map_err(bad_form)?;
     let actor = Actor::Operator(who.name);
     match st
         .boot
@@ -270,8 +453,9 @@ pub async fn checklist_start(
     State(st): State<AppState>,
     Path((site, row, rack)): Path<(String, String, String)>,
     headers: HeaderMap,
-    Form(form): Form<StartForm>,
+    form: Result<Form<StartForm>, FormRejection>,
 ) -> Result<Response, PageError> {
+    let Form(form) = form.map_err(bad_form)?;
     let who = operator(&st, &headers, &form.csrf).await?;
     if form.by.trim().is_empty() {
         return Err(checklist_refused(ChecklistError::NoName));
@@ -327,7 +511,7 @@ async fn checklist_change(
         rack: Some(name),
         ..Change::default()
     });
-    let anchor = format!("#step-{}", form.step);
+    let anchor = format!("#{}", super::pages::step_anchor(&form.step, slot));
     Ok(Redirect::to(&(checklist_page(&site, &row, &rack) + &anchor)).into_response())
 }
 
@@ -335,8 +519,9 @@ pub async fn checklist_tick(
     State(st): State<AppState>,
     Path(rack): Path<(String, String, String)>,
     headers: HeaderMap,
-    Form(form): Form<TickForm>,
+    form: Result<Form<TickForm>, FormRejection>,
 ) -> Result<Response, PageError> {
+    let Form(form) = form.map_err(bad_form)?;
     checklist_change(st, rack, headers, form, false).await
 }
 
@@ -344,8 +529,9 @@ pub async fn checklist_untick(
     State(st): State<AppState>,
     Path(rack): Path<(String, String, String)>,
     headers: HeaderMap,
-    Form(form): Form<TickForm>,
+    form: Result<Form<TickForm>, FormRejection>,
 ) -> Result<Response, PageError> {
+    let Form(form) = form.map_err(bad_form)?;
     checklist_change(st, rack, headers, form, true).await
 }
 
@@ -358,13 +544,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; provisioner_session=abc; b=2"),
+            HeaderValue::from_static("a=1; __Host-provisioner_session=abc; b=2"),
         );
         assert_eq!(session_value(&h), Some("abc"));
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("provisioner_session="),
+            HeaderValue::from_static("__Host-provisioner_session="),
         );
         assert_eq!(session_value(&h), None);
         assert_eq!(session_value(&HeaderMap::new()), None);
@@ -376,7 +562,66 @@ mod tests {
         assert_eq!(local(Some("//evil.example/")), "/");
         assert_eq!(local(Some("https://evil.example/")), "/");
         assert_eq!(local(Some("/\\evil.example")), "/");
+        assert_eq!(local(Some("/\t/evil.example")), "/");
+        assert_eq!(local(Some("/\r\nX: y")), "/");
+        assert_eq!(local(Some("/\x7f")), "/");
+        assert_eq!(
+            local(Some("/racks/a/b/c/checklist?x=1#step-a")),
+            "/racks/a/b/c/checklist?x=1#step-a"
+        );
         assert_eq!(local(None), "/");
+    }
+
+    fn host(h: &'static str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, HeaderValue::from_static(h));
+        m
+    }
+
+    #[test]
+    fn loopback_hosts_keep_a_secure_cookie_over_http_others_go_to_https() {
+        for h in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+        ] {
+            assert!(loopback_host(&host(h)), "{h}");
+        }
+        for h in [
+            "10.0.0.1:8080",
+            "appliance.example:8080",
+            "[fe80::1]:80",
+            "localhost.evil:80",
+        ] {
+            assert!(!loopback_host(&host(h)), "{h}");
+        }
+        assert_eq!(
+            https_login(&host("appliance.example:8080"), 8443, "/nodes/3").as_deref(),
+            Some("https://appliance.example:8443/login?next=/nodes/3")
+        );
+        assert_eq!(
+            https_login(&host("[fd00::1]:8080"), 8443, "/").as_deref(),
+            Some("https://[fd00::1]:8443/login?next=/")
+        );
+        assert_eq!(https_login(&host("evil.example/x@y:80"), 8443, "/"), None);
+    }
+
+    #[test]
+    fn failed_sign_ins_are_throttled_per_peer_for_a_minute() {
+        let g = Guard::new(None);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t = Instant::now();
+        for _ in 0..FAILED_LOGINS_PER_MINUTE {
+            assert!(!g.throttled(a, t));
+            g.failed(a, t);
+        }
+        assert!(g.throttled(a, t));
+        assert!(!g.throttled(b, t), "only that peer");
+        assert!(
+            !g.throttled(a, t + Duration::from_secs(61)),
+            "a minute later"
+        );
     }
 
     #[test]

@@ -31,10 +31,13 @@ pub async fn add(
     Ok(())
 }
 
-/// The admin token's name of the session with this hash, if it has not expired.
+/// The admin token's name of the session with this hash, if it has not expired and its
+/// token still exists (a token deleted by hand, without the foreign keys on, ends its
+/// sessions too).
 pub async fn find(pool: &Pool, hash: &str, now_ms: i64) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT token_name FROM web_sessions WHERE hash = ? AND expires_at_ms > ?",
+        "SELECT s.token_name FROM web_sessions s JOIN admin_tokens t ON t.name = s.token_name
+         WHERE s.hash = ? AND s.expires_at_ms > ?",
     )
     .bind(hash)
     .bind(now_ms)

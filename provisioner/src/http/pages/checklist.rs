@@ -71,7 +71,8 @@ struct ChecklistPage {
     types: Vec<RackType>,
 }
 
-fn anchor(id: &str, slot: Option<&str>) -> String {
+/// The element id of a step's row: its id, and its slot's for a per-slot step.
+pub(crate) fn anchor(id: &str, slot: Option<&str>) -> String {
     let slot: String = slot
         .unwrap_or("")
         .chars()
