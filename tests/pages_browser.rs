@@ -236,6 +236,15 @@ fn an_operator_signs_in_holds_a_node_and_the_hold_is_recorded_with_the_operator(
     assert_eq!(forged.status, 403, "{}", forged.body);
     let api = fetch(&format!("{}/api/v1/nodes/{id}", s.base), &[]);
     assert!(api.body.contains("\"state\":\"held\""), "{}", api.body);
+
+    // The token is deleted: its session ends with it, and the page is read-only again.
+    assert!(s.cli(&["token", "delete", "ops"]).contains("deleted"));
+    open(&t, &format!("{}/nodes/{id}", s.base));
+    assert_eq!(
+        eval(&t, "document.querySelectorAll('#actions form').length"),
+        0
+    );
+    assert!(text(&t, "nav").contains("Log in"));
 }
 
 #[test]

@@ -35,6 +35,18 @@ pub async fn import_plan(config: &Config, file: &Path) -> anyhow::Result<usize> 
     Ok(slots.len())
 }
 
+/// `provisioner token delete NAME`: the token stops working at once, for the API and for
+/// the pages (its sign-in sessions end with it).
+pub async fn delete_token(config: &Config, name: &str) -> anyhow::Result<()> {
+    let pool = store::open(&config.data_dir, SyncMode::Full).await?;
+    let deleted = store::lifecycle::delete_admin_token(&pool, name).await;
+    pool.close().await;
+    if !deleted? {
+        bail!("no admin token named `{name}`");
+    }
+    Ok(())
+}
+
 /// `provisioner token create NAME`: a new admin token, shown once and stored hashed.
 pub async fn create_token(config: &Config, name: &str) -> anyhow::Result<String> {
     if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {

@@ -176,6 +176,12 @@ enum TokenCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Delete an admin token: calls and signed-in pages that use it stop working at once.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Where the store is, as `up` finds it.
@@ -372,6 +378,13 @@ fn main() -> anyhow::Result<()> {
             let token = runtime.block_on(provisioner::admin::create_token(&config, &name))?;
             eprintln!("admin token `{name}` created; it is shown once, keep it:");
             println!("{token}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Delete { name, store }) => {
+            let config = store.config()?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            runtime.block_on(provisioner::admin::delete_token(&config, &name))?;
+            println!("admin token `{name}` deleted");
             Ok(())
         }
         Command::Up(args) => {

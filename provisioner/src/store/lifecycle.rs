@@ -441,6 +441,21 @@ pub async fn add_admin_token(
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes the admin token `name` and its web sessions; whether there was one.
+pub async fn delete_admin_token(pool: &Pool, name: &str) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM web_sessions WHERE token_name = ?")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let done = sqlx::query("DELETE FROM admin_tokens WHERE name = ?")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// The name of the admin token with this hash.
 pub async fn admin_token(pool: &Pool, hash: &str) -> Result<Option<String>, StoreError> {
     Ok(
