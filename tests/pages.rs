@@ -68,6 +68,12 @@ fn overview_rack_and_node_pages() {
     let u20 = rack.find("<th>U20</th>").expect("U20");
     let u10 = rack.find("<th>U10</th>").expect("U10");
     assert!(u20 < u10, "the top of the rack comes first");
+    // The positions the plan does not name are shown, down to U1.
+    let gap = rack
+        .find("<th>U19–U11</th>")
+        .expect("the gap between U20 and U10");
+    assert!(u20 < gap && gap < u10);
+    assert!(rack[u10..].contains("<th>U9–U1</th>"));
     assert!(rack[u20..u10].contains("SN-B200-1") && rack[u20..u10].contains("hgx-b200"));
     assert!(rack[u20..u10].contains("empty"));
     let lower = &rack[u10..];

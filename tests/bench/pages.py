@@ -9,8 +9,13 @@ node boots (GET /boot/MAC.ipxe) and reports its facts (POST /api/v1/agent/inspec
 10,000 nodes are matched to their slots and 100 more, not in the plan, fail and head the
 "needs a person" list.
 
-    cargo build --release && python3 tests/bench/pages.py [--nodes 10000]
+    cargo build --release && python3 tests/bench/pages.py [--nodes 10000] [--keep DIR]
+
+--keep DIR keeps the seeded site in DIR, and a later run with the same DIR measures it again
+without seeding it anew (seeding is most of the run's 12 minutes).
 """
+
+import contextlib
 
 import argparse
 import json
@@ -46,12 +51,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--keep", help="keep the seeded site here, and reuse it if it is there")
     args = ap.parse_args()
     if not os.path.exists(BINARY):
         sys.exit(f"build it first: cargo build --release ({BINARY} is missing)")
     base_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    with tempfile.TemporaryDirectory(prefix="pv-bench-pages-", dir=base_dir) as work:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        place = contextlib.nullcontext(os.path.abspath(args.keep))
+    else:
+        place = tempfile.TemporaryDirectory(prefix="pv-bench-pages-", dir=base_dir)
+    with place as work:
         data = os.path.join(work, "data")
+        seeded_mark = os.path.join(work, "seeded")
+        reuse = os.path.exists(seeded_mark)
         racks = (args.nodes + 71) // 72
         plan = os.path.join(work, "plan.csv")
         with open(plan, "w") as f:
@@ -59,8 +72,9 @@ def main():
             for i in range(args.nodes):
                 rack, u = divmod(i, 72)
                 f.write(f"dc1,r{rack // 10:02d},a{rack:03d},{u + 1},,{mac(i)},qemu-lab\n")
-        subprocess.run([BINARY, "plan", "import", plan, "--data-dir", data], check=True,
-                       stdout=subprocess.DEVNULL)
+        if not reuse:
+            subprocess.run([BINARY, "plan", "import", plan, "--data-dir", data], check=True,
+                           stdout=subprocess.DEVNULL)
         for name, size in (("vmlinuz", 4096), ("initrd.img", 1024)):
             with open(os.path.join(work, name), "wb") as f:
                 f.write(b"\0" * size)
@@ -87,7 +101,7 @@ def main():
                      "pci": [], "gpus": [], "neuron_devices": [], "problems": []}
             t0 = time.time()
             strays = max(1, args.nodes // 100)
-            for i in list(range(args.nodes)) + [-(k + 1) for k in range(strays)]:
+            for i in [] if reuse else list(range(args.nodes)) + [-(k + 1) for k in range(strays)]:
                 m_ = mac(i) if i >= 0 else mac(-i, prefix=0x20)
                 script = call(f"{base}/boot/{m_.replace(':', '-')}.ipxe").decode()
                 token = re.search(r"provisioner\.token=(\S+)", script).group(1)
@@ -96,6 +110,7 @@ def main():
                 call(f"{base}/api/v1/agent/inspection",
                      json.dumps({"mac": m_, "facts": f}).encode(), token)
             seeded = time.time() - t0
+            open(seeded_mark, "w").close()
             times, size = [], 0
             for _ in range(args.rounds):
                 s = time.perf_counter()

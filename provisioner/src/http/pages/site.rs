@@ -187,6 +187,45 @@ struct SlotLine {
     node: Option<Actual>,
 }
 
+/// A row of the rack's elevation, top first: a planned slot, or the U positions between
+/// planned slots that the plan does not name (switches, PDUs, the bodies of tall servers).
+struct ElevationRow {
+    slot: Option<SlotLine>,
+    gap: String,
+}
+
+/// The elevation from the highest planned U down to U1, `slots` being top first.
+fn elevation(slots: Vec<SlotLine>) -> Vec<ElevationRow> {
+    let gap = |top: i64, bottom: i64| ElevationRow {
+        slot: None,
+        gap: if top == bottom {
+            format!("U{top}")
+        } else {
+            format!("U{top}–U{bottom}")
+        },
+    };
+    let mut rows = Vec::new();
+    let mut below: Option<i64> = None;
+    for s in slots {
+        if let Some(b) = below
+            && s.u + 1 < b
+        {
+            rows.push(gap(b - 1, s.u + 1));
+        }
+        below = Some(s.u);
+        rows.push(ElevationRow {
+            slot: Some(s),
+            gap: String::new(),
+        });
+    }
+    if let Some(b) = below
+        && b > 1
+    {
+        rows.push(gap(b - 1, 1));
+    }
+    rows
+}
+
 struct Progress {
     title: String,
     done: usize,
@@ -201,7 +240,7 @@ struct RackPage {
     name: String,
     site: String,
     row: String,
-    slots: Vec<SlotLine>,
+    rows: Vec<ElevationRow>,
     checklist: Option<Progress>,
     checklist_note: String,
 }
@@ -264,7 +303,7 @@ pub async fn rack(
         name,
         site,
         row,
-        slots,
+        rows: elevation(slots),
         checklist,
         checklist_note,
     })
@@ -273,6 +312,48 @@ pub async fn rack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot_line(u: i64) -> SlotLine {
+        SlotLine {
+            u,
+            class: "empty",
+            serial: "-".into(),
+            mac: "-".into(),
+            sku: "x".into(),
+            node: None,
+        }
+    }
+
+    #[test]
+    fn the_elevation_names_the_unplanned_positions_down_to_u1() {
+        let rows = elevation(vec![
+            slot_line(20),
+            slot_line(19),
+            slot_line(10),
+            slot_line(3),
+        ]);
+        let shown: Vec<String> = rows
+            .iter()
+            .map(|r| match &r.slot {
+                Some(s) => format!("slot U{}", s.u),
+                None => r.gap.clone(),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "slot U20",
+                "slot U19",
+                "U18–U11",
+                "slot U10",
+                "U9–U4",
+                "slot U3",
+                "U2–U1"
+            ]
+        );
+        assert_eq!(elevation(vec![slot_line(1)]).len(), 1);
+        assert_eq!(elevation(vec![slot_line(2)])[1].gap, "U1");
+    }
     use crate::lifecycle::machine::Step;
 
     fn node(id: i64, state: NodeState, slot: Option<&str>) -> NodeRecord {
