@@ -255,3 +255,33 @@ fn the_node_page_charts_its_latest_burn_in() {
     assert!(!page.contains("<script>alert(1)"));
     assert!(!page.contains("NaN"));
 }
+
+/// The overview is rendered once per change and served from memory until the next: a new
+/// node's state, and a plan imported while the appliance runs, both show at once.
+#[test]
+fn the_cached_overview_follows_states_and_a_new_plan() {
+    if !require_tools(&[("curl", "curl")]) {
+        return;
+    }
+    let s = site(&format!(
+        "site,row,rack,u,serial,mac,sku\nlab,r1,a01,10,,{MATCHED},qemu-lab\n"
+    ));
+    let first = html(&format!("{}/", s.base));
+    assert_eq!(first, html(&format!("{}/", s.base)), "the same page twice");
+    assert!(first.contains("0 nodes, 1 planned slots"), "{first}");
+
+    assert_eq!(inspect(&s.base, MATCHED, "SN-QEMU-1"), "inspected");
+    let after = html(&format!("{}/", s.base));
+    assert!(after.contains("1 nodes, 1 planned slots"), "{after}");
+
+    let plan = s.dir.path().join("plan2.csv");
+    std::fs::write(
+        &plan,
+        format!("site,row,rack,u,serial,mac,sku\nlab,r1,a01,10,,{MATCHED},qemu-lab\nlab,r3,z99,1,SN-NEW,,qemu-lab\n"),
+    )
+    .unwrap();
+    s.cli(&["plan", "import", plan.to_str().unwrap()]);
+    let replanned = html(&format!("{}/", s.base));
+    assert!(replanned.contains(">z99</a>"), "the new rack: {replanned}");
+    assert!(replanned.contains("2 planned slots"), "{replanned}");
+}

@@ -111,18 +111,24 @@ def main():
                      json.dumps({"mac": m_, "facts": f}).encode(), token)
             seeded = time.time() - t0
             open(seeded_mark, "w").close()
-            times, size = [], 0
-            for _ in range(args.rounds):
-                s = time.perf_counter()
-                body = call(base + "/")
-                times.append((time.perf_counter() - s) * 1000)
-                size = len(body)
-            times.sort()
+            # The appliance renders the overview when a node changes state and serves it from
+            # memory until the next change: measured both ways. A node that boots for the
+            # first time is a change (new, then inspecting).
+            rendered, cached, size = [], [], 0
+            for r in range(args.rounds):
+                call(f"{base}/boot/{mac(int(time.time() * 1000) % 0xFFFFFF, prefix=0x30).replace(':', '-')}.ipxe")
+                for times in (rendered, cached):
+                    s = time.perf_counter()
+                    body = call(base + "/")
+                    times.append((time.perf_counter() - s) * 1000)
+                    size = len(body)
             print(f"site: {args.nodes} nodes in {racks} racks, {strays} failed (seeded in {seeded:.0f} s)")
-            print(f"overview GET /: p50 {statistics.median(times):.1f} ms, "
-                  f"p95 {times[int(len(times) * 0.95) - 1]:.1f} ms, max {times[-1]:.1f} ms "
-                  f"over {args.rounds} requests; {size / 1024:.0f} KiB "
-                  f"(target: under 100 ms and 1 MB)")
+            for what, times in (("rendered after a change", rendered), ("unchanged (cached)", cached)):
+                times.sort()
+                print(f"overview GET /, {what}: p50 {statistics.median(times):.1f} ms, "
+                      f"p95 {times[int(len(times) * 0.95) - 1]:.1f} ms, max {times[-1]:.1f} ms "
+                      f"over {args.rounds} requests; {size / 1024:.0f} KiB "
+                      f"(target: under 100 ms and 1 MB)")
             print(f"load average: {os.getloadavg()[0]:.2f} (2-core machine; noisy)")
         finally:
             app.terminate()

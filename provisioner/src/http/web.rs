@@ -51,7 +51,15 @@ pub struct Guard {
     failed: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     pub live: std::sync::Arc<tokio::sync::Semaphore>,
     pub https_port: Option<u16>,
+    /// The overview's content as last rendered, and the (state generation, plan version) it
+    /// was rendered at.
+    pub overview: Mutex<Option<Kept<(u64, i64), String>>>,
+    /// The rack plan as last read, and the import it was read at.
+    pub plan: Mutex<Option<Kept<i64, Vec<crate::store::lifecycle::PlanRow>>>>,
 }
+
+/// Something kept in memory, and the version of the store it was made from.
+pub type Kept<V, T> = (V, std::sync::Arc<T>);
 
 impl Guard {
     pub fn new(https_port: Option<u16>) -> Guard {
@@ -59,6 +67,8 @@ impl Guard {
             failed: Mutex::new(HashMap::new()),
             live: std::sync::Arc::new(tokio::sync::Semaphore::new(LIVE_STREAMS)),
             https_port,
+            overview: Mutex::new(None),
+            plan: Mutex::new(None),
         }
     }
 

@@ -100,6 +100,8 @@ pub struct Lifecycle {
     write: Mutex<()>,
     /// Committed changes, for the pages that show them live.
     changes: broadcast::Sender<Change>,
+    /// Counts the committed changes of state: what the pages cache is keyed on.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// A committed change, as the live pages hear of it: a node's new state, a node's burn-in
@@ -152,6 +154,7 @@ impl Lifecycle {
             states: RwLock::new(states),
             write: Mutex::new(()),
             changes: broadcast::channel(CHANGES_QUEUE).0,
+            generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -255,7 +258,17 @@ impl Lifecycle {
 
     /// Tells the live pages of a committed change. Nobody listening is fine.
     pub fn announce(&self, change: Change) {
+        if change.state.is_some() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let _ = self.changes.send(change);
+    }
+
+    /// How many changes of state were committed since the appliance started: a page built
+    /// from the nodes' states at one generation is current until the next.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every change committed from now on; a listener that falls more than

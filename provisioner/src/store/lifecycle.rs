@@ -576,6 +576,15 @@ fn plan_row(r: &sqlx::sqlite::SqliteRow) -> Result<PlanRow, StoreError> {
 }
 
 /// The whole rack plan, by site, row, rack and U.
+/// The latest rack plan import's id (0 before any): every change of the plan is an import.
+pub async fn plan_version(pool: &Pool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM plan_imports")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 pub async fn plan_rows(pool: &Pool) -> Result<Vec<PlanRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT slot, site, row, rack, u, serial, mac, sku FROM plan_slots

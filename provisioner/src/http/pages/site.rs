@@ -1,6 +1,7 @@
 //! The site overview and the rack view: the rack plan with the nodes that hold its slots.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -53,10 +54,11 @@ struct SiteView {
     rows: Vec<RowView>,
 }
 
+/// The overview's content: the same for every viewer, cached until a node changes state or
+/// the plan is imported again.
 #[derive(Template)]
-#[template(path = "pages/overview.html")]
-struct Overview {
-    viewer: Option<Viewer>,
+#[template(path = "pages/overview_content.html")]
+struct OverviewContent {
     attention: Vec<Attention>,
     counts: Vec<Count>,
     sites: Vec<SiteView>,
@@ -147,24 +149,74 @@ fn group(plan: &[PlanRow], held: &HashMap<&str, &NodeRecord>) -> Vec<SiteView> {
     sites
 }
 
+/// The rack plan at `version`, from memory when it was read at that version already (it
+/// changes only by an import).
+async fn plan_at(st: &AppState, version: i64) -> Result<Arc<Vec<PlanRow>>, PageError> {
+    let kept = st.web.plan.lock().expect("not poisoned").clone();
+    if let Some((v, plan)) = kept
+        && v == version
+    {
+        return Ok(plan);
+    }
+    let plan = Arc::new(db::plan_rows(&st.store).await?);
+    *st.web.plan.lock().expect("not poisoned") = Some((version, plan.clone()));
+    Ok(plan)
+}
+
+/// The overview page: the viewer's navigation around the cached content.
+#[derive(Template)]
+#[template(path = "pages/overview.html")]
+struct Overview {
+    viewer: Option<Viewer>,
+    /// Rendered and escaped by `OverviewContent`.
+    content: Arc<String>,
+}
+
 pub async fn overview(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let plan = db::plan_rows(&st.store).await?;
-    let nodes = db::all_nodes(&st.store).await?;
-    let held = by_slot(&nodes);
-    let empty = plan
-        .iter()
-        .filter(|p| !held.contains_key(p.slot.as_str()))
-        .count();
+    // Read before the store, so that a change committed while rendering makes the next
+    // request render again.
+    let key = (
+        st.boot.lifecycle.generation(),
+        db::plan_version(&st.store).await?,
+    );
+    let cached = st
+        .web
+        .overview
+        .lock()
+        .expect("not poisoned")
+        .as_ref()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, c)| c.clone());
+    let content = match cached {
+        Some(c) => c,
+        None => {
+            let plan = plan_at(&st, key.1).await?;
+            let nodes = db::all_nodes(&st.store).await?;
+            let held = by_slot(&nodes);
+            let empty = plan
+                .iter()
+                .filter(|p| !held.contains_key(p.slot.as_str()))
+                .count();
+            let content = Arc::new(
+                OverviewContent {
+                    attention: attention(&nodes),
+                    counts: counts(&nodes, empty),
+                    sites: group(&plan, &held),
+                    slots: plan.len(),
+                    nodes: nodes.len(),
+                }
+                .render()?,
+            );
+            *st.web.overview.lock().expect("not poisoned") = Some((key, content.clone()));
+            content
+        }
+    };
     html(&Overview {
         viewer: web::viewer(&st, &headers).await?,
-        attention: attention(&nodes),
-        counts: counts(&nodes, empty),
-        sites: group(&plan, &held),
-        slots: plan.len(),
-        nodes: nodes.len(),
+        content,
     })
 }
 
