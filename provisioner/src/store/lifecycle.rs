@@ -466,6 +466,10 @@ pub async fn admin_token(pool: &Pool, hash: &str) -> Result<Option<String>, Stor
     )
 }
 
+/// How long refused calls are kept: long enough to look into an incident.
+pub const REFUSALS_KEPT_MS: i64 = 90 * 24 * 60 * 60 * 1000;
+
+/// Records a refused call, and forgets those older than `REFUSALS_KEPT_MS`.
 pub async fn add_refusal(
     pool: &Pool,
     mac: Option<&str>,
@@ -474,6 +478,11 @@ pub async fn add_refusal(
     reason: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM auth_refusals WHERE at_ms < ?")
+        .bind(now_ms - REFUSALS_KEPT_MS)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO auth_refusals (at_ms, mac, peer, path, reason) VALUES (?, ?, ?, ?, ?)",
     )
@@ -482,8 +491,9 @@ pub async fn add_refusal(
     .bind(peer)
     .bind(path)
     .bind(reason)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -612,4 +622,50 @@ pub async fn rack_plan_rows(
     .fetch_all(pool)
     .await?;
     rows.iter().map(plan_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+
+    #[tokio::test]
+    async fn refusals_older_than_kept_are_forgotten_when_another_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::store::open(dir.path(), SyncMode::Normal)
+            .await
+            .unwrap();
+        let now = 10 * REFUSALS_KEPT_MS;
+        let old = now - REFUSALS_KEPT_MS - 1;
+        add_refusal(
+            &pool,
+            Some("52:54:00:00:00:01"),
+            "10.0.0.9",
+            "/x",
+            "old",
+            old,
+        )
+        .await
+        .unwrap();
+        assert_eq!(refusals_since(&pool, "10.0.0.9", 0).await.unwrap(), 1);
+        add_refusal(
+            &pool,
+            Some("52:54:00:00:00:01"),
+            "10.0.0.9",
+            "/x",
+            "new",
+            now,
+        )
+        .await
+        .unwrap();
+        let kept = refusals(&pool, "52:54:00:00:00:01").await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].reason, "new");
+        assert_eq!(
+            refusals_since(&pool, "10.0.0.9", now - 60_000)
+                .await
+                .unwrap(),
+            1
+        );
+    }
 }
