@@ -405,6 +405,8 @@ fn the_agents_own_report_from_a_real_h100_passes_every_gpu_floor_it_measured() {
         .map(|c| c.check.as_str())
         .collect();
     assert_eq!(failed, ["p2p"], "{gpu:#?}");
+    let p2p = gpu.checks.iter().find(|c| c.check == "p2p").unwrap();
+    assert!(p2p.reason.contains("no peer to copy to"), "{p2p:?}");
     assert!(
         j.node
             .iter()

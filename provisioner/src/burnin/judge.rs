@@ -137,7 +137,8 @@ pub fn judge(
         .iter()
         .map(|d| {
             let shared = shared_reasons(report, d);
-            judge_device(d, profile, &mates, shared, cohort)
+            let alone = report.devices.iter().filter(|o| o.kind == d.kind).count() == 1;
+            judge_device(d, profile, &mates, shared, cohort, alone)
         })
         .collect();
     let retry = devices
@@ -306,6 +307,7 @@ fn judge_device(
     mates: &BTreeMap<(DeviceKind, String), (f64, usize)>,
     shared: u64,
     cohort: &Cohort,
+    alone: bool,
 ) -> DeviceVerdict {
     let mut checks = Vec::new();
     // A NIC's link is judged against the plan (`judge_links`): a spare port may be down.
@@ -347,7 +349,7 @@ fn judge_device(
     };
     for floor in profile.floors.iter().filter(|f| Some(f.kind) == d.kind) {
         checks.push(judge_measurement(
-            d, floor, profile, mates, cohort, &excuses,
+            d, floor, profile, mates, cohort, &excuses, alone,
         ));
     }
     let level = checks
@@ -376,9 +378,17 @@ fn judge_measurement(
     mates: &BTreeMap<(DeviceKind, String), (f64, usize)>,
     cohort: &Cohort,
     excuses: &Excuses,
+    alone: bool,
 ) -> CheckVerdict {
     let name = floor.name.as_str();
     let Some(m) = d.measurements.get(name) else {
+        if name == checks::P2P && alone {
+            // Still a failure: the SKU's profile asks for it, and a node of that SKU has peers.
+            return fail(
+                name,
+                "not measured: the only device of its kind on the node, no peer to copy to".into(),
+            );
+        }
         return fail(name, "not measured".into());
     };
     if m.unit != floor.unit {
