@@ -70,6 +70,25 @@ pub async fn all_nodes(pool: &Pool) -> Result<Vec<NodeRecord>, StoreError> {
     rows.iter().map(node_from_row).collect()
 }
 
+/// The nodes that hold a slot of the rack `site/row/rack`.
+pub async fn rack_nodes(
+    pool: &Pool,
+    site: &str,
+    row: &str,
+    rack: &str,
+) -> Result<Vec<NodeRecord>, StoreError> {
+    let rows = sqlx::query(node_select!(
+        "WHERE slot IN (SELECT slot FROM plan_slots WHERE site = ? AND row = ? AND rack = ?)
+         ORDER BY id"
+    ))
+    .bind(site)
+    .bind(row)
+    .bind(rack)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(node_from_row).collect()
+}
+
 /// The nodes whose state is one of `states` (by name).
 pub async fn nodes_in_states(pool: &Pool, states: &[&str]) -> Result<Vec<NodeRecord>, StoreError> {
     // One query per name keeps the SQL static; the names are the lifecycle's own.

@@ -307,7 +307,7 @@ pub async fn rack(
     if plan.is_empty() {
         return Err(PageError::NotFound(format!("rack {name} in the plan")));
     }
-    let nodes = db::all_nodes(&st.store).await?;
+    let nodes = db::rack_nodes(&st.store, &site, &row, &rack).await?;
     let held = by_slot(&nodes);
     let progress = crate::store::burnin::rack_progress(&st.store, &site, &row, &rack).await?;
     let slots = plan
