@@ -6,8 +6,10 @@
 //!   a button, and the hold is a transition with the operator as its actor; without the
 //!   session, or without the form's CSRF value, nothing changes;
 //! - a technician ticks a checklist step, the appliance ticks the steps a booting node shows,
-//!   and both survive the appliance being killed and started again;
+//!   both survive the appliance being killed and started again, and a tick is undone only
+//!   with a reason, in the audit trail;
 //! - the checklist prints on A4 (nothing wider than the paper, forms hidden);
+//! - reached by a host name, the sign-in goes over HTTPS;
 //! - a node whose DMI serial is `<script>alert(1)</script>` shows it as text.
 //!
 //! `screenshots_for_docs` (ignored; `just screenshots`) writes the pictures in docs/.
@@ -316,6 +318,40 @@ fn checklist_ticks_by_people_and_by_the_appliance_survive_a_restart_and_print_on
         "pxe-booted and serial-matches"
     );
     assert!(text(&t, "#audit").contains("alice"));
+
+    // A tick is undone only with a reason, and the undoing is in the audit trail.
+    let second = eval(
+        &t,
+        "document.querySelector('tr.open form.tick').closest('tr').id",
+    );
+    let second = second.as_str().expect("another open step").to_string();
+    fill(&t, &format!("#{second} input[name=by]"), "bob");
+    click(&t, &format!("#{second} form.tick button"));
+    wait_until(
+        &t,
+        &format!("document.getElementById('{second}').classList.contains('ticked')"),
+        LIVE,
+        "bob's tick",
+    );
+    click(&t, &format!("#{second} details summary"));
+    fill(&t, &format!("#{second} details input[name=by]"), "carol");
+    fill(
+        &t,
+        &format!("#{second} details input[name=reason]"),
+        "cable tray not bonded",
+    );
+    click(&t, &format!("#{second} details button"));
+    wait_until(
+        &t,
+        &format!("document.getElementById('{second}').classList.contains('open')"),
+        LIVE,
+        "the tick undone",
+    );
+    let audit = text(&t, "#audit");
+    assert!(
+        audit.contains("carol (token ops)") && audit.contains("cable tray not bonded"),
+        "{audit}"
+    );
 
     // On paper: nothing wider than A4, the forms gone, a signature line per open step.
     let printed = print_a4(&t);
