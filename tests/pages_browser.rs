@@ -76,6 +76,43 @@ fn sign_in(tab: &headless_chrome::Tab, s: &Site, admin: &str, next: &str) {
     );
 }
 
+/// Starts the open checklist page's checklist on `rack_type`, as `by`.
+fn start_checklist(t: &headless_chrome::Tab, rack_type: &str, by: &str) {
+    eval(
+        t,
+        &format!(
+            "document.querySelector('select[name=rack_type]').value = {}",
+            serde_json::to_string(rack_type).unwrap()
+        ),
+    );
+    fill(t, "form.start input[name=by]", by);
+    click(t, "form.start button");
+    wait_until(
+        t,
+        "!!document.querySelector('table.steps')",
+        LIVE,
+        "started",
+    );
+}
+
+/// Ticks the first open step a person may tick, as `by`; returns the step's row id.
+fn tick_next_open(t: &headless_chrome::Tab, by: &str) -> String {
+    let step = eval(
+        t,
+        "document.querySelector('tr.open form.tick').closest('tr').id",
+    );
+    let step = step.as_str().expect("an open step").to_string();
+    fill(t, &format!("#{step} input[name=by]"), by);
+    click(t, &format!("#{step} form.tick button"));
+    wait_until(
+        t,
+        &format!("document.getElementById('{step}').classList.contains('ticked')"),
+        LIVE,
+        "the tick",
+    );
+    step
+}
+
 #[test]
 fn the_overview_shows_every_rack_and_the_failed_node_first_and_follows_changes_live() {
     if !ready() {
@@ -262,33 +299,10 @@ fn checklist_ticks_by_people_and_by_the_appliance_survive_a_restart_and_print_on
     sign_in(&t, &s, &admin, page);
 
     // Start the rack's checklist from the page.
-    eval(
-        &t,
-        "document.querySelector('select[name=rack_type]').value = 'hgx-b200-air'",
-    );
-    fill(&t, "form.start input[name=by]", "alice");
-    click(&t, "form.start button");
-    wait_until(
-        &t,
-        "!!document.querySelector('table.steps')",
-        LIVE,
-        "started",
-    );
+    start_checklist(&t, "hgx-b200-air", "alice");
 
     // Alice ticks the first step.
-    let step = eval(
-        &t,
-        "document.querySelector('tr.open form.tick').closest('tr').id",
-    );
-    let step = step.as_str().expect("an open step").to_string();
-    fill(&t, &format!("#{step} input[name=by]"), "alice");
-    click(&t, &format!("#{step} form.tick button"));
-    wait_until(
-        &t,
-        &format!("document.getElementById('{step}').classList.contains('ticked')"),
-        LIVE,
-        "the tick",
-    );
+    let step = tick_next_open(&t, "alice");
     assert!(text(&t, &format!("#{step}")).contains("Ticked by alice (token ops)"));
 
     // A node boots and is matched to U10 while the page is open: the appliance ticks its
@@ -320,19 +334,7 @@ fn checklist_ticks_by_people_and_by_the_appliance_survive_a_restart_and_print_on
     assert!(text(&t, "#audit").contains("alice"));
 
     // A tick is undone only with a reason, and the undoing is in the audit trail.
-    let second = eval(
-        &t,
-        "document.querySelector('tr.open form.tick').closest('tr').id",
-    );
-    let second = second.as_str().expect("another open step").to_string();
-    fill(&t, &format!("#{second} input[name=by]"), "bob");
-    click(&t, &format!("#{second} form.tick button"));
-    wait_until(
-        &t,
-        &format!("document.getElementById('{second}').classList.contains('ticked')"),
-        LIVE,
-        "bob's tick",
-    );
+    let second = tick_next_open(&t, "bob");
     click(&t, &format!("#{second} details summary"));
     fill(&t, &format!("#{second} details input[name=by]"), "carol");
     fill(
@@ -473,32 +475,9 @@ fn screenshots_for_docs() {
     let b = browser::launch();
     let t = tab(&b);
     sign_in(&t, &s, &admin, "/racks/dc1/r1/h01/checklist");
-    eval(
-        &t,
-        "document.querySelector('select[name=rack_type]').value = 'hgx-b200-air'",
-    );
-    fill(&t, "form.start input[name=by]", "alice");
-    click(&t, "form.start button");
-    wait_until(
-        &t,
-        "!!document.querySelector('table.steps')",
-        LIVE,
-        "started",
-    );
+    start_checklist(&t, "hgx-b200-air", "alice");
     for _ in 0..3 {
-        let step = eval(
-            &t,
-            "document.querySelector('tr.open form.tick').closest('tr').id",
-        );
-        let step = step.as_str().expect("an open step").to_string();
-        fill(&t, &format!("#{step} input[name=by]"), "alice");
-        click(&t, &format!("#{step} form.tick button"));
-        wait_until(
-            &t,
-            &format!("document.getElementById('{step}').classList.contains('ticked')"),
-            LIVE,
-            "the tick",
-        );
+        tick_next_open(&t, "alice");
     }
     s.restart();
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
