@@ -15,12 +15,9 @@
     // The overview shows states, not progress.
     if (watch === "all") return !!c.state;
     if (watch.indexOf("node:") === 0) return c.node === watch.slice(5);
-    if (watch.indexOf("rack:") === 0) {
-      if (c.rack) return c.rack === watch.slice(5);
-      // A node's new state may bring it into this rack; its progress matters only if it is
-      // one of the rack's nodes.
-      return !!c.state || !!main.querySelector('[data-node="' + c.node + '"]');
-    }
+    // A rack's pages: its checklist, and its nodes (a node that joins or leaves the rack is
+    // told to it too).
+    if (watch.indexOf("rack:") === 0) return c.rack === watch.slice(5);
     return false;
   }
 

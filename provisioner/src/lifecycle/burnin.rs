@@ -178,15 +178,16 @@ impl Lifecycle {
             _ if provisional => None,
             _ => Some(Input::BurnInPassed),
         };
-        let mut state = node.state.clone();
+        let (mut state, mut slot) = (node.state.clone(), node.slot.clone());
         if let Some(input) = input {
-            state = apply(&mut tx, &node, &input, &Actor::Agent, now)
+            let applied = apply(&mut tx, &node, &input, &Actor::Agent, now)
                 .await?
                 .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
+            (state, slot) = (applied.state, applied.slot);
         }
         tx.commit().await?;
         info!(%mac, level, retry = judgement.retry.len(), state = %state, "burn-in judged");
-        self.cache(mac, state);
+        self.cache(mac, state, node.slot.as_deref(), slot.as_deref());
         Ok(judgement)
     }
 
@@ -209,7 +210,12 @@ impl Lifecycle {
         tx.commit().await?;
         self.announce(super::Change {
             node: Some(node.mac.clone()),
-            ..super::Change::default()
+            state: None,
+            rack: node
+                .slot
+                .as_deref()
+                .and_then(super::rack_of)
+                .map(str::to_string),
         });
         Ok(lines.len())
     }
@@ -264,9 +270,15 @@ impl Lifecycle {
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", rec.mac)))?;
         let mut tx = self.pool.begin().await?;
-        let state = apply(&mut tx, &rec, &input, actor, now_ms()).await??;
+        let applied = apply(&mut tx, &rec, &input, actor, now_ms()).await??;
         tx.commit().await?;
-        self.cache(mac, state.clone());
+        let state = applied.state.clone();
+        self.cache(
+            mac,
+            applied.state,
+            rec.slot.as_deref(),
+            applied.slot.as_deref(),
+        );
         Ok(state)
     }
 }

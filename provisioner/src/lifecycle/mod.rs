@@ -231,29 +231,40 @@ impl Lifecycle {
                     now,
                 )
                 .await?
-                .expect("discovered nodes boot discovery");
+                .expect("discovered nodes boot discovery")
+                .state;
             }
             let t = new_token();
             db::issue_agent_token(&mut tx, &hash_token(&t), mac, now).await?;
             token = Some(t);
         }
         tx.commit().await?;
-        self.cache(mac, node.state);
+        let slot = node.slot.as_deref();
+        self.cache(mac, node.state.clone(), slot, slot);
         Ok(BootDecision { target, token })
     }
 
-    /// A committed state: kept for the boot plane, and told to the live pages.
-    fn cache(&self, mac: MacAddr, state: State) {
+    /// A committed state: kept for the boot plane, and told to the live pages, with the
+    /// node's rack; a node that left a rack is told to that rack's pages too.
+    fn cache(&self, mac: MacAddr, state: State, slot_before: Option<&str>, slot: Option<&str>) {
         let name = state.name();
         self.states
             .write()
             .expect("not poisoned")
             .insert(mac, state);
+        let (before, after) = (slot_before.and_then(rack_of), slot.and_then(rack_of));
         self.announce(Change {
             node: Some(mac.to_string()),
             state: Some(name),
-            rack: None,
+            rack: after.map(str::to_string),
         });
+        if before.is_some() && before != after {
+            self.announce(Change {
+                node: Some(mac.to_string()),
+                state: None,
+                rack: before.map(str::to_string),
+            });
+        }
     }
 
     /// Tells the live pages of a committed change. Nobody listening is fine.
@@ -382,13 +393,19 @@ impl Lifecycle {
             Ok(slot) => Input::Matched { slot },
             Err(reason) => Input::Mismatched { reason },
         };
-        let state = apply(&mut tx, &node, &input, &Actor::Agent, now)
+        let applied = apply(&mut tx, &node, &input, &Actor::Agent, now)
             .await?
             .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
         db::mark_token_reported(&mut tx, &hash).await?;
         tx.commit().await?;
-        info!(%mac, state = %state, "inspection report taken");
-        self.cache(mac, state.clone());
+        info!(%mac, state = %applied.state, "inspection report taken");
+        let state = applied.state.clone();
+        self.cache(
+            mac,
+            applied.state,
+            node.slot.as_deref(),
+            applied.slot.as_deref(),
+        );
         Ok(state)
     }
 
@@ -469,11 +486,16 @@ impl Lifecycle {
             }
             let mut tx = self.pool.begin().await?;
             let input = Input::TimedOut { after: *limit };
-            if let Ok(state) = apply(&mut tx, &node, &input, &Actor::Appliance, now).await? {
+            if let Ok(applied) = apply(&mut tx, &node, &input, &Actor::Appliance, now).await? {
                 tx.commit().await?;
-                warn!(mac = %node.mac, state = %state, "step timed out");
+                warn!(mac = %node.mac, state = %applied.state, "step timed out");
                 if let Ok(mac) = node.mac.parse() {
-                    self.cache(mac, state);
+                    self.cache(
+                        mac,
+                        applied.state,
+                        node.slot.as_deref(),
+                        applied.slot.as_deref(),
+                    );
                 }
                 failed += 1;
             }
@@ -499,6 +521,12 @@ impl Lifecycle {
     }
 }
 
+/// What a transition left: the node's new state, and its slot after the transition's effects.
+struct Applied {
+    state: State,
+    slot: Option<String>,
+}
+
 /// Applies `input` to `node` inside `tx`: the new state, its transition and its effects.
 /// The outer error is the store's; the inner one a transition the state does not allow.
 async fn apply(
@@ -507,15 +535,22 @@ async fn apply(
     input: &Input,
     actor: &Actor,
     now: i64,
-) -> Result<Result<State, machine::Refused>, StoreError> {
+) -> Result<Result<Applied, machine::Refused>, StoreError> {
     let t = match machine::next(&node.state, input) {
         Ok(t) => t,
         Err(refused) => return Ok(Err(refused)),
     };
+    let mut slot = node.slot.clone();
     for effect in &t.effects {
         match effect {
-            Effect::AssignSlot(slot) => db::set_slot(tx, node.id, Some(slot)).await?,
-            Effect::ReleaseSlot => db::set_slot(tx, node.id, None).await?,
+            Effect::AssignSlot(s) => {
+                db::set_slot(tx, node.id, Some(s)).await?;
+                slot = Some(s.clone());
+            }
+            Effect::ReleaseSlot => {
+                db::set_slot(tx, node.id, None).await?;
+                slot = None;
+            }
             Effect::ClearFacts => db::set_facts(tx, node.id, None, None).await?,
         }
     }
@@ -532,7 +567,12 @@ async fn apply(
         },
     )
     .await?;
-    Ok(Ok(t.to))
+    Ok(Ok(Applied { state: t.to, slot }))
+}
+
+/// The rack (`site/row/rack`) of a slot (`site/row/rack/U10`).
+pub fn rack_of(slot: &str) -> Option<&str> {
+    slot.rsplit_once('/').map(|(rack, _)| rack)
 }
 
 /// The agent's next instruction for a node in `state`.
@@ -567,6 +607,33 @@ fn instruction(state: &State, slot: Option<&str>, reported: bool) -> Instruction
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_names_its_rack() {
+        assert_eq!(rack_of("dc1/r1/a01/U10"), Some("dc1/r1/a01"));
+        assert_eq!(rack_of("U10"), None);
+    }
+
+    #[test]
+    fn changes_are_told_flat_for_the_live_pages() {
+        let c = Change {
+            node: Some("52:54:00:00:00:01".into()),
+            state: Some("held"),
+            rack: Some("dc1/r1/a01".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"node":"52:54:00:00:00:01","state":"held","rack":"dc1/r1/a01"}"#
+        );
+        let progress = Change {
+            node: Some("52:54:00:00:00:01".into()),
+            ..Change::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&progress).unwrap(),
+            r#"{"node":"52:54:00:00:00:01"}"#
+        );
+    }
 
     #[test]
     fn the_agent_is_told_what_its_state_means() {
