@@ -24,6 +24,33 @@ pub enum DeviceKind {
     Nic,
 }
 
+impl DeviceKind {
+    /// Its name on the wire and in the appliance's store (`gpu`, `neuron`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Neuron => "neuron",
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Memory => "memory",
+            DeviceKind::Disk => "disk",
+            DeviceKind::Nic => "nic",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kinds_name_is_its_serde_name() {
+        use DeviceKind::*;
+        for k in [Gpu, Neuron, Cpu, Memory, Disk, Nic] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}
+
 /// One device's burn-in.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceResult {

@@ -19,13 +19,6 @@ use crate::store::burnin as runs;
 use crate::store::lifecycle as db;
 use crate::types::MacAddr;
 
-fn kind_name(kind: DeviceKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 impl Lifecycle {
     /// The burn-in a node in burning_in is to run: its SKU's plan, or only the checks its
     /// last report must run again.
@@ -144,11 +137,11 @@ impl Lifecycle {
                 .filter(|d| d.level == Level::Fail)
                 .map(|d| d.id.as_str())
                 .collect();
-            let kinds: Vec<(String, &DeviceResult)> = merged
+            let kinds: Vec<(&str, &DeviceResult)> = merged
                 .devices
                 .iter()
                 .filter(|d| !device_failed.contains(d.id.as_str()))
-                .filter_map(|d| d.kind.map(|k| (kind_name(k), d)))
+                .filter_map(|d| d.kind.map(|k| (k.as_str(), d)))
                 .collect();
             let figures: Vec<runs::Figure> = kinds
                 .iter()
@@ -239,7 +232,7 @@ impl Lifecycle {
                 let values = runs::cohort(
                     tx,
                     sku,
-                    &kind_name(kind),
+                    kind.as_str(),
                     check,
                     d.driver.as_deref(),
                     d.firmware.as_deref(),

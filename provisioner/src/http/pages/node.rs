@@ -24,12 +24,8 @@ use crate::types::MacAddr;
 /// Boot events shown: the latest, so that a node that loops on its boot keeps a small page.
 const EVENTS_SHOWN: usize = 200;
 
-/// The device kinds whose burn-in is charted, each with the name the store keeps its figures
-/// under (its serde name) and the name shown.
-const CHARTED: [(DeviceKind, &str, &str); 2] = [
-    (DeviceKind::Gpu, "gpu", "GPU"),
-    (DeviceKind::Neuron, "neuron", "Neuron"),
-];
+/// The device kinds whose burn-in is charted, each with the name shown.
+const CHARTED: [(DeviceKind, &str); 2] = [(DeviceKind::Gpu, "GPU"), (DeviceKind::Neuron, "Neuron")];
 
 /// The cohort's median of a check, by device kind and check.
 type Medians = BTreeMap<(DeviceKind, String), f64>;
@@ -200,7 +196,7 @@ fn burnin_charts(
     medians: &Medians,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for (kind, _, name) in CHARTED {
+    for (kind, name) in CHARTED {
         let devices = of_kind(report, kind);
         if devices.is_empty() {
             continue;
@@ -278,7 +274,7 @@ async fn cohort_medians(
 ) -> Result<Medians, StoreError> {
     let mut medians = Medians::new();
     let mut tx = pool.begin().await?;
-    for (kind, stored, _) in CHARTED {
+    for (kind, _) in CHARTED {
         let devices = of_kind(report, kind);
         for floor in profile.floors.iter().filter(|f| f.kind == kind) {
             let cohorts: BTreeSet<(Option<&str>, Option<&str>)> = devices
@@ -292,7 +288,7 @@ async fn cohort_medians(
             let mut values = crate::store::burnin::cohort(
                 &mut tx,
                 sku,
-                stored,
+                kind.as_str(),
                 &floor.name,
                 driver,
                 firmware,
