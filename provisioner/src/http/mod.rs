@@ -133,6 +133,24 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = router(state.clone());
+    accept_loop(listener, "HTTP", shutdown, move |stream, peer, token| {
+        connection(stream, peer, router.clone(), state.clone(), token)
+    })
+    .await;
+    Ok(())
+}
+
+/// Accepts connections on `listener` until `shutdown`, each served by `serve` in a task of
+/// its own; then waits up to ten seconds for those in flight. Shared by HTTP and HTTPS.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    shutdown: CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -140,22 +158,20 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let (router, state, token) = (router.clone(), state.clone(), shutdown.clone());
-        conns.spawn(async move { connection(stream, peer, router, state, token).await });
+        conns.spawn(serve(stream, peer, shutdown.clone()));
         while conns.try_join_next().is_some() {}
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while conns.join_next().await.is_some() {}
     })
     .await;
-    Ok(())
 }
 
 async fn connection(

@@ -16,7 +16,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::AppState;
 
@@ -128,32 +128,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
     let router = super::router(state);
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!(error = %e, "HTTPS accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let (acceptor, router, token) = (acceptor.clone(), router.clone(), shutdown.clone());
-        conns.spawn(async move {
+    super::accept_loop(listener, "HTTPS", shutdown, move |stream, peer, token| {
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        async move {
             match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => super::with_hyper(tls, peer, true, router, token).await,
                 Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
                 Err(_) => info!(%peer, "TLS handshake timed out"),
             }
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
+        }
     })
     .await;
     Ok(())
