@@ -121,7 +121,7 @@ fn when(ms: i64) -> String {
 }
 
 /// One path segment, percent-encoded: plan names go into links as they are typed.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

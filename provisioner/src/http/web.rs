@@ -115,45 +115,35 @@ fn cross_site(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v == "cross-site")
 }
 
+/// The request's `Host` without its port; an IPv6 address keeps its brackets.
+fn host_name(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let name = match host.find(']') {
+        Some(end) if host.starts_with('[') => &host[..=end],
+        _ => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    (!name.is_empty()).then_some(name)
+}
+
 /// Whether the request's `Host` is this machine's loopback, where a browser keeps a
 /// `Secure` cookie over plain HTTP.
 fn loopback_host(headers: &HeaderMap) -> bool {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host_name(headers).is_some_and(|name| {
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        bare == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// `https://HOST:PORT/login?next=...` for a request that came by plain HTTP, when the
 /// appliance serves HTTPS; `None` when the host name is not a plain one.
 fn https_login(headers: &HeaderMap, port: u16, next: &str) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let name = match host.strip_prefix('[') {
-        Some(v6) => format!("[{}]", v6.split(']').next()?),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
-    };
+    let name = host_name(headers)?;
     let plain = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-    (plain && !name.is_empty())
-        .then(|| format!("https://{name}:{port}/login?next={}", encode(next)))
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    // The path keeps its slashes; everything else in it is percent-encoded.
+    let next: Vec<String> = next.split('/').map(super::pages::segment).collect();
+    plain.then(|| format!("https://{name}:{port}/login?next={}", next.join("/")))
 }
 
 /// The session cookie's value, if the request has one.
