@@ -63,6 +63,12 @@ impl From<sqlx::Error> for ChecklistError {
     }
 }
 
+/// Who did a step, as the audit trail keeps it: the person at the rack and the admin token
+/// that let them ("alice (token ci)"), the same from the API and from the pages.
+pub fn signed(person: &str, token: &str) -> String {
+    format!("{} (token {token})", person.trim())
+}
+
 /// `site/row/rack`.
 pub fn parse_rack(s: &str) -> Result<(String, String, String), ChecklistError> {
     let parts: Vec<&str> = s.split('/').collect();

@@ -188,6 +188,25 @@ pub async fn operator(st: &AppState, headers: &HeaderMap) -> Result<Actor, Respo
     }
 }
 
+/// Records a refused operator call on node `id` (its number or its MAC), against the node
+/// when it is known: the API's and the pages' actions alike.
+pub(crate) async fn refuse_node_call(
+    st: &AppState,
+    peer: SocketAddr,
+    id: &str,
+    path: &str,
+    why: &str,
+) {
+    let mac = match st.boot.lifecycle.find(id).await {
+        Ok(Some(n)) => n.mac.parse().ok(),
+        _ => id.parse::<MacAddr>().ok(),
+    };
+    st.boot
+        .lifecycle
+        .record_refusal(mac, &peer.ip().to_string(), path, why)
+        .await;
+}
+
 pub async fn action(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -198,19 +217,14 @@ pub async fn action(
     let actor = match operator(&st, &headers).await {
         Ok(a) => a,
         Err(resp) => {
-            let mac = match st.boot.lifecycle.find(&id).await {
-                Ok(Some(n)) => n.mac.parse().ok(),
-                _ => id.parse::<MacAddr>().ok(),
-            };
-            st.boot
-                .lifecycle
-                .record_refusal(
-                    mac,
-                    &peer.ip().to_string(),
-                    &format!("/api/v1/nodes/{id}/actions"),
-                    "admin call without a valid admin token",
-                )
-                .await;
+            refuse_node_call(
+                &st,
+                peer,
+                &id,
+                &format!("/api/v1/nodes/{id}/actions"),
+                "admin call without a valid admin token",
+            )
+            .await;
             return resp;
         }
     };

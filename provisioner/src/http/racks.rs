@@ -82,7 +82,7 @@ pub struct Tick {
 /// "alice (token ci)": the person, and the admin token that let them.
 async fn who(st: &AppState, headers: &HeaderMap, by: &str) -> Result<String, Response> {
     match super::nodes::operator(st, headers).await? {
-        Actor::Operator(token) => Ok(format!("{} (token {token})", by.trim())),
+        Actor::Operator(token) => Ok(checklist::signed(by, &token)),
         other => Ok(other.to_string()),
     }
 }

@@ -26,7 +26,6 @@ use crate::events::now_ms;
 use crate::lifecycle::machine::{Action, Actor};
 use crate::lifecycle::{ActionError, Change, hash_token, new_token};
 use crate::store::{StoreError, lifecycle as db, sessions};
-use crate::types::MacAddr;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "__Host-provisioner_session";
@@ -382,19 +381,8 @@ pub async fn node_action(
                 }
                 _ => "page action without a signed-in operator",
             };
-            let mac = match st.boot.lifecycle.find(&id.to_string()).await {
-                Ok(Some(n)) => n.mac.parse::<MacAddr>().ok(),
-                _ => None,
-            };
-            st.boot
-                .lifecycle
-                .record_refusal(
-                    mac,
-                    &peer.ip().to_string(),
-                    &format!("/nodes/{id}/actions"),
-                    why,
-                )
-                .await;
+            let path = format!("/nodes/{id}/actions");
+            super::nodes::refuse_node_call(&st, peer, &id.to_string(), &path, why).await;
             return Err(e);
         }
     };
@@ -444,11 +432,6 @@ fn checklist_refused(e: ChecklistError) -> PageError {
     }
 }
 
-/// "alice (token ci)": the person at the rack, and the operator's token that let them.
-fn signed(by: &str, who: &Viewer) -> String {
-    format!("{} (token {})", by.trim(), who.name)
-}
-
 pub async fn checklist_start(
     State(st): State<AppState>,
     Path((site, row, rack)): Path<(String, String, String)>,
@@ -466,7 +449,7 @@ pub async fn checklist_start(
         &st.checklists,
         &name,
         &form.rack_type,
-        &signed(&form.by, &who),
+        &checklist::signed(&form.by, &who.name),
     )
     .await
     .map_err(checklist_refused)?;
@@ -489,7 +472,7 @@ async fn checklist_change(
         return Err(checklist_refused(ChecklistError::NoName));
     }
     let name = format!("{site}/{row}/{rack}");
-    let by = signed(&form.by, &who);
+    let by = checklist::signed(&form.by, &who.name);
     let slot = form.slot.as_deref().filter(|s| !s.is_empty());
     let done = if undo {
         let reason = form.reason.as_deref().unwrap_or("");
