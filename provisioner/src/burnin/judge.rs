@@ -108,6 +108,20 @@ pub struct Expected {
     pub nics: Option<(u32, u32)>,
 }
 
+impl Expected {
+    /// What a node of `sku` must have (an unknown SKU: no accelerators), and the NICs its
+    /// slot is cabled for.
+    pub fn of_sku(sku: Option<&crate::lifecycle::plan::Sku>, nics: Option<(u32, u32)>) -> Expected {
+        Expected {
+            devices: BTreeMap::from([
+                (DeviceKind::Gpu, sku.map_or(0, |s| s.gpus)),
+                (DeviceKind::Neuron, sku.map_or(0, |s| s.neuron_devices)),
+            ]),
+            nics,
+        }
+    }
+}
+
 pub fn judge(
     report: &BurnInReport,
     profile: &Profile,

@@ -3,10 +3,9 @@
 //! engineer measuring a new card against its profile. No cohort: only the appliance's store
 //! has one, so the cohort gate says nothing here.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use provisioner_protocol::burnin::{BurnInPlan, BurnInReport, DeviceKind};
+use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
 
 use super::judge::{Cohort, Expected, Judgement, Level, judge};
 use super::profile::Profiles;
@@ -40,14 +39,7 @@ pub fn judge_report(
         .by_sku
         .get(sku)
         .ok_or_else(|| no_profile(profiles, sku))?;
-    let def = skus.sku.get(sku);
-    let expected = Expected {
-        devices: BTreeMap::from([
-            (DeviceKind::Gpu, def.map_or(0, |s| s.gpus)),
-            (DeviceKind::Neuron, def.map_or(0, |s| s.neuron_devices)),
-        ]),
-        nics: None,
-    };
+    let expected = Expected::of_sku(skus.sku.get(sku), None);
     Ok(judge(report, profile, &expected, &Cohort::new()))
 }
 
@@ -123,7 +115,8 @@ fn opt(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisioner_protocol::burnin::{DeviceResult, Measurement};
+    use provisioner_protocol::burnin::{DeviceKind, DeviceResult, Measurement};
+    use std::collections::BTreeMap;
 
     fn shipped() -> (Profiles, Skus) {
         (

@@ -4,9 +4,7 @@
 //! PASS or WARN on to enrolled, FAIL to failed with the reasons, a first performance failure
 //! back to the node to run again.
 
-use std::collections::BTreeMap;
-
-use provisioner_protocol::burnin::{BurnInReport, DeviceKind, DeviceResult};
+use provisioner_protocol::burnin::{BurnInReport, DeviceResult};
 use provisioner_protocol::{Instruction, ProgressReport};
 use tracing::info;
 
@@ -86,14 +84,10 @@ impl Lifecycle {
             Some(l) if !l.retry.is_empty() => merge_retry(&l.report, report, &l.retry),
             _ => report.clone(),
         };
-        let def = self.skus.sku.get(&sku);
-        let expected = Expected {
-            devices: BTreeMap::from([
-                (DeviceKind::Gpu, def.map_or(0, |s| s.gpus)),
-                (DeviceKind::Neuron, def.map_or(0, |s| s.neuron_devices)),
-            ]),
-            nics: db::slot_nics(&mut tx, &slot).await?,
-        };
+        let expected = Expected::of_sku(
+            self.skus.sku.get(&sku),
+            db::slot_nics(&mut tx, &slot).await?,
+        );
         let cohort = self.cohort(&mut tx, &sku, &merged, node.id).await?;
         let judgement = judge(&merged, profile, &expected, &cohort);
         let level = match judgement.level {
@@ -326,7 +320,8 @@ fn merge_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisioner_protocol::burnin::Measurement;
+    use provisioner_protocol::burnin::{DeviceKind, Measurement};
+    use std::collections::BTreeMap;
 
     fn device(id: &str, value: f64, attempt: u32) -> DeviceResult {
         DeviceResult {
