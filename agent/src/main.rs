@@ -60,11 +60,7 @@ fn main() -> ExitCode {
 /// `--once`: the facts as JSON on stdout, for a technician or a test.
 fn print_facts(root: &Path) -> ExitCode {
     let facts = facts::collect(root);
-    let written = serde_json::to_writer_pretty(io::stdout().lock(), &facts)
-        .map_err(io::Error::from)
-        .and_then(|()| writeln!(io::stdout()));
-    if let Err(e) = written {
-        say(&format!("cannot print the facts: {e}"));
+    if !print_json(&facts, "the facts") {
         return ExitCode::FAILURE;
     }
     say(&format!(
@@ -75,6 +71,18 @@ fn print_facts(root: &Path) -> ExitCode {
         facts.problems.len()
     ));
     ExitCode::SUCCESS
+}
+
+/// `value` as pretty JSON on stdout; says so on the console and returns false if it cannot.
+fn print_json(value: &impl serde::Serialize, what: &str) -> bool {
+    let written = serde_json::to_writer_pretty(io::stdout().lock(), value)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(io::stdout()));
+    if let Err(e) = written {
+        say(&format!("cannot print {what}: {e}"));
+        return false;
+    }
+    true
 }
 
 /// `--burn-in PLAN`: the burn-in run here, without an appliance (a technician's check of a
@@ -92,11 +100,7 @@ fn burn_in_here(plan: &Path, root: &Path) -> ExitCode {
     };
     let facts = facts::collect(root);
     let report = burnin::run(&plan, &facts, &mut |line: &str| say(line));
-    let written = serde_json::to_writer_pretty(io::stdout().lock(), &report)
-        .map_err(io::Error::from)
-        .and_then(|()| writeln!(io::stdout()));
-    if let Err(e) = written {
-        say(&format!("cannot print the report: {e}"));
+    if !print_json(&report, "the report") {
         return ExitCode::FAILURE;
     }
     let unvalidated = report
