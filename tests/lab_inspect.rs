@@ -278,20 +278,7 @@ fn three_nodes_are_inspected_and_matched_and_a_killed_appliance_loses_nothing() 
     // the steps the booted QEMU nodes showed it (network boot, serial or MAC matched) in
     // their slots, with the evidence; the empty slot's stay open.
     let data = dir.join("data");
-    let cli = |args: &[&str]| {
-        let out = Command::new(appliance())
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .expect("run provisioner checklist");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| common::cli(&data, args);
     cli(&[
         "checklist",
         "start",

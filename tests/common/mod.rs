@@ -331,6 +331,22 @@ pub fn appliance() -> &'static str {
     env!("CARGO_BIN_EXE_provisioner")
 }
 
+/// `provisioner ARGS --data-dir DATA`, which must succeed; its stdout, trimmed.
+pub fn cli(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(appliance())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("run provisioner");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_default()
 }

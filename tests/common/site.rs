@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::{ON_LOOPBACK, Running, appliance};
+use super::{ON_LOOPBACK, Running};
 
 /// A response: status, Content-Type and body.
 pub struct Page {
@@ -64,35 +64,16 @@ impl Site {
 
     /// The appliance's command line, as `provisioner` runs it on the site's store.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(appliance())
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .output()
-            .expect("run provisioner");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        super::cli(&self.dir.path().join("data"), args)
     }
 }
 
 pub fn import(plan: &str, dir: &Path) {
     let file = dir.join("plan.csv");
     std::fs::write(&file, plan).expect("write the plan");
-    let out = Command::new(appliance())
-        .args(["plan", "import"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .output()
-        .expect("run plan import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    super::cli(
+        &dir.join("data"),
+        &["plan", "import", file.to_str().expect("UTF-8")],
     );
 }
 
