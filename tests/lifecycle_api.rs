@@ -605,6 +605,19 @@ fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
     let undo = format!(r#"{{"step":"{rack_step}","by":"carol","reason":""}}"#);
     let (code, text) = post_json(&f, Some(token), &format!("{url}/unticks"), &undo);
     assert_eq!(code, 400, "an undo needs a reason: {text}");
+    // A change needs the person's name, not only the token's.
+    let nameless = format!(r#"{{"step":"{rack_step}","by":"  "}}"#);
+    let (code, text) = post_json(&f, Some(token), &format!("{url}/ticks"), &nameless);
+    assert_eq!(code, 400, "a tick needs a name: {text}");
+    assert!(text.contains("needs the name of who did it"), "{text}");
+    let (code, text) = post_json(
+        &f,
+        Some(token),
+        "/api/v1/racks/lab/r2/b01/checklist",
+        r#"{"rack_type":"hgx-b200-air","by":""}"#,
+    );
+    assert_eq!(code, 400, "a start needs a name: {text}");
+    assert!(text.contains("needs the name of who did it"), "{text}");
 
     // The appliance ticks the slot's boot once its node booted and matched.
     let a = boot(&f, A);

@@ -47,7 +47,7 @@ pub enum ChecklistError {
     NotTicked(String),
     #[error("undoing a tick needs a reason")]
     NoReason,
-    #[error("a tick needs the name of who did it")]
+    #[error("a checklist change needs the name of who did it")]
     NoName,
     #[error(
         "the checklist was started on {rack_type} v{version}, which this appliance no longer has"
@@ -64,9 +64,14 @@ impl From<sqlx::Error> for ChecklistError {
 }
 
 /// Who did a step, as the audit trail keeps it: the person at the rack and the admin token
-/// that let them ("alice (token ci)"), the same from the API and from the pages.
-pub fn signed(person: &str, token: &str) -> String {
-    format!("{} (token {token})", person.trim())
+/// that let them ("alice (token ci)"), the same from the API and from the pages. A change
+/// needs a person's name: the token alone says who let it, not who did it.
+pub fn signed(person: &str, token: &str) -> Result<String, ChecklistError> {
+    let person = person.trim();
+    if person.is_empty() {
+        return Err(ChecklistError::NoName);
+    }
+    Ok(format!("{person} (token {token})"))
 }
 
 /// `site/row/rack`.

@@ -82,7 +82,7 @@ pub struct Tick {
 /// "alice (token ci)": the person, and the admin token that let them.
 async fn who(st: &AppState, headers: &HeaderMap, by: &str) -> Result<String, Response> {
     match super::nodes::operator(st, headers).await? {
-        Actor::Operator(token) => Ok(checklist::signed(by, &token)),
+        Actor::Operator(token) => checklist::signed(by, &token).map_err(refused),
         other => Ok(other.to_string()),
     }
 }
@@ -134,9 +134,6 @@ async fn change(
             "want {\"step\": ..., \"slot\": ..., \"by\": ...} (and \"reason\" to untick)",
         );
     };
-    if req.by.trim().is_empty() {
-        return refused(ChecklistError::NoName);
-    }
     let by = match who(&st, &headers, &req.by).await {
         Ok(b) => b,
         Err(resp) => return resp,

@@ -440,19 +440,11 @@ pub async fn checklist_start(
 ) -> Result<Response, PageError> {
     let Form(form) = form.map_err(bad_form)?;
     let who = operator(&st, &headers, &form.csrf).await?;
-    if form.by.trim().is_empty() {
-        return Err(checklist_refused(ChecklistError::NoName));
-    }
+    let by = checklist::signed(&form.by, &who.name).map_err(checklist_refused)?;
     let name = format!("{site}/{row}/{rack}");
-    checklist::start(
-        &st.store,
-        &st.checklists,
-        &name,
-        &form.rack_type,
-        &checklist::signed(&form.by, &who.name),
-    )
-    .await
-    .map_err(checklist_refused)?;
+    checklist::start(&st.store, &st.checklists, &name, &form.rack_type, &by)
+        .await
+        .map_err(checklist_refused)?;
     st.boot.lifecycle.announce(Change {
         rack: Some(name),
         ..Change::default()
@@ -468,11 +460,8 @@ async fn checklist_change(
     undo: bool,
 ) -> Result<Response, PageError> {
     let who = operator(&st, &headers, &form.csrf).await?;
-    if form.by.trim().is_empty() {
-        return Err(checklist_refused(ChecklistError::NoName));
-    }
+    let by = checklist::signed(&form.by, &who.name).map_err(checklist_refused)?;
     let name = format!("{site}/{row}/{rack}");
-    let by = checklist::signed(&form.by, &who.name);
     let slot = form.slot.as_deref().filter(|s| !s.is_empty());
     let done = if undo {
         let reason = form.reason.as_deref().unwrap_or("");
