@@ -22,9 +22,11 @@ use crate::events::{Events, Neighbors};
 use crate::firmware::FirmwareSet;
 use crate::http::boot::BootContext;
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle::admission::NewNodes;
 use crate::lifecycle::machine::BootTarget;
 use crate::lifecycle::plan::{SHIPPED_SKUS, Skus};
 use crate::metrics::Metrics;
+use crate::supervise::{Health, supervise};
 use crate::{http, net, store, tftp};
 
 /// How often step timeouts are checked.
@@ -53,11 +55,15 @@ pub fn load_profiles(path: Option<&std::path::Path>) -> anyhow::Result<Profiles>
     Ok(Profiles::parse(&text)?)
 }
 
-/// Runs the appliance until `shutdown` is cancelled.
+/// Runs the appliance until `shutdown` is cancelled. Each server is bound here first, so a
+/// port that cannot be had stops start-up with its reason; from then on each runs under a
+/// supervisor (`crate::supervise`) that starts it again if it stops.
 pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = store::open(&config.data_dir, config.store_sync).await?;
     info!(data_dir = %config.data_dir.display(), "store open");
     let metrics = Arc::new(Metrics::default());
+    let health = Health::new(metrics.clone());
+    let limits = limits_for_open_files(&config.limits);
     let mut tasks = JoinSet::new();
 
     let interfaces = config
@@ -81,16 +87,34 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
 
     let skus = load_skus(config.skus.as_deref())?;
     let profiles = load_profiles(config.burnin_profiles.as_deref())?;
-    let lifecycle = Lifecycle::open(pool.clone(), skus, profiles, config.timeouts.clone()).await?;
+    let new_nodes = NewNodes::new(&limits, metrics.limits.clone());
+    let lifecycle = Lifecycle::open(
+        pool.clone(),
+        skus,
+        profiles,
+        config.timeouts.clone(),
+        new_nodes,
+    )
+    .await?;
     info!(skus_version = lifecycle.skus().version, "lifecycle ready");
-    tasks.spawn(
-        lifecycle
-            .clone()
-            .run_timeouts(TIMEOUT_CHECK, shutdown.clone()),
-    );
+    tasks.spawn(supervise("timeouts", health.clone(), shutdown.clone(), {
+        let (lifecycle, token) = (lifecycle.clone(), shutdown.clone());
+        move |ready| {
+            let (lifecycle, token) = (lifecycle.clone(), token.clone());
+            async move {
+                ready.serving();
+                lifecycle.run_timeouts(TIMEOUT_CHECK, token).await;
+                Ok(())
+            }
+        }
+    }));
 
     let journal = store::open_journal(&config.data_dir).await?;
-    let (events, event_writer) = Events::new(journal.clone(), Neighbors::default());
+    let (events, event_writer) = Events::new(
+        journal.clone(),
+        Neighbors::default(),
+        limits.events_per_node,
+    );
     let event_task = tokio::spawn(event_writer);
 
     let boots_locally = {
@@ -124,7 +148,7 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
             .await
             .with_context(|| format!("cannot listen for HTTPS on {addr}"))?;
         let https_addr = listener.local_addr()?;
-        https = Some((listener, tls));
+        https = Some((listener, https_addr, tls));
         match source {
             http::tls::Source::Made(p) => info!(cert = %p.display(), names = ?names,
                 "made a self-signed HTTPS certificate: trust it or replace it (tls_cert, tls_key)"),
@@ -143,22 +167,59 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         boot: boot.clone(),
         checklists: Arc::new(crate::checklist::Templates::shipped()?),
         shutdown: shutdown.clone(),
-        web: Arc::new(http::web::Guard::new(https_port)),
+        web: Arc::new(http::web::Guard::new(https_port, &limits)),
+        conns: http::conns::Conns::new(&limits, metrics.clone()),
+        health: health.clone(),
     };
-    if let Some((listener, tls)) = https {
+    if let Some((listener, addr, tls)) = https {
         let (state, token) = (state.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            if let Err(e) = http::tls::serve(listener, tls, state, token).await {
-                tracing::error!(error = %e, "HTTPS server failed");
-            }
-        });
+        let mut first = Some(listener);
+        tasks.spawn(supervise(
+            "https",
+            health.clone(),
+            shutdown.clone(),
+            move |ready| {
+                let (listener, state, token, tls) =
+                    (first.take(), state.clone(), token.clone(), tls.clone());
+                async move {
+                    let listener = match listener {
+                        Some(l) => l,
+                        None => TcpListener::bind(addr)
+                            .await
+                            .map_err(|e| format!("cannot listen for HTTPS on {addr}: {e}"))?,
+                    };
+                    ready.serving();
+                    http::tls::serve(listener, tls, state, token)
+                        .await
+                        .map_err(|e| format!("HTTPS server failed: {e}"))
+                }
+            },
+        ));
     }
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = http::serve(http_listener, state, token).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    {
+        let token = shutdown.clone();
+        let mut first = Some(http_listener);
+        tasks.spawn(supervise(
+            "http",
+            health.clone(),
+            shutdown.clone(),
+            move |ready| {
+                let (listener, state, token) = (first.take(), state.clone(), token.clone());
+                async move {
+                    let listener = match listener {
+                        Some(l) => l,
+                        None => TcpListener::bind(http_addr)
+                            .await
+                            .map_err(|e| format!("cannot listen for HTTP on {http_addr}: {e}"))?,
+                    };
+                    ready.serving();
+                    http::serve(listener, state, token)
+                        .await
+                        .map_err(|e| format!("HTTP server failed: {e}"))
+                }
+            },
+        ));
+    }
     info!(addr = %http_addr, "HTTP listening");
 
     let tftp_socket = std::net::UdpSocket::bind(config.tftp_listen).with_context(|| {
@@ -173,28 +234,47 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
         .filter_map(|i| net::interface_mtu(&i.name))
         .min()
         .unwrap_or(1500);
-    tasks.spawn({
+    let tftp_limits = tftp::TftpLimits::new(tftp::blksize_for_mtu(mtu), &limits, metrics.clone());
+    {
         let (boot, events, token) = (boot.clone(), events.clone(), shutdown.clone());
-        async move {
-            if let Err(e) =
-                tftp::serve(tftp_socket, boot, events, tftp::blksize_for_mtu(mtu), token).await
-            {
-                tracing::error!(error = %e, "TFTP server failed");
-            }
-        }
-    });
+        let mut first = Some(tftp_socket);
+        tasks.spawn(supervise(
+            "tftp",
+            health.clone(),
+            shutdown.clone(),
+            move |ready| {
+                let socket = first.take();
+                let (boot, events, token, limits) = (
+                    boot.clone(),
+                    events.clone(),
+                    token.clone(),
+                    tftp_limits.clone(),
+                );
+                async move {
+                    let socket = match socket {
+                        Some(s) => s,
+                        None => std::net::UdpSocket::bind(tftp_addr)
+                            .map_err(|e| format!("cannot listen for TFTP on {tftp_addr}: {e}"))?,
+                    };
+                    ready.serving();
+                    tftp::serve(socket, boot, events, limits, token)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        ));
+    }
     info!(addr = %tftp_addr, "TFTP listening");
 
-    if let Some((server, listeners)) = dhcp_server(
-        &config,
-        &pool,
+    let dhcp_setup = DhcpSetup {
+        config: config.clone(),
+        pool: pool.clone(),
         interfaces,
         advertise,
-        http_addr.port(),
+        http_port: http_addr.port(),
         boots_locally,
-    )
-    .await?
-    {
+    };
+    if let Some((server, listeners)) = dhcp_setup.server().await? {
         info!(
             mode = ?server.mode,
             interfaces = ?server.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
@@ -202,13 +282,42 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
             subnets = server.table.subnets().len(),
             "DHCP serving"
         );
-        tasks.spawn(dhcp::serve(
-            server,
-            listeners,
+        let (pool, metrics, events, token) = (
             pool.clone(),
             metrics.clone(),
             events.clone(),
             shutdown.clone(),
+        );
+        let setup = Arc::new(dhcp_setup);
+        let mut first = Some((server, listeners));
+        tasks.spawn(supervise(
+            "dhcp",
+            health.clone(),
+            shutdown.clone(),
+            move |ready| {
+                let prepared = first.take();
+                let (setup, pool, metrics, events, token) = (
+                    setup.clone(),
+                    pool.clone(),
+                    metrics.clone(),
+                    events.clone(),
+                    token.clone(),
+                );
+                async move {
+                    // A restart starts from the store: every lease an ACK promised is there.
+                    let (server, listeners) = match prepared {
+                        Some(p) => p,
+                        None => setup
+                            .server()
+                            .await
+                            .map_err(|e| format!("cannot start DHCP: {e:#}"))?
+                            .ok_or("DHCP is no longer configured")?,
+                    };
+                    ready.serving();
+                    dhcp::serve(server, listeners, pool, metrics, events, token).await;
+                    Ok(())
+                }
+            },
         ));
     }
     drop(events);
@@ -222,6 +331,38 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     pool.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// File descriptors a connection limit must leave for the store, TFTP and the rest.
+const SPARE_FILES: u64 = 512;
+
+/// Raises this process's open-file limit to its hard limit, and keeps the HTTP connection
+/// limits within it: a limit the kernel would refuse first is no limit at all.
+fn limits_for_open_files(limits: &crate::config::Limits) -> crate::config::Limits {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let mut out = limits.clone();
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return out;
+    };
+    let files = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let room = usize::try_from(files.saturating_sub(SPARE_FILES))
+        .unwrap_or(usize::MAX)
+        .max(64);
+    if out.http_connections > room {
+        warn!(
+            configured = out.http_connections,
+            open_files = files,
+            using = room,
+            "limits.http_connections is more than this process may open files for; raise its open-file limit (LimitNOFILE=)"
+        );
+        out.http_connections = room;
+        out.http_connections_per_peer = out.http_connections_per_peer.min(room);
+    }
+    out
 }
 
 /// Imports the discovery kernel and initrd into the artifact store (hashing them).
@@ -282,73 +423,88 @@ fn kernel_arch(path: &std::path::Path) -> anyhow::Result<Option<KernelArch>> {
     Ok(KernelArch::of_image(&head))
 }
 
-/// Builds the DHCP server and binds its sockets, or says why DHCP stays off.
-async fn dhcp_server(
-    config: &Config,
-    pool: &store::Pool,
+/// What the DHCP server is built from, kept so that its supervisor can build it again.
+struct DhcpSetup {
+    config: Config,
+    pool: store::Pool,
     interfaces: Vec<Interface>,
     advertise: Option<Ipv4Addr>,
     http_port: u16,
     boots_locally: LocalBoot,
-) -> anyhow::Result<Option<(Server, Vec<Listener>)>> {
-    let d = &config.dhcp;
-    if d.mode == DhcpMode::Off {
-        info!("DHCP is off (--dhcp off)");
-        return Ok(None);
-    }
-    if interfaces.is_empty() {
-        warn!(
-            "DHCP stays off: no provisioning interface is named (--interface NAME); \
-             HTTP and TFTP still run"
-        );
-        return Ok(None);
-    }
-    let advertise = advertise.unwrap_or_else(|| interfaces[0].addr());
-    let subnets = if d.mode == DhcpMode::Full {
-        subnets(config, &interfaces)?
-    } else {
-        Vec::new()
-    };
-    let leases = if d.mode == DhcpMode::Full {
-        store::leases::all(pool).await?
-    } else {
-        Vec::new()
-    };
-    info!(leases = leases.len(), "leases loaded from the store");
-    let own: Vec<Ipv4Addr> = interfaces
-        .iter()
-        .map(|i| i.addr())
-        .chain([advertise])
-        .collect();
-    let table = LeaseTable::new(subnets, &d.reservations, leases, own);
-    let mut listeners = Vec::new();
-    for (i, iface) in interfaces.iter().enumerate() {
-        let mut ports = vec![(dhcp::SERVER_PORT, Port::Dhcp)];
-        if d.mode == DhcpMode::Proxy {
-            ports.push((dhcp::PXE_PORT, Port::Pxe));
-        }
-        for (port, kind) in ports {
-            let socket = UdpSocket::from_std(net::bind_udp_on_interface(&iface.name, port)?)?;
-            listeners.push(Listener {
-                socket: Arc::new(socket),
-                iface: i,
-                port: kind,
-            });
-        }
-    }
-    let server = Server {
-        mode: d.mode,
-        interfaces,
-        table,
-        boot: d.boot.clone(),
-        boot_server: BootServer {
+}
+
+impl DhcpSetup {
+    /// Builds the DHCP server (its leases read from the store) and binds its sockets, or says
+    /// why DHCP stays off.
+    async fn server(&self) -> anyhow::Result<Option<(Server, Vec<Listener>)>> {
+        let Self {
+            config,
+            pool,
             advertise,
             http_port,
-        },
-        ports: ReplyPorts::default(),
-        boots_locally,
-    };
-    Ok(Some((server, listeners)))
+            ..
+        } = self;
+        let (advertise, http_port, interfaces) = (*advertise, *http_port, self.interfaces.clone());
+        let boots_locally = self.boots_locally.clone();
+        let d = &config.dhcp;
+        if d.mode == DhcpMode::Off {
+            info!("DHCP is off (--dhcp off)");
+            return Ok(None);
+        }
+        if interfaces.is_empty() {
+            warn!(
+                "DHCP stays off: no provisioning interface is named (--interface NAME); \
+             HTTP and TFTP still run"
+            );
+            return Ok(None);
+        }
+        let advertise = advertise.unwrap_or_else(|| interfaces[0].addr());
+        let subnets = if d.mode == DhcpMode::Full {
+            subnets(config, &interfaces)?
+        } else {
+            Vec::new()
+        };
+        let leases = if d.mode == DhcpMode::Full {
+            store::leases::all(pool).await?
+        } else {
+            Vec::new()
+        };
+        info!(leases = leases.len(), "leases loaded from the store");
+        let own: Vec<Ipv4Addr> = interfaces
+            .iter()
+            .map(|i| i.addr())
+            .chain([advertise])
+            .collect();
+        let table = LeaseTable::new(subnets, &d.reservations, leases, own);
+        let mut listeners = Vec::new();
+        for (i, iface) in interfaces.iter().enumerate() {
+            let mut ports = vec![(dhcp::SERVER_PORT, Port::Dhcp)];
+            if d.mode == DhcpMode::Proxy {
+                ports.push((dhcp::PXE_PORT, Port::Pxe));
+            }
+            for (port, kind) in ports {
+                let socket = UdpSocket::from_std(net::bind_udp_on_interface(&iface.name, port)?)?;
+                listeners.push(Listener {
+                    socket: Arc::new(socket),
+                    iface: i,
+                    port: kind,
+                });
+            }
+        }
+        let server = Server {
+            mode: d.mode,
+            interfaces,
+            table,
+            boot: d.boot.clone(),
+            boot_server: BootServer {
+                advertise,
+                http_port,
+            },
+            ports: ReplyPorts::default(),
+            boots_locally,
+        };
+        Ok(Some((server, listeners)))
+    }
 }
 
 /// The subnets of full mode: those of the file, and the `--dhcp-range` shorthand on the

@@ -198,13 +198,17 @@ pub fn error_script(reason: &str, retry_url: &str) -> String {
     })
 }
 
-/// Text that iPXE prints as it is: one line, no settings expansion.
-fn ipxe_safe(s: &str) -> String {
+/// Text that iPXE prints as it is. Reasons can quote what a node reported (a DMI serial, a
+/// MAC it claims), so this is an allow-list, not a deny-list: letters, digits, spaces and
+/// `. , : - _ / ( ) + = @ %` stay, every other character (`;`, `&`, `|` and `$` among them,
+/// which iPXE reads as command separators, conditions and settings) becomes a space. The
+/// result is one line that can only ever be `echo`'s argument.
+pub fn ipxe_safe(s: &str) -> String {
     s.chars()
         .map(|c| match c {
-            '$' | '\n' | '\r' | '#' => ' ',
-            c if c.is_control() => ' ',
-            c => c,
+            'a'..='z' | 'A'..='Z' | '0'..='9' | ' ' => c,
+            '.' | ',' | ':' | '-' | '_' | '/' | '(' | ')' | '+' | '=' | '@' | '%' => c,
+            _ => ' ',
         })
         .collect()
 }
@@ -318,7 +322,7 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
         );
         assert!(s.starts_with("#!ipxe\n"));
         assert!(
-            s.contains("echo Provisioner: bad chain http://evil  {x}\n"),
+            s.contains("echo Provisioner: bad chain http://evil   x \n"),
             "{s}"
         );
         assert!(s.contains(
@@ -333,6 +337,41 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
             script(&discovery, None, &SERVER, mac),
             Err(BootError::NoDiscoveryImage)
         ));
+    }
+
+    #[test]
+    fn reported_text_reaches_a_script_only_as_echoed_words() {
+        for hostile in [
+            "X ; chain http://10.0.0.66/pwn.ipxe ;",
+            "X && chain http://10.0.0.66/pwn.ipxe",
+            "X || shell",
+            "X ${net0/mac} ${{x}}",
+            "X \"quoted\" 'single' `tick`",
+            "X \\ escape\nchain http://x\r\n#!ipxe",
+            "X\u{0}\u{7f}\u{2028}é",
+        ] {
+            let s = error_script(hostile, "http://10.99.0.1:8080/boot/${net0/mac}.ipxe");
+            let echo = s
+                .lines()
+                .find(|l| l.starts_with("echo Provisioner: "))
+                .unwrap_or_else(|| panic!("{s}"));
+            let said = &echo["echo Provisioner: ".len()..];
+            assert!(
+                said.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " .,:-_/()+=@%".contains(c)),
+                "{hostile:?} gave {said:?}"
+            );
+            let plain = error_script("plain", "http://10.99.0.1:8080/boot/${net0/mac}.ipxe");
+            assert_eq!(
+                s.lines().count(),
+                plain.lines().count(),
+                "one echoed line, no more: {s}"
+            );
+        }
+        assert_eq!(
+            ipxe_safe("slot dc1/r1/a01/U10 expects hgx-b200 (8 GPUs); serial `SN-1`"),
+            "slot dc1/r1/a01/U10 expects hgx-b200 (8 GPUs)  serial  SN-1 "
+        );
     }
 
     #[test]

@@ -47,6 +47,122 @@ pub struct FileConfig {
     pub store: StoreFile,
     #[serde(default)]
     pub lifecycle: LifecycleFile,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]`: what one client, and all of them together, may take of the appliance. The
+/// provisioning network is shared with every node it boots, so each of these is a bound that
+/// a hostile peer runs into instead of the appliance (`docs/security.md`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// HTTP connections open at once (HTTP and HTTPS together).
+    pub http_connections: usize,
+    /// HTTP connections one peer address may hold open.
+    pub http_connections_per_peer: usize,
+    /// The longest a client may take to send a request head, from its first byte or from the
+    /// end of its previous request.
+    #[serde(with = "humantime_serde_secs")]
+    pub http_head_timeout: std::time::Duration,
+    /// TFTP transfers at once; past this a transfer not yet acknowledged gives way to a new
+    /// request, and with none such the request gets "busy".
+    pub tftp_transfers: usize,
+    /// TFTP transfers one client address may have at once.
+    pub tftp_transfers_per_client: usize,
+    /// The longest retransmission timeout (RFC 2349) a TFTP client may ask for, in seconds.
+    pub tftp_max_timeout: u8,
+    /// New nodes one peer address may bring into being per minute by asking for their boot
+    /// scripts (HTTP or TFTP) when the network cannot say the peer is that node.
+    pub new_nodes_per_peer_per_minute: u32,
+    /// New nodes the whole site takes per minute.
+    pub new_nodes_per_minute: u32,
+    /// Boot events kept per node; older ones are forgotten.
+    pub events_per_node: u32,
+    /// Live page streams (`/events`) at once, of which `live_streams_for_operators` are kept
+    /// for signed-in operators.
+    pub live_streams: usize,
+    pub live_streams_for_operators: usize,
+    /// Live page streams one peer address may hold.
+    pub live_streams_per_peer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            http_connections: 4096,
+            http_connections_per_peer: 256,
+            http_head_timeout: std::time::Duration::from_secs(10),
+            tftp_transfers: 1024,
+            tftp_transfers_per_client: 8,
+            tftp_max_timeout: 5,
+            new_nodes_per_peer_per_minute: 30,
+            new_nodes_per_minute: 5000,
+            events_per_node: 2000,
+            live_streams: 256,
+            live_streams_for_operators: 64,
+            live_streams_per_peer: 8,
+        }
+    }
+}
+
+/// A duration written as humantime text (`"10s"`, `"1m"`).
+mod humantime_serde_secs {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("`{s}`: {e}")))
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("limits.http_connections", self.http_connections),
+            (
+                "limits.http_connections_per_peer",
+                self.http_connections_per_peer,
+            ),
+            ("limits.tftp_transfers", self.tftp_transfers),
+            (
+                "limits.tftp_transfers_per_client",
+                self.tftp_transfers_per_client,
+            ),
+            (
+                "limits.tftp_max_timeout",
+                usize::from(self.tftp_max_timeout),
+            ),
+            ("limits.events_per_node", self.events_per_node as usize),
+            ("limits.live_streams", self.live_streams),
+            ("limits.live_streams_per_peer", self.live_streams_per_peer),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(invalid(*key, "must be at least 1"));
+        }
+        if self.http_connections_per_peer > self.http_connections {
+            return Err(invalid(
+                "limits.http_connections_per_peer",
+                "cannot be more than limits.http_connections",
+            ));
+        }
+        if self.live_streams_for_operators >= self.live_streams {
+            return Err(invalid(
+                "limits.live_streams_for_operators",
+                "must leave some of limits.live_streams to everyone else",
+            ));
+        }
+        let head = self.http_head_timeout;
+        if head < std::time::Duration::from_millis(100)
+            || head > std::time::Duration::from_secs(300)
+        {
+            return Err(invalid(
+                "limits.http_head_timeout",
+                "must be between 100ms and 5m",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[lifecycle]`: the SKU definitions and how long each step may take.
@@ -174,6 +290,7 @@ pub struct Config {
     pub skus: Option<PathBuf>,
     pub burnin_profiles: Option<PathBuf>,
     pub timeouts: crate::lifecycle::Timeouts,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -317,12 +434,14 @@ impl Config {
             skus: file.lifecycle.skus,
             burnin_profiles: file.lifecycle.burnin_profiles,
             timeouts: timeouts(&file.lifecycle.timeouts)?,
+            limits: file.limits,
         };
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(
                 "tls_cert",
@@ -437,6 +556,58 @@ mod tests {
         assert_eq!(c.tftp_listen, "0.0.0.0:69".parse().unwrap());
         assert_eq!(c.data_dir, PathBuf::from("./var"));
         assert!(c.interfaces.is_empty());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_nonsense() {
+        let c = parse("").unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(
+            c.limits.http_head_timeout,
+            std::time::Duration::from_secs(10)
+        );
+        let c = parse("[limits]\nhttp_head_timeout = \"2s\"\nnew_nodes_per_peer_per_minute = 0\n")
+            .unwrap();
+        assert_eq!(
+            c.limits.http_head_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(
+            c.limits.new_nodes_per_peer_per_minute, 0,
+            "0: no new nodes from unknown peers"
+        );
+        assert_eq!(
+            c.limits.http_connections, 4096,
+            "the rest keep their defaults"
+        );
+        for (text, key) in [
+            ("[limits]\nhttp_connections = 0", "limits.http_connections"),
+            (
+                "[limits]\nhttp_connections = 10\nhttp_connections_per_peer = 11",
+                "limits.http_connections_per_peer",
+            ),
+            (
+                "[limits]\nhttp_head_timeout = \"1h\"",
+                "limits.http_head_timeout",
+            ),
+            (
+                "[limits]\nlive_streams = 4\nlive_streams_for_operators = 4",
+                "limits.live_streams_for_operators",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse("[limits]\nhttp_head_timeout = \"soon\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse("[limits]\nno_such_limit = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod store;
+pub mod supervise;
 pub mod tftp;
 pub mod types;

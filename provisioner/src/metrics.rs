@@ -21,6 +21,46 @@ pub struct SubnetLabel {
     pub subnet: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabel {
+    pub part: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub part: &'static str,
+    pub reason: &'static str,
+}
+
+/// The appliance's parts under supervision (`crate::supervise`).
+#[derive(Default, Debug)]
+pub struct PartMetrics {
+    /// 1 while a part serves, 0 while it is starting or down.
+    pub up: Family<PartLabel, Gauge>,
+    pub restarts: Family<PartLabel, Counter>,
+}
+
+/// Requests a limit turned away, by part and limit (`docs/security.md` lists them). Clones
+/// count into the same counters.
+#[derive(Default, Debug, Clone)]
+pub struct LimitMetrics {
+    pub limited: Family<LimitLabel, Counter>,
+}
+
+impl LimitMetrics {
+    pub fn hit(&self, part: &'static str, reason: &'static str) {
+        self.limited
+            .get_or_create(&LimitLabel { part, reason })
+            .inc();
+    }
+
+    pub fn count(&self, part: &'static str, reason: &'static str) -> u64 {
+        self.limited
+            .get_or_create(&LimitLabel { part, reason })
+            .get()
+    }
+}
+
 /// Counters of the DHCP server.
 #[derive(Default, Debug)]
 pub struct DhcpMetrics {
@@ -43,6 +83,8 @@ impl DhcpMetrics {
 #[derive(Default, Debug)]
 pub struct Metrics {
     pub dhcp: DhcpMetrics,
+    pub parts: PartMetrics,
+    pub limits: LimitMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,6 +140,21 @@ impl Metrics {
             "dhcp_store_errors",
             "Lease batches the store refused (their replies were not sent)",
             d.store_errors.clone(),
+        );
+        registry.register(
+            "part_up",
+            "1 while a part of the appliance serves, 0 while it is starting or down",
+            self.parts.up.clone(),
+        );
+        registry.register(
+            "part_restarts",
+            "Times a part stopped or panicked and was started again",
+            self.parts.restarts.clone(),
+        );
+        registry.register(
+            "limited",
+            "Requests turned away or cut short by a limit, by part and limit",
+            self.limits.limited.clone(),
         );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;

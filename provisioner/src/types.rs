@@ -21,13 +21,6 @@ pub enum ParseError {
 }
 
 impl MacAddr {
-    /// The hardware address of a DHCP message: the first six bytes of `chaddr` when the
-    /// hardware length says Ethernet.
-    pub fn from_chaddr(chaddr: &[u8]) -> Option<Self> {
-        let bytes: [u8; 6] = chaddr.get(..6)?.try_into().ok()?;
-        Some(MacAddr(bytes))
-    }
-
     /// The form used in URLs and file names, where `:` is awkward: `52-54-00-12-34-56`.
     pub fn dashed(&self) -> String {
         self.to_string().replace(':', "-")

@@ -411,15 +411,24 @@ pub async fn untick(
     Ok(())
 }
 
+/// One CSV field (RFC 4180). A field that a spreadsheet would read as a formula (it starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return: names and reasons people and nodes
+/// typed) is quoted with a leading `'`, as spreadsheets take it, so that opening the export
+/// runs nothing.
+pub fn csv_field(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula {
+        format!("\"'{}\"", s.replace('"', "\"\""))
+    } else if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// A completed (or partial) checklist as CSV for the customer's records.
 pub fn to_csv(v: &ChecklistView) -> String {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
+    let field = csv_field;
     let mut out = String::from("rack,rack_type,version,group,step,slot,status,by_or_evidence,at\n");
     for s in &v.steps {
         let (status, who, at) = match &s.status {
@@ -477,4 +486,29 @@ pub fn to_text(v: &ChecklistView) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn a_field_a_spreadsheet_would_run_is_quoted_as_text() {
+        assert_eq!(csv_field("alice"), "alice");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        for (given, want) in [
+            (
+                "=HYPERLINK(\"http://x\")",
+                "\"'=HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("+1", "\"'+1\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\t=1", "\"'\t=1\""),
+            ("\r=1", "\"'\r=1\""),
+        ] {
+            assert_eq!(csv_field(given), want, "{given:?}");
+        }
+    }
 }

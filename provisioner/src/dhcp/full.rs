@@ -179,7 +179,7 @@ fn nak(srv: &Server, req: &Message, rx: &RecvInfo, why: &'static str) -> Outcome
 }
 
 fn client_mac_str(req: &Message) -> Option<MacAddr> {
-    MacAddr::from_chaddr(req.chaddr())
+    super::wire::client_mac(req)
 }
 
 fn check_server_id(srv: &Server, req: &Message) -> Result<(), Ignored> {

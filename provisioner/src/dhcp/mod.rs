@@ -13,7 +13,7 @@ pub mod wire;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use dhcproto::v4::{DhcpOption, HType, Message, MessageType, OptionCode};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use ipnet::Ipv4Net;
 
 use crate::config::DhcpMode;
@@ -213,10 +213,7 @@ impl Server {
 }
 
 fn client_mac(req: &Message) -> Result<MacAddr, Ignored> {
-    if req.htype() != HType::Eth || req.hlen() != 6 {
-        return Err(Ignored::NotEthernet);
-    }
-    MacAddr::from_chaddr(req.chaddr()).ok_or(Ignored::NotEthernet)
+    wire::client_mac(req).ok_or(Ignored::NotEthernet)
 }
 
 /// Option 50, the address a client asks for.

@@ -16,14 +16,13 @@ const IPXE_NO_PXEDHCP: u8 = 176;
 
 /// A reply to `req` of type `t` from `server_id`, with the fields RFC 2131 says to copy.
 pub fn base(req: &Message, t: MessageType, server_id: Ipv4Addr) -> Message {
-    let hlen = usize::from(req.hlen()).min(16);
     let mut m = Message::new_with_id(
         req.xid(),
         Ipv4Addr::UNSPECIFIED,
         Ipv4Addr::UNSPECIFIED,
         Ipv4Addr::UNSPECIFIED,
         req.giaddr(),
-        &req.chaddr()[..hlen],
+        super::wire::chaddr(req),
     );
     m.set_opcode(Opcode::BootReply)
         .set_htype(req.htype())

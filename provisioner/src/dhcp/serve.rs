@@ -18,7 +18,6 @@ use super::leases::LeaseWrite;
 use super::{Ignored, Port, RecvInfo, Reply, Server, type_label, wire};
 use crate::events::Events;
 use crate::metrics::{DhcpMetrics, SubnetLabel, TypeLabel};
-use crate::store::nodes::EventKind;
 use crate::store::{self, StoreError};
 use crate::types::MacAddr;
 
@@ -35,7 +34,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Keeps a flood of identical warnings (a drained pool, an unknown subnet) out of the log;
 /// the counters still count every packet.
 #[derive(Default)]
-struct Quiet(HashMap<String, Instant>);
+pub struct Quiet(HashMap<String, Instant>);
 
 impl Quiet {
     fn allow(&mut self, key: String) -> bool {
@@ -132,13 +131,27 @@ pub async fn serve(
                 server.table.sweep(now);
                 d.active_leases.set(server.table.active_count(now) as i64);
             }
+            Some(ended) = receivers.join_next() => {
+                // A listener that stops leaves its interface unserved: the whole server stops,
+                // and its supervisor starts it again on fresh sockets.
+                error!(ended = ?ended.err(), "a DHCP listener stopped; DHCP server stops");
+                break;
+            }
             pkt = pkt_rx.recv() => {
                 let Some(pkt) = pkt else { break };
-                if let Some(pending) = handle(&mut server, &listeners, d, &events, &mut quiet, pkt).await
-                    && write_tx.send(pending).await.is_err()
-                {
-                    error!("lease writer stopped; DHCP server stops");
-                    break;
+                let l = &listeners[pkt.listener];
+                let dgram = Datagram { buf: &pkt.buf, src: pkt.src, iface: l.iface, port: l.port };
+                let decided = process(&mut server, d, &mut quiet, &dgram, unix_now());
+                match decided {
+                    Decided::Nothing => {}
+                    Decided::Send(reply) => send(&l.socket, &reply, d, &events).await,
+                    Decided::Commit { writes, reply } => {
+                        let pending = Pending { writes, reply: reply.map(|r| (r, pkt.listener)) };
+                        if write_tx.send(pending).await.is_err() {
+                            error!("lease writer stopped; DHCP server stops");
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -151,26 +164,56 @@ pub async fn serve(
     info!("DHCP server stopped");
 }
 
-/// Decides one packet. A reply with no lease to write is sent at once; one with writes is
-/// returned for the writer.
-async fn handle(
+/// One datagram as a listener received it.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    pub buf: &'a [u8],
+    pub src: SocketAddr,
+    /// Index into `Server::interfaces`.
+    pub iface: usize,
+    pub port: Port,
+}
+
+/// What one datagram came to.
+#[derive(Debug)]
+pub enum Decided {
+    /// Nothing to send: dropped or not answered (counted, and logged where it says why).
+    Nothing,
+    /// A reply that promises no lease: it leaves at once.
+    Send(Reply),
+    /// Lease writes, and the reply that may leave only once they are committed.
+    Commit {
+        writes: Vec<LeaseWrite>,
+        reply: Option<Reply>,
+    },
+}
+
+/// Everything one datagram reaches before a socket is written: framing checks, decoding, the
+/// decision, the counters and the log lines. Synchronous and socket-free, so that the fuzz
+/// target drives exactly what the serve loop runs.
+pub fn process(
     server: &mut Server,
-    listeners: &[Listener],
     d: &DhcpMetrics,
-    events: &Events,
     quiet: &mut Quiet,
-    pkt: Packet,
-) -> Option<Pending> {
-    let SocketAddr::V4(src) = pkt.src else {
+    dgram: &Datagram<'_>,
+    now: i64,
+) -> Decided {
+    let Datagram {
+        buf,
+        src,
+        iface,
+        port,
+    } = *dgram;
+    let SocketAddr::V4(src) = src else {
         d.drop("not_ipv4");
-        return None;
+        return Decided::Nothing;
     };
-    let msg = match wire::decode_request(&pkt.buf) {
+    let msg = match wire::decode_request(buf) {
         Ok(m) => m,
         Err(e) => {
             d.drop(e.reason());
-            debug!(%src, len = pkt.buf.len(), error = %e, "dropping DHCP packet");
-            return None;
+            debug!(%src, len = buf.len(), error = %e, "dropping DHCP packet");
+            return Decided::Nothing;
         }
     };
     if let Some(t) = msg.opts().msg_type() {
@@ -180,27 +223,20 @@ async fn handle(
             })
             .inc();
     }
-    let l = &listeners[pkt.listener];
-    let rx = RecvInfo {
-        src,
-        iface: l.iface,
-        port: l.port,
-    };
-    match server.respond(&msg, &rx, unix_now()) {
-        Ok(outcome) if outcome.writes.is_empty() => {
-            if let Some(reply) = outcome.reply {
-                send(&l.socket, &reply, d, events).await;
-            }
-            None
-        }
-        Ok(outcome) => Some(Pending {
+    let rx = RecvInfo { src, iface, port };
+    match server.respond(&msg, &rx, now) {
+        Ok(outcome) if outcome.writes.is_empty() => match outcome.reply {
+            Some(reply) => Decided::Send(reply),
+            None => Decided::Nothing,
+        },
+        Ok(outcome) => Decided::Commit {
             writes: outcome.writes,
-            reply: outcome.reply.map(|r| (r, pkt.listener)),
-        }),
+            reply: outcome.reply,
+        },
         Err(ignored) => {
             d.drop(ignored.reason());
             let xid = msg.xid();
-            let mac = MacAddr::from_chaddr(msg.chaddr());
+            let mac = wire::client_mac(&msg);
             match &ignored {
                 Ignored::PoolExhausted(net) => {
                     d.pool_exhausted
@@ -224,42 +260,30 @@ async fn handle(
                 }
                 _ => debug!(?mac, xid, reason = %ignored, "not answering"),
             }
-            None
+            Decided::Nothing
         }
     }
 }
 
-async fn send(socket: &UdpSocket, reply: &Reply, d: &DhcpMetrics, events: &Events) {
+/// A reply's bytes on the wire, padded to the 300 bytes BOOTP relays and old clients expect
+/// (RFC 2131 §2).
+pub fn encode(reply: &Reply) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(548);
     if let Err(e) = reply.msg.encode(&mut Encoder::new(&mut buf)) {
         error!(error = %e, "cannot encode DHCP reply");
-        return;
+        return None;
     }
-    // RFC 2131 §2: BOOTP relays and old clients expect at least 300 bytes.
     if buf.len() < 300 {
         buf.resize(300, 0);
     }
-    match socket.send_to(&buf, reply.dest).await {
-        Ok(_) => {
-            if let Some(t) = reply.msg.opts().msg_type() {
-                d.sent
-                    .get_or_create(&TypeLabel {
-                        r#type: type_label(t),
-                    })
-                    .inc();
-                record(events, reply, t);
-            }
-        }
-        Err(e) => warn!(dest = %reply.dest, error = %e, "cannot send DHCP reply"),
-    }
+    Some(buf)
 }
 
-/// The exchange, against the client's MAC: `OFFER 10.0.0.5 file=undionly.kpxe`.
-fn record(events: &Events, reply: &Reply, t: dhcproto::v4::MessageType) {
-    let Some(mac) = MacAddr::from_chaddr(reply.msg.chaddr()) else {
-        return;
-    };
+/// What a sent reply records against the client's MAC: `OFFER 10.0.0.5 file=undionly.kpxe`.
+pub fn event_of(reply: &Reply) -> Option<(MacAddr, Option<std::net::Ipv4Addr>, String)> {
     let m = &reply.msg;
+    let mac = wire::client_mac(m)?;
+    let t = m.opts().msg_type()?;
     let ip = [m.yiaddr(), m.ciaddr()]
         .into_iter()
         .find(|ip| !ip.is_unspecified());
@@ -270,7 +294,27 @@ fn record(events: &Events, reply: &Reply, t: dhcproto::v4::MessageType) {
     if let Some(Ok(file)) = m.fname_str() {
         detail.push_str(&format!(" file={}", file.trim_end_matches('\0')));
     }
-    events.record(mac, ip, EventKind::Dhcp, detail);
+    Some((mac, ip, detail))
+}
+
+async fn send(socket: &UdpSocket, reply: &Reply, d: &DhcpMetrics, events: &Events) {
+    let Some(buf) = encode(reply) else { return };
+    match socket.send_to(&buf, reply.dest).await {
+        Ok(_) => {
+            if let Some(t) = reply.msg.opts().msg_type() {
+                d.sent
+                    .get_or_create(&TypeLabel {
+                        r#type: type_label(t),
+                    })
+                    .inc();
+            }
+            if let Some((mac, ip, detail)) = event_of(reply) {
+                let given = !reply.msg.yiaddr().is_unspecified();
+                events.record_dhcp(mac, ip, given, detail);
+            }
+        }
+        Err(e) => warn!(dest = %reply.dest, error = %e, "cannot send DHCP reply"),
+    }
 }
 
 async fn receive(

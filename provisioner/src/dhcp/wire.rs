@@ -1,7 +1,9 @@
 //! Checks on the raw bytes of a DHCP packet (RFC 2131 §2, RFC 2132 §2) before it is decoded,
 //! so that truncated packets and options running past the end are refused, not half-read.
 
-use dhcproto::v4::{Decodable, Decoder, Message};
+use dhcproto::v4::{Decodable, Decoder, HType, Message};
+
+use crate::types::MacAddr;
 
 /// Fixed BOOTP header (236 bytes) plus the magic cookie.
 pub const HEADER_LEN: usize = 240;
@@ -9,6 +11,13 @@ pub const HEADER_LEN: usize = 240;
 pub const MAX_PACKET: usize = 4096;
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 const OP_BOOTREQUEST: u8 = 1;
+/// Offsets of the header fields the decoder trusts (RFC 2131 §2).
+const HLEN_AT: usize = 2;
+const HOPS_AT: usize = 3;
+/// chaddr is 16 bytes; dhcproto slices it by `hlen` and panics past that.
+pub const MAX_HLEN: u8 = 16;
+/// RFC 1542 §4.1.1: a relay discards a request that has come through more than 16 hops.
+const MAX_HOPS: u8 = 16;
 const OPT_PAD: u8 = 0;
 const OPT_END: u8 = 255;
 
@@ -20,6 +29,10 @@ pub enum WireError {
     Oversized(usize),
     #[error("op code {0} is not BOOTREQUEST")]
     NotRequest(u8),
+    #[error("hardware address length {0} is longer than chaddr's 16 bytes")]
+    HardwareLength(u8),
+    #[error("{0} relay hops, more than RFC 1542's limit of 16")]
+    Hops(u8),
     #[error("no DHCP magic cookie")]
     NoMagic,
     #[error("option {code} at offset {offset} runs past the end of the packet")]
@@ -39,6 +52,8 @@ impl WireError {
             WireError::Truncated(_) => "truncated",
             WireError::Oversized(_) => "oversized",
             WireError::NotRequest(_) => "bad_op",
+            WireError::HardwareLength(_) => "bad_hlen",
+            WireError::Hops(_) => "too_many_hops",
             WireError::NoMagic => "no_magic",
             WireError::OptionOverrun { .. } => "option_overrun",
             WireError::NoEnd => "no_end",
@@ -70,6 +85,26 @@ fn fixed_length(code: u8) -> Option<fn(u8) -> bool> {
     })
 }
 
+/// The client hardware address of `msg`, as many bytes as `hlen` says. dhcproto's own
+/// `chaddr()` slices its 16-byte array by `hlen` and panics past it; a message built or decoded
+/// anywhere can reach this, so the length is checked here and nowhere else.
+pub fn chaddr(msg: &Message) -> &[u8] {
+    if msg.hlen() > MAX_HLEN {
+        return &[];
+    }
+    msg.chaddr()
+}
+
+/// The Ethernet MAC of a message: the one way any part of the server reads it. `None` when the
+/// hardware type is not Ethernet or the length is not six.
+pub fn client_mac(msg: &Message) -> Option<MacAddr> {
+    if msg.htype() != HType::Eth || msg.hlen() != 6 {
+        return None;
+    }
+    let bytes: [u8; 6] = chaddr(msg).get(..6)?.try_into().ok()?;
+    Some(MacAddr(bytes))
+}
+
 /// Validates the framing of a client message and decodes it.
 pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
     if buf.len() < HEADER_LEN {
@@ -80,6 +115,12 @@ pub fn decode_request(buf: &[u8]) -> Result<Message, WireError> {
     }
     if buf[0] != OP_BOOTREQUEST {
         return Err(WireError::NotRequest(buf[0]));
+    }
+    if buf[HLEN_AT] > MAX_HLEN {
+        return Err(WireError::HardwareLength(buf[HLEN_AT]));
+    }
+    if buf[HOPS_AT] > MAX_HOPS {
+        return Err(WireError::Hops(buf[HOPS_AT]));
     }
     if buf[236..240] != MAGIC_COOKIE {
         return Err(WireError::NoMagic);
@@ -157,6 +198,22 @@ mod tests {
         let mut buf = Vec::new();
         m.encode(&mut Encoder::new(&mut buf)).unwrap();
         buf
+    }
+
+    #[test]
+    fn the_mac_is_read_without_trusting_hlen() {
+        let mut m = decode_request(&discover()).unwrap();
+        assert_eq!(client_mac(&m), Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        // A message whose length field is past chaddr (built here, as a decoder that did
+        // not check it would leave it) reads as no address, not a panic.
+        m.set_chaddr(&[7; 16]);
+        assert_eq!(chaddr(&m).len(), 16);
+        assert_eq!(client_mac(&m), None, "16 bytes is not Ethernet");
+        let mut long = discover();
+        long[HLEN_AT] = 200;
+        let raw = Message::decode(&mut Decoder::new(&long)).expect("dhcproto decodes it");
+        assert_eq!(chaddr(&raw), &[] as &[u8]);
+        assert_eq!(client_mac(&raw), None);
     }
 
     #[test]
@@ -243,6 +300,20 @@ mod tests {
             m.opts().get(dhcproto::v4::OptionCode::RequestedIpAddress),
             Some(&DhcpOption::RequestedIpAddress([10, 0, 0, 9].into()))
         );
+        for hlen in [17u8, 77, 255] {
+            let mut long = good.clone();
+            long[HLEN_AT] = hlen;
+            assert_eq!(decode_request(&long), Err(WireError::HardwareLength(hlen)));
+        }
+        for hlen in [0u8, 16] {
+            let mut edge = good.clone();
+            edge[HLEN_AT] = hlen;
+            let m = decode_request(&edge).expect("0 and 16 are lengths chaddr holds");
+            assert_eq!(usize::from(m.hlen()), m.chaddr().len());
+        }
+        let mut hops = good.clone();
+        hops[HOPS_AT] = 17;
+        assert_eq!(decode_request(&hops), Err(WireError::Hops(17)));
         let unterminated = &good[..good.len() - 1];
         assert_eq!(decode_request(unterminated), Err(WireError::NoEnd));
         assert_eq!(decode_request(&good[..HEADER_LEN]), Err(WireError::NoEnd));

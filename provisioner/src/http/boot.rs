@@ -15,6 +15,7 @@ use crate::boot::{self, Discovery};
 use crate::dhcp::pxe::BootServer;
 use crate::firmware::FirmwareSet;
 use crate::lifecycle::Lifecycle;
+use crate::lifecycle::admission::Requester;
 use crate::store::nodes::EventKind;
 use crate::types::{MacAddr, Sha256};
 
@@ -34,16 +35,16 @@ pub struct BootContext {
 }
 
 impl BootContext {
-    /// The script `mac` boots now: the lifecycle decides, the script says it. A failure is a
-    /// script too, one that prints why and asks again.
-    pub async fn script_for(&self, mac: MacAddr, server: &BootServer) -> String {
+    /// The script `mac` boots now, asked for by `who`: the lifecycle decides, the script says
+    /// it. A failure is a script too, one that prints why and asks again.
+    pub async fn script_for(&self, mac: MacAddr, who: &Requester, server: &BootServer) -> String {
         let no_discovery = self
             .discovery
             .is_none()
             .then(|| boot::BootError::NoDiscoveryImage.to_string());
         let decision = match self
             .lifecycle
-            .boot_requested(mac, no_discovery.as_deref())
+            .boot_requested(mac, who, no_discovery.as_deref())
             .await
         {
             Ok(d) => d,
@@ -118,13 +119,19 @@ pub async fn script(
             boot::error_script(&format!("`{name}` names no MAC address"), &retry_generic),
         );
     };
-    st.events.record(
-        mac,
-        client_ip(&peer),
-        EventKind::Http,
-        format!("GET /boot/{name} (iPXE script)"),
-    );
-    ipxe(StatusCode::OK, st.boot.script_for(mac, &server).await)
+    let who = Requester::seen(st.events.neighbors(), peer.ip(), mac);
+    let script = st.boot.script_for(mac, &who, &server).await;
+    // Recorded once the lifecycle took the node: a request for a made-up MAC that it refused
+    // leaves nothing in the journal.
+    if st.boot.lifecycle.state(mac).is_some() {
+        st.events.record(
+            mac,
+            client_ip(&peer),
+            EventKind::Http,
+            format!("GET /boot/{name} (iPXE script)"),
+        );
+    }
+    ipxe(StatusCode::OK, script)
 }
 
 /// `GET /firmware/{NAME}`: a network-boot binary that matched the manifest.

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod conns;
 pub mod files;
 pub mod live;
 pub mod nodes;
@@ -44,6 +45,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Sign-in throttling, the live streams' slots, where HTTPS is.
     pub web: Arc<web::Guard>,
+    /// Connection bounds, shared by the HTTP and HTTPS listeners.
+    pub conns: conns::Conns,
+    /// Which parts of the appliance are serving, for `/healthz`.
+    pub health: Arc<crate::supervise::Health>,
 }
 
 /// Errors of the HTTP API, each with its status code.
@@ -133,22 +138,31 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = router(state.clone());
-    accept_loop(listener, "HTTP", shutdown, move |stream, peer, token| {
-        connection(stream, peer, router.clone(), state.clone(), token)
-    })
+    let conns = state.conns.clone();
+    accept_loop(
+        listener,
+        "HTTP",
+        &conns,
+        shutdown,
+        move |stream, peer, conn, token| {
+            connection(stream, peer, conn, router.clone(), state.clone(), token)
+        },
+    )
     .await;
     Ok(())
 }
 
 /// Accepts connections on `listener` until `shutdown`, each served by `serve` in a task of
-/// its own; then waits up to ten seconds for those in flight. Shared by HTTP and HTTPS.
+/// its own while it holds a place in `limits`; then waits up to ten seconds for those in
+/// flight. Shared by HTTP and HTTPS.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     what: &'static str,
+    limits: &conns::Conns,
     shutdown: CancellationToken,
     mut serve: F,
 ) where
-    F: FnMut(tokio::net::TcpStream, SocketAddr, CancellationToken) -> Fut,
+    F: FnMut(tokio::net::TcpStream, SocketAddr, Arc<conns::Conn>, CancellationToken) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut conns = tokio::task::JoinSet::new();
@@ -164,8 +178,19 @@ pub(crate) async fn accept_loop<F, Fut>(
                 }
             },
         };
+        // Over a limit the connection is closed at once: it costs the appliance nothing more.
+        let Some(conn) = limits.admit(peer.ip()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        conns.spawn(serve(stream, peer, shutdown.clone()));
+        let evicted = conn.evicted();
+        let work = serve(stream, peer, conn, shutdown.clone());
+        conns.spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = evicted => {}
+            }
+        });
         while conns.try_join_next().is_some() {}
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -177,50 +202,64 @@ pub(crate) async fn accept_loop<F, Fut>(
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    conn: Arc<conns::Conn>,
     router: Router,
     state: AppState,
     token: CancellationToken,
 ) {
     let mut head = [0u8; 16];
+    // The first bytes must come within the head deadline too: a connection that says nothing
+    // holds a place for no longer than a slow one.
     let peeked = tokio::select! {
         _ = token.cancelled() => return,
-        r = tokio::time::timeout(std::time::Duration::from_secs(60), stream.peek(&mut head)) => match r {
-            Ok(Ok(n)) => n,
+        r = tokio::time::timeout(conn.head_timeout(), stream.peek(&mut head)) => match r {
+            Ok(Ok(n)) if n > 0 => n,
             _ => return,
         },
     };
     if sendfile::wants(&head[..peeked]) {
         let after = tokio::select! {
             _ = token.cancelled() => return,
-            a = sendfile::serve(stream, peer, &state) => a,
+            a = sendfile::serve(stream, peer, &conn, &state) => a,
         };
         if let sendfile::After::Hyper(rewind) = after {
-            with_hyper(rewind, peer, false, router, token).await;
+            with_hyper(rewind, peer, false, conn, router, token).await;
         }
         return;
     }
-    with_hyper(stream, peer, false, router, token).await;
+    with_hyper(stream, peer, false, conn, router, token).await;
 }
+
+/// Largest request head hyper reads (its buffer): a head past this is refused (431).
+const MAX_HEAD: usize = 64 * 1024;
 
 /// Serves one connection with the router; `https` says whether it came over TLS.
 pub(crate) async fn with_hyper<I>(
     io: I,
     peer: SocketAddr,
     https: bool,
+    place: Arc<conns::Conn>,
     router: Router,
     token: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let head_timeout = place.head_timeout();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            place.headed();
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             req.extensions_mut().insert(web::Transport { https });
             let mut router = router.clone();
             async move { tower_service::Service::call(&mut router, req).await }
         });
+    // The header timer bounds each request head from when hyper starts waiting for it (so the
+    // idle time between keep-alive requests too); without a timer hyper has none at all.
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -232,12 +271,28 @@ pub(crate) async fn with_hyper<I>(
     }
 }
 
-async fn healthz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /healthz`: 200 when the store answers and every part serves; 503 otherwise, naming
+/// what is down and why (`{"status": "degraded", "down": {"dhcp": "panicked: ..."}}`).
+async fn healthz(State(st): State<AppState>) -> Result<Response, ApiError> {
     sqlx::query("SELECT 1")
         .execute(&st.store)
         .await
         .map_err(StoreError::from)?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    let down: serde_json::Map<String, serde_json::Value> = st
+        .health
+        .down()
+        .into_iter()
+        .map(|(part, why)| (part.to_string(), why.into()))
+        .collect();
+    let parts = serde_json::to_value(st.health.parts()).unwrap_or_default();
+    if down.is_empty() {
+        return Ok(Json(serde_json::json!({ "status": "ok", "parts": parts })).into_response());
+    }
+    Ok((
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": "degraded", "down": down, "parts": parts })),
+    )
+        .into_response())
 }
 
 async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {

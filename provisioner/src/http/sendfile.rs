@@ -3,25 +3,30 @@
 //! bytes go from the page cache to the socket with sendfile(2), as nginx does. A request of
 //! any other kind on such a connection hands the connection, with what was read of it, to
 //! hyper and the router.
+//!
+//! The head is read under one deadline (from its first byte, or from the end of the previous
+//! response), not a timeout per read, and its framing is strict (RFC 9112 §6.3): two
+//! `Content-Length`s, or one beside `Transfer-Encoding`, are refused, so no body is ever taken
+//! for the next request.
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::AppState;
+use super::conns::Conn;
 use super::files::plan;
 use crate::types::Sha256;
 
 /// Longest request head accepted here.
 const MAX_HEAD: usize = 16 * 1024;
-/// An idle keep-alive connection is closed after this.
-const IDLE: Duration = Duration::from_secs(60);
+/// Headers one head may carry.
+const MAX_HEADERS: usize = 48;
 
 /// Whether a connection that starts with `head` belongs here.
 pub fn wants(head: &[u8]) -> bool {
@@ -43,12 +48,12 @@ pub enum After {
 }
 
 /// A file request this path can answer.
-enum Target {
+pub enum Target {
     Artifact(Sha256),
     Firmware(String),
 }
 
-fn target(path: &str) -> Option<Target> {
+pub fn target(path: &str) -> Option<Target> {
     let path = path.split('?').next()?;
     if let Some(rest) = path.strip_prefix("/artifacts/") {
         let sha = rest.split('/').next()?;
@@ -61,54 +66,138 @@ fn target(path: &str) -> Option<Target> {
     (!name.is_empty() && !name.contains('/')).then(|| Target::Firmware(name.to_string()))
 }
 
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, st: &AppState) -> After {
+/// One request head, as this path reads it.
+#[derive(Debug)]
+pub struct Head {
+    /// Its length in bytes, the blank line included.
+    pub len: usize,
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    /// The client asked to close after this request (or spoke HTTP/1.0 without keep-alive).
+    pub close: bool,
+    /// A body follows (a `Content-Length` over 0, or `Transfer-Encoding`): not for this path.
+    pub has_body: bool,
+}
+
+/// Why a head is refused with 400.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("request head longer than {MAX_HEAD} bytes")]
+    TooLong,
+    #[error("malformed request head: {0}")]
+    Malformed(String),
+    #[error("more than one Content-Length")]
+    DuplicateLength,
+    #[error("Content-Length beside Transfer-Encoding")]
+    LengthAndEncoding,
+    #[error("Content-Length `{0}` is not a number of bytes")]
+    BadLength(String),
+}
+
+/// Parses the request head at the start of `buf`: `Ok(None)` while it is incomplete.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err(HeadError::TooLong),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::TooLong);
+    }
+    let mut headers = HeaderMap::new();
+    for h in req.headers.iter() {
+        let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Err(HeadError::Malformed(format!(
+                "header `{}`",
+                h.name.escape_debug()
+            )));
+        };
+        headers.append(k, v);
+    }
+    let lengths: Vec<&HeaderValue> = headers.get_all("content-length").iter().collect();
+    let encoded = headers.contains_key("transfer-encoding");
+    if lengths.len() > 1 {
+        return Err(HeadError::DuplicateLength);
+    }
+    if encoded && !lengths.is_empty() {
+        return Err(HeadError::LengthAndEncoding);
+    }
+    let length = match lengths.first() {
+        None => 0,
+        Some(v) => {
+            let text = v.to_str().unwrap_or("");
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::BadLength(text.chars().take(40).collect()));
+            }
+            text.parse::<u64>()
+                .map_err(|_| HeadError::BadLength(text.chars().take(40).collect()))?
+        }
+    };
+    let conn = headers
+        .get("connection")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let close = req.version == Some(0) && !conn.contains("keep-alive") || conn.contains("close");
+    Ok(Some(Head {
+        len,
+        method: req.method.unwrap_or("").to_string(),
+        path: req.path.unwrap_or("").to_string(),
+        headers,
+        close,
+        has_body: encoded || length > 0,
+    }))
+}
+
+/// Reads one request head into `buf` by `deadline`; `None` when the connection must close
+/// (it ended, went quiet past the deadline, or sent a head refused with 400).
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Option<Head> {
+    loop {
+        match parse_head(buf) {
+            Ok(Some(head)) => return Some(head),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "refusing a request head");
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                return None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, conn: &Conn, st: &AppState) -> After {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        // Read one request head.
-        let (head_len, method, path, headers, close) = loop {
-            let mut slots = [httparse::EMPTY_HEADER; 48];
-            let mut req = httparse::Request::new(&mut slots);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let mut headers = HeaderMap::new();
-                    for h in req.headers.iter() {
-                        if let (Ok(k), Ok(v)) = (
-                            HeaderName::from_bytes(h.name.as_bytes()),
-                            HeaderValue::from_bytes(h.value),
-                        ) {
-                            headers.append(k, v);
-                        }
-                    }
-                    let conn = headers
-                        .get("connection")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_ascii_lowercase();
-                    let close = req.version == Some(0) && !conn.contains("keep-alive")
-                        || conn.contains("close");
-                    break (
-                        n,
-                        req.method.unwrap_or("").to_string(),
-                        req.path.unwrap_or("").to_string(),
-                        headers,
-                        close,
-                    );
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                _ => {
-                    let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-                    return After::Closed;
-                }
-            }
-            match tokio::time::timeout(IDLE, stream.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return After::Closed,
-            }
+        let deadline = tokio::time::Instant::now() + conn.head_timeout();
+        let Some(head) = read_head(&mut stream, &mut buf, deadline).await else {
+            return After::Closed;
         };
-        let has_body = headers.contains_key("transfer-encoding")
-            || headers
-                .get("content-length")
-                .is_some_and(|v| v.as_bytes() != b"0");
+        conn.headed();
+        let Head {
+            len: head_len,
+            method,
+            path,
+            headers,
+            close,
+            has_body,
+        } = head;
         let head_only = method == "HEAD";
         let found = match target(&path) {
             Some(t) if (method == "GET" || head_only) && !has_body => t,
@@ -271,6 +360,69 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, HeadError> {
+        parse_head(text.as_bytes())
+    }
+
+    #[test]
+    fn a_head_is_framed_strictly() {
+        let ok = head("GET /firmware/ipxe.efi HTTP/1.1\r\nHost: a\r\n\r\nGET /next")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ok.len,
+            "GET /firmware/ipxe.efi HTTP/1.1\r\nHost: a\r\n\r\n".len()
+        );
+        assert!(!ok.has_body && !ok.close);
+        assert!(
+            head("GET /firmware/ipxe.efi HTTP/1.1\r\nHost")
+                .unwrap()
+                .is_none()
+        );
+        // Two lengths, as a smuggler sends them: the second would be the next request.
+        assert_eq!(
+            head("GET /firmware/a HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n")
+                .unwrap_err(),
+            HeadError::DuplicateLength
+        );
+        assert_eq!(
+            head("GET /firmware/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n")
+                .unwrap_err(),
+            HeadError::LengthAndEncoding
+        );
+        for bad in ["-1", "+5", "5 5", "0x10", "", "99999999999999999999999"] {
+            assert!(
+                matches!(
+                    head(&format!(
+                        "GET /firmware/a HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n"
+                    )),
+                    Err(HeadError::BadLength(_))
+                ),
+                "{bad}"
+            );
+        }
+        let chunked = head("GET /firmware/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(chunked.has_body, "a body: hyper frames it");
+        let zero = head("GET /firmware/a HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!zero.has_body);
+        assert!(
+            head("HEAD /firmware/a HTTP/1.0\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .close
+        );
+        let long = format!("GET /firmware/a HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(head(&long).unwrap_err(), HeadError::TooLong);
+        assert!(matches!(
+            head("\0\0\0\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+    }
 
     #[test]
     fn which_requests_take_the_sendfile_path() {

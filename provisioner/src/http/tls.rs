@@ -127,17 +127,24 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(config);
+    let conns = state.conns.clone();
     let router = super::router(state);
-    super::accept_loop(listener, "HTTPS", shutdown, move |stream, peer, token| {
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        async move {
-            match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => super::with_hyper(tls, peer, true, router, token).await,
-                Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
-                Err(_) => info!(%peer, "TLS handshake timed out"),
+    super::accept_loop(
+        listener,
+        "HTTPS",
+        &conns,
+        shutdown,
+        move |stream, peer, conn, token| {
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            async move {
+                match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => super::with_hyper(tls, peer, true, conn, router, token).await,
+                    Ok(Err(e)) => info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => info!(%peer, "TLS handshake timed out"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

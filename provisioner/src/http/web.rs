@@ -34,8 +34,6 @@ const SESSION_MS: i64 = 12 * 60 * 60 * 1000;
 /// Failed sign-ins a peer may make per minute before it is told to wait (429), without the
 /// store being asked.
 const FAILED_LOGINS_PER_MINUTE: u32 = 10;
-/// Live pages' event streams open at once; more get 503.
-pub const LIVE_STREAMS: usize = 256;
 
 /// How a request reached the appliance (set per connection).
 #[derive(Clone, Copy, Debug)]
@@ -48,7 +46,7 @@ pub struct Transport {
 #[derive(Debug)]
 pub struct Guard {
     failed: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    pub live: std::sync::Arc<tokio::sync::Semaphore>,
+    pub live: std::sync::Arc<super::live::Streams>,
     pub https_port: Option<u16>,
     /// The overview's content as last rendered, and the (state generation, plan version) it
     /// was rendered at.
@@ -61,35 +59,47 @@ pub struct Guard {
 pub type Kept<V, T> = (V, std::sync::Arc<T>);
 
 impl Guard {
-    pub fn new(https_port: Option<u16>) -> Guard {
+    pub fn new(https_port: Option<u16>, limits: &crate::config::Limits) -> Guard {
         Guard {
             failed: Mutex::new(HashMap::new()),
-            live: std::sync::Arc::new(tokio::sync::Semaphore::new(LIVE_STREAMS)),
+            live: std::sync::Arc::new(super::live::Streams::new(limits)),
             https_port,
             overview: Mutex::new(None),
             plan: Mutex::new(None),
         }
     }
 
-    /// Whether `peer` has failed too many sign-ins in the last minute.
-    fn throttled(&self, peer: IpAddr, now: Instant) -> bool {
-        let failed = self.failed.lock().expect("not poisoned");
-        failed.get(&peer).is_some_and(|(since, n)| {
-            now.duration_since(*since) < Duration::from_secs(60) && *n >= FAILED_LOGINS_PER_MINUTE
-        })
-    }
-
-    fn failed(&self, peer: IpAddr, now: Instant) {
-        let mut failed = self.failed.lock().expect("not poisoned");
-        // Forget old windows so the map stays the size of the peers failing now.
+    /// Counts a sign-in attempt from `peer` before its token is checked, in one step under
+    /// the lock, so that concurrent attempts cannot all pass a check made before any of them
+    /// is counted. `false`: the peer has used its attempts for this minute (429).
+    fn attempt(&self, peer: IpAddr, now: Instant) -> bool {
+        let Ok(mut failed) = self.failed.lock() else {
+            return false;
+        };
+        // Forget old windows so the map stays the size of the peers trying now.
         if failed.len() > 10_000 {
             failed.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
         }
-        let entry = failed.entry(peer).or_insert((now, 0));
+        let entry = failed
+            .entry(crate::events::canonical(peer))
+            .or_insert((now, 0));
         if now.duration_since(entry.0) >= Duration::from_secs(60) {
             *entry = (now, 0);
         }
+        if entry.1 >= FAILED_LOGINS_PER_MINUTE {
+            return false;
+        }
         entry.1 += 1;
+        true
+    }
+
+    /// A sign-in succeeded: its attempt does not count against the peer.
+    fn succeeded(&self, peer: IpAddr) {
+        if let Ok(mut failed) = self.failed.lock()
+            && let Some(entry) = failed.get_mut(&crate::events::canonical(peer))
+        {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 }
 
@@ -281,7 +291,7 @@ pub async fn login(
         ));
     }
     let now = Instant::now();
-    if st.web.throttled(peer.ip(), now) {
+    if !st.web.attempt(peer.ip(), now) {
         return Err(PageError::Refused(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -293,7 +303,6 @@ pub async fn login(
     let next = local(form.next.as_deref());
     let token = form.token.trim();
     let Some(name) = db::admin_token(&st.store, &hash_token(token)).await? else {
-        st.web.failed(peer.ip(), now);
         st.boot
             .lifecycle
             .record_refusal(
@@ -312,6 +321,7 @@ pub async fn login(
         *resp.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(resp);
     };
+    st.web.succeeded(peer.ip());
     // Signing in again ends the session the browser had.
     if let Some(old) = session_value(&headers) {
         sessions::remove(&st.store, &hash_token(old)).await?;
@@ -581,19 +591,21 @@ mod tests {
 
     #[test]
     fn failed_sign_ins_are_throttled_per_peer_for_a_minute() {
-        let g = Guard::new(None);
+        let g = Guard::new(None, &crate::config::Limits::default());
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t = Instant::now();
         for _ in 0..FAILED_LOGINS_PER_MINUTE {
-            assert!(!g.throttled(a, t));
-            g.failed(a, t);
+            assert!(g.attempt(a, t));
         }
-        assert!(g.throttled(a, t));
-        assert!(!g.throttled(b, t), "only that peer");
-        assert!(
-            !g.throttled(a, t + Duration::from_secs(61)),
-            "a minute later"
-        );
+        assert!(!g.attempt(a, t));
+        assert!(g.attempt(b, t), "only that peer");
+        assert!(g.attempt(a, t + Duration::from_secs(61)), "a minute later");
+        // A successful sign-in gives its attempt back.
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        for _ in 0..3 * FAILED_LOGINS_PER_MINUTE {
+            assert!(g.attempt(c, t));
+            g.succeeded(c);
+        }
     }
 
     #[test]

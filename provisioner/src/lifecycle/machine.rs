@@ -168,6 +168,9 @@ pub enum Input {
     StepFailed { reason: String },
     /// The state's timeout ran out.
     TimedOut { after: Duration },
+    /// Another node claims this node's slot: it stops where it is until an operator decides
+    /// which of the two is genuine (why, naming the other).
+    Contested { reason: String },
     /// An operator asked.
     Operator(Action),
 }
@@ -230,6 +233,7 @@ fn describe(input: &Input) -> String {
         Input::BurnInPassed => "pass burn-in".into(),
         Input::StepFailed { .. } => "fail a step".into(),
         Input::TimedOut { .. } => "time out".into(),
+        Input::Contested { .. } => "be held for a contested slot".into(),
         Input::Operator(a) => format!("be asked to {}", a.as_str()),
     }
 }
@@ -284,7 +288,16 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
                 vec![],
             )
         }
-        (Held { .. } | Retired, Operator(Action::Hold)) => Err(refused(state, input)),
+        (Held { .. } | Retired, Operator(Action::Hold) | Contested { .. }) => {
+            Err(refused(state, input))
+        }
+        (s, Contested { reason }) => go(
+            Held {
+                from: Box::new(s.clone()),
+            },
+            reason.clone(),
+            vec![],
+        ),
         (s, Operator(Action::Hold)) => go(
             Held {
                 from: Box::new(s.clone()),
@@ -393,6 +406,7 @@ mod tests {
             Input::TimedOut {
                 after: Duration::from_secs(900),
             },
+            Input::Contested { reason: "r".into() },
             Input::Operator(Action::Hold),
             Input::Operator(Action::Release),
             Input::Operator(Action::Retry),
@@ -479,6 +493,12 @@ mod tests {
                     held(s.clone()),
                     vec![],
                 ));
+                t.push((
+                    s.clone(),
+                    Input::Contested { reason: "r".into() },
+                    held(s.clone()),
+                    vec![],
+                ));
             }
             if s != State::Retired {
                 t.push((
@@ -523,8 +543,8 @@ mod tests {
                 refused += 1;
             }
         }
-        // 9 states × 13 inputs, less the legal ones: the table is the whole machine.
-        assert_eq!(refused + legal.len(), 9 * 13);
+        // 9 states × 14 inputs, less the legal ones: the table is the whole machine.
+        assert_eq!(refused + legal.len(), 9 * 14);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! carries their decisions out against the store, one node at a time, and keeps a copy of
 //! every node's state in memory so that the boot plane can ask without waiting.
 
+pub mod admission;
 mod burnin;
 pub mod machine;
 pub mod plan;
@@ -17,12 +18,13 @@ use tokio::sync::{Mutex, broadcast};
 use tracing::{info, warn};
 
 use crate::burnin::profile::Profiles;
-use crate::events::now_ms;
+use crate::events::{Identity, now_ms};
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
 use crate::types::MacAddr;
+use admission::{NewNodes, Requester};
 use machine::{Action, Actor, BootTarget, Effect, Input, State, Step};
-use plan::{Skus, Taken};
+use plan::{Claim, Skus, Taken};
 
 /// How long each step may take before the node fails with "timed out".
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +104,8 @@ pub struct Lifecycle {
     changes: broadcast::Sender<Change>,
     /// Counts the committed changes of state: what the pages cache is keyed on.
     generation: std::sync::atomic::AtomicU64,
+    /// How many new nodes peers and the site may bring into being.
+    new_nodes: NewNodes,
 }
 
 /// A committed change, as the live pages hear of it: a node's new state, a node's burn-in
@@ -137,6 +141,7 @@ impl Lifecycle {
         skus: Skus,
         profiles: Profiles,
         timeouts: Timeouts,
+        new_nodes: NewNodes,
     ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
         for n in db::all_nodes(&pool).await? {
@@ -155,6 +160,7 @@ impl Lifecycle {
             write: Mutex::new(()),
             changes: broadcast::channel(CHANGES_QUEUE).0,
             generation: std::sync::atomic::AtomicU64::new(0),
+            new_nodes,
         }))
     }
 
@@ -189,17 +195,37 @@ impl Lifecycle {
     /// the discovery image moves to inspecting and gets a new agent token, which supersedes
     /// the tokens of its earlier boots. `no_discovery` says why there is no discovery image to
     /// give, if there is none: such a node is told so and stays where it is, without a token.
+    ///
+    /// The token goes only to the node itself (`admission`): a requester the network knows as
+    /// another MAC gets none and makes no node; while the node's boot has a token not yet used,
+    /// a requester at another address gets none and supersedes nothing, unless the network
+    /// vouches for it. A refused request is told why in its script and recorded against the
+    /// MAC it named.
     pub async fn boot_requested(
         &self,
         mac: MacAddr,
+        who: &Requester,
         no_discovery: Option<&str>,
     ) -> Result<BootDecision, StoreError> {
-        let _one = self.write.lock().await;
+        if let Identity::Other(real) = who.identity {
+            let why = format!(
+                "{} is {real} on the provisioning network, not {mac}: no boot script with a token for it",
+                who.addr
+            );
+            return Ok(self.refuse_boot(mac, who, why).await);
+        }
+        let one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mut node = match db::node_by_mac(&mut tx, mac).await? {
             Some(n) => n,
             None => {
+                if let Err(limited) = self.new_nodes.take(who, now) {
+                    return Ok(BootDecision {
+                        target: BootTarget::Wait(limited.to_string()),
+                        token: None,
+                    });
+                }
                 let n = db::insert_node(&mut tx, mac, &State::Discovered, now).await?;
                 db::add_transition(
                     &mut tx,
@@ -222,6 +248,18 @@ impl Lifecycle {
             target = BootTarget::Wait(why.to_string());
         }
         if target == BootTarget::Discovery {
+            let addr = who.addr.to_string();
+            if who.identity != Identity::Confirmed
+                && let Some(holder) = db::unreported_agent_token(&mut tx, mac).await?
+                && holder != addr
+            {
+                drop(tx);
+                let why = format!(
+                    "the boot of {mac} is being served to {holder}; a request from {addr} gets no token until that boot's report, its timeout or an operator's retry"
+                );
+                drop(one);
+                return Ok(self.refuse_boot(mac, who, why).await);
+            }
             if node.state == State::Discovered {
                 node.state = apply(
                     &mut tx,
@@ -235,13 +273,24 @@ impl Lifecycle {
                 .state;
             }
             let t = new_token();
-            db::issue_agent_token(&mut tx, &hash_token(&t), mac, now).await?;
+            db::issue_agent_token(&mut tx, &hash_token(&t), mac, &addr, now).await?;
             token = Some(t);
         }
         tx.commit().await?;
         let slot = node.slot.as_deref();
         self.cache(mac, node.state.clone(), slot, slot);
         Ok(BootDecision { target, token })
+    }
+
+    /// A boot script refused to `who`: recorded against the MAC it named, and said in the
+    /// script so a person at the console reads why.
+    async fn refuse_boot(&self, mac: MacAddr, who: &Requester, why: String) -> BootDecision {
+        self.record_refusal(Some(mac), &who.addr.to_string(), "boot script", &why)
+            .await;
+        BootDecision {
+            target: BootTarget::Wait(why),
+            token: None,
+        }
     }
 
     /// A committed state: kept for the boot plane, and told to the live pages, with the
@@ -389,13 +438,41 @@ impl Lifecycle {
             .into_iter()
             .filter_map(|(slot, m)| m.parse().ok().map(|by| Taken { slot, by }))
             .collect();
+        let mut contested = None;
         let input = match plan::match_slot(mac, &report.facts, &plan, &self.skus, &taken) {
-            Ok(slot) => Input::Matched { slot },
-            Err(reason) => Input::Mismatched { reason },
+            Claim::Matched(slot) => Input::Matched { slot },
+            Claim::Mismatch(reason) => Input::Mismatched { reason },
+            Claim::Conflict { reason, hold } => {
+                warn!(%mac, reason = %reason, "slot conflict: an operator decides");
+                if let Some(holder) = hold {
+                    contested = Some((holder, reason.clone()));
+                }
+                Input::Mismatched {
+                    reason: format!("conflict: {reason}"),
+                }
+            }
         };
         let applied = apply(&mut tx, &node, &input, &Actor::Agent, now)
             .await?
             .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
+        // The holder of a contested slot stops where it is until an operator decides.
+        let mut held = None;
+        if let Some((holder, reason)) = contested
+            && let Some(h) = db::node_by_mac(&mut tx, holder).await?
+        {
+            let why = format!("conflict: {reason}; held until an operator decides");
+            if let Ok(done) = apply(
+                &mut tx,
+                &h,
+                &Input::Contested { reason: why },
+                &Actor::Appliance,
+                now,
+            )
+            .await?
+            {
+                held = Some((holder, h.slot.clone(), done));
+            }
+        }
         db::mark_token_reported(&mut tx, &hash).await?;
         tx.commit().await?;
         info!(%mac, state = %applied.state, "inspection report taken");
@@ -406,6 +483,10 @@ impl Lifecycle {
             node.slot.as_deref(),
             applied.slot.as_deref(),
         );
+        if let Some((holder, before, done)) = held {
+            warn!(mac = %holder, "held: its slot is contested");
+            self.cache(holder, done.state, before.as_deref(), done.slot.as_deref());
+        }
         Ok(state)
     }
 
@@ -553,6 +634,10 @@ async fn apply(
             }
             Effect::ClearFacts => db::set_facts(tx, node.id, None, None).await?,
         }
+    }
+    if matches!(t.to, State::Discovered | State::Retired) {
+        // Starting over (retry, reprovision) or retired: no token of an earlier boot stands.
+        db::end_agent_tokens(tx, &node.mac).await?;
     }
     db::set_state(tx, node.id, &t.to, now).await?;
     db::add_transition(

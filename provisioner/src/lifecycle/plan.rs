@@ -263,36 +263,60 @@ pub struct Taken {
     pub by: MacAddr,
 }
 
-/// Matches an inspected node (booted from `boot_mac`) to its slot: by the serial its DMI
-/// reports or by any of its MACs. The slot must be free (or already its own), and the facts
-/// must fit the slot's SKU.
+/// What an inspection report comes to against the rack plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The node is this slot's.
+    Matched(String),
+    /// The facts do not fit the plan: why, naming the slot and what differs.
+    Mismatch(String),
+    /// The node claims a slot another node holds, or one the plan gives to a MAC it did not
+    /// boot from. Nothing decides this first come, first served: the node fails with the
+    /// reason, and `hold` names the holder to stop until an operator decides which is genuine
+    /// (none when the holder's claim is the plan's own MAC).
+    Conflict {
+        reason: String,
+        hold: Option<MacAddr>,
+    },
+}
+
+/// Matches an inspected node (booted from `boot_mac`) to its slot. The boot MAC is the one
+/// thing the appliance saw on the wire; the serials and the other NICs' MACs are what the node
+/// says of itself. So: a slot the plan gives to the boot MAC is the node's; a slot found by a
+/// reported NIC MAC or serial is the node's only if the plan names no other MAC for it; and
+/// a slot another node holds is never taken over. The facts must fit the slot's SKU.
 pub fn match_slot(
     boot_mac: MacAddr,
     facts: &Facts,
     plan: &[Slot],
     skus: &Skus,
     taken: &[Taken],
-) -> Result<String, String> {
+) -> Claim {
     let serials: Vec<&str> = [&facts.dmi.product_serial, &facts.dmi.board_serial]
         .into_iter()
         .flatten()
         .map(|s| s.as_str())
         .filter(|s| !s.is_empty())
         .collect();
-    let mut macs: Vec<MacAddr> = facts
+    let reported: Vec<MacAddr> = facts
         .nics
         .iter()
         .filter_map(|n| n.mac.parse().ok())
         .collect();
-    macs.push(boot_mac);
-    let slot = plan.iter().find(|s| {
-        s.serial
-            .as_deref()
-            .is_some_and(|want| serials.contains(&want))
-            || s.mac.is_some_and(|m| macs.contains(&m))
-    });
-    let Some(slot) = slot else {
-        return Err(format!(
+    let by_boot_mac = plan.iter().find(|s| s.mac == Some(boot_mac));
+    let by_report = || {
+        plan.iter()
+            .find(|s| s.mac.is_some_and(|m| reported.contains(&m)))
+            .or_else(|| {
+                plan.iter().find(|s| {
+                    s.serial
+                        .as_deref()
+                        .is_some_and(|want| serials.contains(&want))
+                })
+            })
+    };
+    let Some(slot) = by_boot_mac.or_else(by_report) else {
+        return Claim::Mismatch(format!(
             "not in the rack plan: no slot lists serial {} or MAC {}",
             if serials.is_empty() {
                 "(none reported)".to_string()
@@ -303,23 +327,54 @@ pub fn match_slot(
         ));
     };
     let id = slot.id();
-    if let Some(t) = taken.iter().find(|t| t.slot == id && t.by != boot_mac) {
-        return Err(format!("slot {id} is already taken by node {}", t.by));
+    let what = |s: &Slot| match &s.serial {
+        Some(serial) if serials.contains(&serial.as_str()) => format!("serial {serial}"),
+        _ => format!(
+            "NIC MAC {}",
+            s.mac.map(|m| m.to_string()).unwrap_or_default()
+        ),
+    };
+    if let Some(planned) = slot.mac
+        && planned != boot_mac
+        && !reported.contains(&planned)
+    {
+        return Claim::Conflict {
+            reason: format!(
+                "this node booted from {boot_mac} and reports {} of slot {id}, which the plan gives to MAC {planned}: an operator decides (correct the plan, or retire this node)",
+                what(slot)
+            ),
+            hold: None,
+        };
     }
-    let sku = skus
-        .sku
-        .get(&slot.sku)
-        .ok_or_else(|| format!("slot {id} names SKU {}, which is not defined", slot.sku))?;
+    if let Some(t) = taken.iter().find(|t| t.slot == id && t.by != boot_mac) {
+        // A holder that booted from the MAC the plan names for the slot has the stronger
+        // claim and keeps going; otherwise both claims are the nodes' own word.
+        let holder_is_planned = slot.mac == Some(t.by);
+        return Claim::Conflict {
+            reason: format!(
+                "slot {id} is held by node {} and claimed by this node ({boot_mac}, {}): an operator decides which is genuine (retire the other, then retry this one)",
+                t.by,
+                what(slot)
+            ),
+            hold: (!holder_is_planned).then_some(t.by),
+        };
+    }
+    let Some(sku) = skus.sku.get(&slot.sku) else {
+        return Claim::Mismatch(format!(
+            "slot {id} names SKU {}, which is not defined",
+            slot.sku
+        ));
+    };
     let differs = sku_differences(facts, sku);
     if !differs.is_empty() {
-        return Err(format!(
+        return Claim::Mismatch(format!(
             "slot {id} expects {} ({}); node has {}",
             slot.sku,
             sku.description,
             differs.join(", ")
         ));
     }
-    Ok(id)
+    Claim::Matched(id)
 }
 
 /// How the facts contradict the SKU, each as "what the node has (wanted …)".
@@ -503,7 +558,7 @@ sku = "qemu-lab"
     #[test]
     fn a_node_is_matched_by_serial_or_by_mac() {
         let got = match_slot(BOOT, &b200_facts(8, 0x2901, 2048), &plan(), &skus(), &[]);
-        assert_eq!(got.unwrap(), "dc1/r1/a01/U10");
+        assert_eq!(got, Claim::Matched("dc1/r1/a01/U10".into()));
 
         let mut lab = Facts::default();
         lab.memory.total_bytes = 2 << 30;
@@ -513,17 +568,73 @@ sku = "qemu-lab"
             ..Default::default()
         });
         let got = match_slot(BOOT, &lab, &plan(), &skus(), &[]);
-        assert_eq!(got.unwrap(), "dc1/r1/a01/U14");
+        assert_eq!(got, Claim::Matched("dc1/r1/a01/U14".into()));
+        let got = match_slot(
+            "52:54:00:99:00:01".parse().unwrap(),
+            &Facts {
+                memory: lab.memory.clone(),
+                ..Facts::default()
+            },
+            &plan(),
+            &skus(),
+            &[],
+        );
+        assert_eq!(
+            got,
+            Claim::Matched("dc1/r1/a01/U14".into()),
+            "by the boot MAC"
+        );
+    }
+
+    #[test]
+    fn a_serial_of_a_slot_planned_for_another_mac_goes_to_an_operator() {
+        let csv =
+            "site,row,rack,u,serial,mac,sku\ndc1,r1,a01,10,SN-B200-1,52:54:00:aa:00:01,hgx-b200\n";
+        let plan = parse_plan(Path::new("p.csv"), csv, &skus()).unwrap();
+        let facts = b200_facts(8, 0x2901, 2048);
+        let Claim::Conflict { reason, hold } = match_slot(BOOT, &facts, &plan, &skus(), &[]) else {
+            panic!("a serial alone does not win a slot planned for a MAC")
+        };
+        assert!(reason.contains("booted from 52:54:00:99:00:00"), "{reason}");
+        assert!(reason.contains("serial SN-B200-1"), "{reason}");
+        assert!(
+            reason.contains("the plan gives to MAC 52:54:00:aa:00:01"),
+            "{reason}"
+        );
+        assert_eq!(hold, None, "nobody else is stopped for it");
+        // The planned node itself, booting from its MAC, is matched.
+        let planned: MacAddr = "52:54:00:aa:00:01".parse().unwrap();
+        assert_eq!(
+            match_slot(planned, &facts, &plan, &skus(), &[]),
+            Claim::Matched("dc1/r1/a01/U10".into())
+        );
+        // And a claimant of its held slot does not stop it.
+        let held = [Taken {
+            slot: "dc1/r1/a01/U10".into(),
+            by: planned,
+        }];
+        let mut forged = facts.clone();
+        forged.nics.push(Nic {
+            name: "eth9".into(),
+            mac: planned.to_string(),
+            ..Default::default()
+        });
+        let Claim::Conflict { hold, .. } = match_slot(BOOT, &forged, &plan, &skus(), &held) else {
+            panic!()
+        };
+        assert_eq!(hold, None, "the holder booted from the planned MAC");
     }
 
     #[test]
     fn a_node_not_in_the_plan_is_told_so() {
         let mut f = Facts::default();
         f.dmi.product_serial = Some("SN-OTHER".into());
-        let err = match_slot(BOOT, &f, &plan(), &skus(), &[]).unwrap_err();
         assert_eq!(
-            err,
-            "not in the rack plan: no slot lists serial SN-OTHER or MAC 52:54:00:99:00:00"
+            match_slot(BOOT, &f, &plan(), &skus(), &[]),
+            Claim::Mismatch(
+                "not in the rack plan: no slot lists serial SN-OTHER or MAC 52:54:00:99:00:00"
+                    .into()
+            )
         );
     }
 
@@ -535,21 +646,38 @@ sku = "qemu-lab"
             by: other,
         }];
         let facts = b200_facts(8, 0x2901, 2048);
-        let err = match_slot(BOOT, &facts, &plan(), &skus(), &taken).unwrap_err();
+        let Claim::Conflict { reason, hold } = match_slot(BOOT, &facts, &plan(), &skus(), &taken)
+        else {
+            panic!("a second claim is not decided first come, first served")
+        };
+        assert!(
+            reason.starts_with(
+                "slot dc1/r1/a01/U10 is held by node 02:00:00:00:00:09 and claimed by this node (52:54:00:99:00:00, serial SN-B200-1)"
+            ),
+            "{reason}"
+        );
         assert_eq!(
-            err,
-            "slot dc1/r1/a01/U10 is already taken by node 02:00:00:00:00:09"
+            hold,
+            Some(other),
+            "both claims are the nodes' word: the holder stops too"
         );
         let own = [Taken {
             slot: "dc1/r1/a01/U10".into(),
             by: BOOT,
         }];
-        assert!(match_slot(BOOT, &facts, &plan(), &skus(), &own).is_ok());
+        assert_eq!(
+            match_slot(BOOT, &facts, &plan(), &skus(), &own),
+            Claim::Matched("dc1/r1/a01/U10".into())
+        );
     }
 
     #[test]
     fn facts_that_contradict_the_sku_name_each_difference() {
-        let err = match_slot(BOOT, &b200_facts(7, 0x2330, 512), &plan(), &skus(), &[]).unwrap_err();
+        let Claim::Mismatch(err) =
+            match_slot(BOOT, &b200_facts(7, 0x2330, 512), &plan(), &skus(), &[])
+        else {
+            panic!()
+        };
         assert!(
             err.starts_with("slot dc1/r1/a01/U10 expects hgx-b200"),
             "{err}"

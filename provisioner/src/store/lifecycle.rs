@@ -382,11 +382,13 @@ pub struct AgentToken {
 /// only "unknown", which is refused all the same.
 const SUPERSEDED_KEPT_MS: i64 = 24 * 3600 * 1000;
 
-/// Stores a new agent token for `mac` and supersedes the node's earlier ones.
+/// Stores a new agent token for `mac`, issued to the requester at `peer`, and supersedes the
+/// node's earlier ones.
 pub async fn issue_agent_token(
     tx: &mut Transaction<'_, Sqlite>,
     hash: &str,
     mac: MacAddr,
+    peer: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -404,11 +406,41 @@ pub async fn issue_agent_token(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "INSERT INTO agent_tokens (hash, mac, issued_at_ms, status) VALUES (?, ?, ?, 'issued')",
+        "INSERT INTO agent_tokens (hash, mac, issued_at_ms, status, peer)
+         VALUES (?, ?, ?, 'issued', ?)",
     )
     .bind(hash)
     .bind(mac.to_string())
     .bind(now_ms)
+    .bind(peer)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// To whom the token of `mac`'s current boot was issued, while it has not carried its report.
+pub async fn unreported_agent_token(
+    tx: &mut Transaction<'_, Sqlite>,
+    mac: MacAddr,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT peer FROM agent_tokens WHERE mac = ? AND status = 'issued' AND peer IS NOT NULL
+         ORDER BY issued_at_ms DESC LIMIT 1",
+    )
+    .bind(mac.to_string())
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Supersedes every token of the node `mac` (it starts over, or is retired).
+pub async fn end_agent_tokens(
+    tx: &mut Transaction<'_, Sqlite>,
+    mac: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE agent_tokens SET status = 'superseded' WHERE mac = ? AND status != 'superseded'",
+    )
+    .bind(mac)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -100,6 +100,56 @@ pub async fn record(conn: &mut SqliteConnection, events: &[BootEvent]) -> Result
     Ok(())
 }
 
+/// Forgets all but the latest `keep` events of each of `macs`.
+pub async fn keep_latest(pool: &Pool, macs: &[MacAddr], keep: u32) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for mac in macs {
+        let mac = mac.to_string();
+        sqlx::query(
+            "DELETE FROM boot_events WHERE mac = ?1 AND id < (
+               SELECT id FROM boot_events WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(&mac)
+        .bind(i64::from(keep.max(1)) - 1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// How long the journal keeps a MAC it has not seen since.
+pub const SEEN_KEPT_SECS: i64 = 30 * 24 * 3600;
+
+/// Forgets MACs not seen for `SEEN_KEPT_SECS`, and past `max` MACs the longest unseen ones,
+/// with their events: a flood of made-up MACs on the wire churns the journal, never grows
+/// it past that. Returns how many were forgotten.
+pub async fn forget_unseen(pool: &Pool, now_secs: i64, max: u32) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut gone: Vec<String> =
+        sqlx::query_scalar("DELETE FROM nodes WHERE last_seen < ? RETURNING mac")
+            .bind(now_secs - SEEN_KEPT_SECS)
+            .fetch_all(&mut *tx)
+            .await?;
+    gone.extend(
+        sqlx::query_scalar::<_, String>(
+            "DELETE FROM nodes WHERE mac IN (
+               SELECT mac FROM nodes ORDER BY last_seen DESC LIMIT -1 OFFSET ?) RETURNING mac",
+        )
+        .bind(i64::from(max))
+        .fetch_all(&mut *tx)
+        .await?,
+    );
+    for mac in &gone {
+        sqlx::query("DELETE FROM boot_events WHERE mac = ?")
+            .bind(mac)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(gone.len() as u64)
+}
+
 pub async fn list(pool: &Pool) -> Result<Vec<NodeRow>, StoreError> {
     let rows = sqlx::query("SELECT mac, first_seen, last_seen, last_ip FROM nodes ORDER BY mac")
         .fetch_all(pool)

@@ -1,36 +1,45 @@
 //! Read-only TFTP server (RFC 1350; options RFC 2347, 2348, 2349, 7440). It serves the
 //! firmware set and per-node iPXE scripts (`MAC.ipxe`), nothing else; each transfer runs on
-//! its own socket and task (`transfer.rs`), on a thread of its own.
+//! its own socket and task (`transfer.rs`), on a thread of its own. Transfers are bounded
+//! (`slots.rs`): per client address, in all, and in time.
 
 mod packet;
+mod slots;
 mod transfer;
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::config::Limits;
 use crate::events::Events;
 use crate::http::boot::Boot;
+use crate::metrics::Metrics;
 use crate::store::nodes::EventKind;
 use crate::types::MacAddr;
+
+pub use packet::{Options, PacketError, Reply, parse_reply};
+pub use slots::{Admitted, Slots};
+pub use transfer::Params;
 
 /// How long a transfer waits for an ACK before resending, and how often it tries: a client
 /// that vanishes frees its transfer after about ten seconds.
 const TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_SEND_RETRIES: u32 = 5;
+/// A transfer whose first packet is never acknowledged (a request from a spoofed address, a
+/// client gone) ends after this many resends, not `MAX_SEND_RETRIES`.
+const FIRST_PACKET_RETRIES: u32 = 2;
+/// The longest one transfer may take: a firmware file is a megabyte or two.
+const MAX_TRANSFER_TIME: Duration = Duration::from_secs(300);
 /// RFC 2348's largest block.
 const MAX_BLKSIZE: u16 = packet::MAX_BLKSIZE;
 /// RFC 7440 windows larger than this gain nothing on a LAN.
 const MAX_WINDOW: u16 = 64;
-/// Transfers at once; past this a request gets "busy" and the client retries.
-const MAX_TRANSFERS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TftpServeError {
@@ -39,6 +48,8 @@ pub enum TftpServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TFTP server stopped: {0}")]
+    Stopped(String),
 }
 
 /// Why a requested name is refused (logged; the client gets error 1 or 2).
@@ -162,15 +173,11 @@ impl Files {
     async fn open(
         &self,
         client: &SocketAddr,
-        raw: &str,
+        name: &Name,
     ) -> Result<(Transfer, u64), (u16, &'static str)> {
-        let name = check_name(raw).map_err(|why| {
-            warn!(%client, name = %raw.escape_debug(), %why, "TFTP request refused");
-            (packet::code::ACCESS_VIOLATION, "access violation")
-        })?;
         let (source, size, shown) = match name {
             Name::Firmware(name) => {
-                let fw = self.boot.firmware.get(&name).ok_or_else(|| {
+                let fw = self.boot.firmware.get(name).ok_or_else(|| {
                     info!(%client, name = %name.escape_debug(), "TFTP file not found");
                     (packet::code::FILE_NOT_FOUND, "file not found")
                 })?;
@@ -181,10 +188,10 @@ impl Files {
                 (
                     Source::File(std::io::BufReader::with_capacity(64 * 1024, f)),
                     fw.size,
-                    name,
+                    name.clone(),
                 )
             }
-            Name::Script(mac) => {
+            &Name::Script(mac) => {
                 let server = crate::dhcp::pxe::BootServer {
                     advertise: self.boot.advertise.unwrap_or(Ipv4Addr::LOCALHOST),
                     http_port: self.boot.http_port,
@@ -192,10 +199,15 @@ impl Files {
                 // The lifecycle lives on the main runtime; this thread runs TFTP's own. The
                 // decision runs there, and this transfer awaits it without holding up others.
                 let boot = self.boot.clone();
+                let who = crate::lifecycle::admission::Requester::seen(
+                    self.events.neighbors(),
+                    client.ip(),
+                    mac,
+                );
                 let body = self
                     .boot
                     .runtime
-                    .spawn(async move { boot.script_for(mac, &server).await })
+                    .spawn(async move { boot.script_for(mac, &who, &server).await })
                     .await
                     .map_err(|_| (packet::code::NOT_DEFINED, "internal error"))?
                     .into_bytes();
@@ -222,7 +234,82 @@ impl Files {
     }
 }
 
-/// Serves on `socket` until `shutdown`. `blksize_limit` comes from the provisioning
+/// What one datagram on the server port asks for, decided before anything is opened.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Asked {
+    /// Not a request; dropped without an answer.
+    Drop(PacketError),
+    /// Answered with this TFTP error and nothing else.
+    Refuse { code: u16, message: &'static str },
+    /// A read of `name`, with the options the client proposed.
+    Read { name: Name, options: Options },
+}
+
+/// Reads one datagram received on the server port: the whole decision a request gets before
+/// a transfer slot is asked for (the fuzz target drives this).
+pub fn read_request(buf: &[u8]) -> Asked {
+    match packet::parse_request(buf) {
+        Err(PacketError::Mode(_)) => Asked::Refuse {
+            code: packet::code::ILLEGAL_OPERATION,
+            message: "only octet and netascii",
+        },
+        Err(e) => Asked::Drop(e),
+        Ok(packet::Request::Write { .. }) => Asked::Refuse {
+            code: packet::code::ACCESS_VIOLATION,
+            message: "read-only server",
+        },
+        Ok(packet::Request::Read { name, options }) => match check_name(&name) {
+            Ok(name) => Asked::Read { name, options },
+            Err(_) => Asked::Refuse {
+                code: packet::code::ACCESS_VIOLATION,
+                message: "access violation",
+            },
+        },
+    }
+}
+
+/// The options the server accepts for a file of `size` bytes, and the OACK that says so
+/// (none when nothing was accepted). A timeout over `max_timeout` seconds is not accepted
+/// (RFC 2349 lets the server only take it as asked or leave it): the transfer keeps the
+/// server's own, so a client cannot make a slot wait minutes per packet.
+pub fn negotiate(
+    options: &Options,
+    size: u64,
+    blksize_limit: u16,
+    max_timeout: u8,
+) -> (Params, Option<Vec<u8>>) {
+    let mut accepted: Vec<(&str, u64)> = Vec::new();
+    let mut blksize = packet::DEFAULT_BLKSIZE;
+    if let Some(b) = options.blksize {
+        blksize = b.min(blksize_limit);
+        accepted.push(("blksize", u64::from(blksize)));
+    }
+    let mut wait = TIMEOUT;
+    if let Some(t) = options.timeout.filter(|t| *t <= max_timeout) {
+        wait = Duration::from_secs(u64::from(t));
+        accepted.push(("timeout", u64::from(t)));
+    }
+    if options.tsize {
+        accepted.push(("tsize", size));
+    }
+    let mut window = 1;
+    if let Some(w) = options.windowsize {
+        window = w.min(MAX_WINDOW);
+        accepted.push(("windowsize", u64::from(window)));
+    }
+    let oack = (!accepted.is_empty()).then(|| packet::oack(&accepted));
+    let params = Params {
+        blksize: usize::from(blksize),
+        window: usize::from(window),
+        timeout: wait,
+        retries: MAX_SEND_RETRIES,
+        first_retries: FIRST_PACKET_RETRIES,
+    };
+    (params, oack)
+}
+
+/// Serves on `socket` until `shutdown`, or until its thread stops (then the error says why,
+/// and the caller's supervisor starts it again). `blksize_limit` comes from the provisioning
 /// interfaces' MTU.
 ///
 /// The server runs on a thread of its own with a single-threaded runtime: a transfer that
@@ -232,7 +319,7 @@ pub async fn serve(
     socket: std::net::UdpSocket,
     boot: Boot,
     events: Events,
-    blksize_limit: u16,
+    server: TftpLimits,
     shutdown: CancellationToken,
 ) -> Result<(), TftpServeError> {
     let addr = socket
@@ -240,15 +327,20 @@ pub async fn serve(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let bind_err = |source| TftpServeError::Bind { addr, source };
     socket.set_nonblocking(true).map_err(bind_err)?;
+    // A rack powering on sends its requests together: they should queue, not be dropped.
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(bind_err)?;
     let files = Arc::new(Files { boot, events });
     let token = shutdown.clone();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("tftp".into())
         .spawn(move || {
+            // Dropped when the thread ends, by return or by panic: the caller hears of it.
+            let _ended = ended_tx;
             runtime.block_on(async move {
                 let listener = match UdpSocket::from_std(socket) {
                     Ok(l) => l,
@@ -257,29 +349,66 @@ pub async fn serve(
                         return;
                     }
                 };
-                info!(%addr, blksize_limit, "TFTP serving");
-                listen(listener, files, blksize_limit, token).await;
+                info!(%addr, blksize_limit = server.blksize_limit, "TFTP serving");
+                listen(listener, files, server, token).await;
             })
         })
         .map_err(bind_err)?;
-    shutdown.cancelled().await;
-    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    Ok(())
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = ended_rx => {}
+    }
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    if shutdown.is_cancelled() {
+        return Ok(());
+    }
+    Err(match joined {
+        Ok(Err(panic)) => TftpServeError::Stopped(format!(
+            "panicked: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        )),
+        _ => TftpServeError::Stopped("its thread ended".into()),
+    })
+}
+
+/// What bounds the TFTP server: block size from the MTU, and the configured limits.
+#[derive(Clone, Debug)]
+pub struct TftpLimits {
+    pub blksize_limit: u16,
+    pub transfers: usize,
+    pub per_client: usize,
+    pub max_timeout: u8,
+    pub metrics: Arc<Metrics>,
+}
+
+impl TftpLimits {
+    pub fn new(blksize_limit: u16, limits: &Limits, metrics: Arc<Metrics>) -> Self {
+        TftpLimits {
+            blksize_limit,
+            transfers: limits.tftp_transfers,
+            per_client: limits.tftp_transfers_per_client,
+            max_timeout: limits.tftp_max_timeout,
+            metrics,
+        }
+    }
 }
 
 async fn listen(
     listener: UdpSocket,
     files: Arc<Files>,
-    blksize_limit: u16,
+    limits: TftpLimits,
     shutdown: CancellationToken,
 ) {
     let local = listener
         .local_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let slots = Arc::new(Semaphore::new(MAX_TRANSFERS));
-    // A client resends its request while it waits: one transfer per client address.
-    let active: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
+    let slots = Slots::new(limits.transfers, limits.per_client);
+    let m = limits.metrics.clone();
     let mut buf = vec![0u8; 1024];
     loop {
         let (n, peer) = tokio::select! {
@@ -293,51 +422,51 @@ async fn listen(
                 }
             },
         };
-        let request = match packet::parse_request(&buf[..n]) {
-            Ok(r) => r,
-            Err(e) => {
+        let (name, options) = match read_request(&buf[..n]) {
+            Asked::Drop(e) => {
                 debug!(%peer, error = %e, "dropping TFTP packet");
-                if matches!(e, packet::PacketError::Mode(_)) {
-                    reply_error(
-                        local,
-                        peer,
-                        packet::code::ILLEGAL_OPERATION,
-                        "only octet and netascii",
-                    )
-                    .await;
+                continue;
+            }
+            Asked::Refuse { code, message } => {
+                warn!(%peer, message, "TFTP request refused");
+                reply_error(local, peer, code, message).await;
+                continue;
+            }
+            Asked::Read { name, options } => (name, options),
+        };
+        let slot = match slots.admit(peer) {
+            Admitted::Go { slot, evicted } => {
+                if evicted {
+                    m.limits.hit("tftp", "evicted_unacknowledged");
                 }
+                slot
+            }
+            // A client resends its request while it waits: one transfer per client port.
+            Admitted::Duplicate => continue,
+            Admitted::Busy(reason) => {
+                m.limits.hit("tftp", reason);
+                reply_error(local, peer, packet::code::NOT_DEFINED, "server busy, retry").await;
                 continue;
             }
         };
-        let (name, options) = match request {
-            packet::Request::Write { name } => {
-                warn!(%peer, name = %name.escape_debug(), "TFTP write request refused (read-only server)");
-                reply_error(
-                    local,
-                    peer,
-                    packet::code::ACCESS_VIOLATION,
-                    "read-only server",
-                )
-                .await;
-                continue;
-            }
-            packet::Request::Read { name, options } => (name, options),
-        };
-        if !active.lock().map(|mut a| a.insert(peer)).unwrap_or(false) {
-            continue;
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            active.lock().map(|mut a| a.remove(&peer)).ok();
-            reply_error(local, peer, packet::code::NOT_DEFINED, "server busy, retry").await;
-            continue;
-        };
-        let (files, active) = (files.clone(), active.clone());
+        let (files, limits) = (files.clone(), limits.clone());
         tokio::spawn(async move {
-            let result = start(&files, local, peer, &name, options, blksize_limit).await;
+            let cancelled = slot.cancelled();
+            let work = start(&files, local, peer, &name, &options, &limits, &slot);
+            let result = tokio::select! {
+                r = tokio::time::timeout(MAX_TRANSFER_TIME, work) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        limits.metrics.limits.hit("tftp", "transfer_time");
+                        Err(transfer::TransferError::TookTooLong(MAX_TRANSFER_TIME))
+                    }
+                },
+                _ = cancelled => Err(transfer::TransferError::GaveWay),
+            };
             if let Err(e) = result {
-                debug!(%peer, name = %name.escape_debug(), error = %e, "TFTP transfer ended");
+                debug!(%peer, name = ?name, error = %e, "TFTP transfer ended");
             }
-            active.lock().map(|mut a| a.remove(&peer)).ok();
+            // The slot goes back when it is dropped here, even if the transfer panicked.
             drop(slot);
         });
     }
@@ -348,9 +477,10 @@ async fn start(
     files: &Files,
     local: IpAddr,
     peer: SocketAddr,
-    name: &str,
-    options: packet::Options,
-    blksize_limit: u16,
+    name: &Name,
+    options: &Options,
+    limits: &TftpLimits,
+    slot: &slots::Slot,
 ) -> Result<(), transfer::TransferError> {
     let socket = UdpSocket::bind((local, 0)).await?;
     socket.connect(peer).await?;
@@ -361,33 +491,8 @@ async fn start(
             return Ok(());
         }
     };
-    let mut accepted: Vec<(&str, u64)> = Vec::new();
-    let mut blksize = packet::DEFAULT_BLKSIZE;
-    if let Some(b) = options.blksize {
-        blksize = b.min(blksize_limit);
-        accepted.push(("blksize", u64::from(blksize)));
-    }
-    let mut wait = TIMEOUT;
-    if let Some(t) = options.timeout {
-        wait = Duration::from_secs(u64::from(t));
-        accepted.push(("timeout", u64::from(t)));
-    }
-    if options.tsize {
-        accepted.push(("tsize", size));
-    }
-    let mut window = 1;
-    if let Some(w) = options.windowsize {
-        window = w.min(MAX_WINDOW);
-        accepted.push(("windowsize", u64::from(window)));
-    }
-    let oack = (!accepted.is_empty()).then(|| packet::oack(&accepted));
-    let params = transfer::Params {
-        blksize: usize::from(blksize),
-        window: usize::from(window),
-        timeout: wait,
-        retries: MAX_SEND_RETRIES,
-    };
-    transfer::run(socket, source, params, oack).await
+    let (params, oack) = negotiate(options, size, limits.blksize_limit, limits.max_timeout);
+    transfer::run(socket, source, params, oack, || slot.confirm()).await
 }
 
 /// An error to a client, from a port of its own as a transfer would use.

@@ -18,6 +18,9 @@ pub struct Params {
     pub window: usize,
     pub timeout: Duration,
     pub retries: u32,
+    /// Resends of the first packet (OACK or block 1) before the transfer ends: until it is
+    /// acknowledged nothing shows a client is there at all.
+    pub first_retries: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,20 +31,34 @@ pub enum TransferError {
     Client(u16),
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    #[error("took longer than {0:?}")]
+    TookTooLong(Duration),
+    #[error("gave way to a newer request before its client acknowledged anything")]
+    GaveWay,
 }
 
 /// Runs the transfer; `oack`, when options were accepted, goes first and must be ACKed 0.
+/// `confirmed` is called once, when the client has acknowledged the first packet.
 pub async fn run(
     socket: UdpSocket,
     mut source: Transfer,
     p: Params,
     oack: Option<Vec<u8>>,
+    confirmed: impl FnOnce(),
 ) -> Result<(), TransferError> {
     let mut rbuf = [0u8; 512];
+    let mut confirmed = Some(confirmed);
+    let first = Params {
+        retries: p.first_retries,
+        ..p
+    };
     if let Some(oack) = oack {
         let mut window = VecDeque::from([oack]);
         // The OACK is "block 0": an ACK of 0 moves it.
-        wait_for_ack(&socket, &mut window, 0, &mut rbuf, p).await?;
+        wait_for_ack(&socket, &mut window, 0, &mut rbuf, first).await?;
+        if let Some(f) = confirmed.take() {
+            f();
+        }
     }
     let mut window: VecDeque<Vec<u8>> = VecDeque::with_capacity(p.window);
     let mut base: u16 = 1;
@@ -59,7 +76,11 @@ pub async fn run(
             source.finish();
             return Ok(());
         }
-        base = wait_for_ack(&socket, &mut window, base, &mut rbuf, p).await?;
+        let tries = if confirmed.is_some() { first } else { p };
+        base = wait_for_ack(&socket, &mut window, base, &mut rbuf, tries).await?;
+        if let Some(f) = confirmed.take() {
+            f();
+        }
     }
 }
 
