@@ -10,6 +10,7 @@ use common::nvidia::node;
 use provisioner::burnin::judge::Level;
 use provisioner::burnin::profile::{Profiles, SHIPPED_PROFILES};
 use provisioner::config::SyncMode;
+use provisioner::lifecycle::admission::{NewNodes, Requester};
 use provisioner::lifecycle::machine::{Actor, Input, State};
 use provisioner::lifecycle::plan::{SHIPPED_SKUS, Skus, parse_plan};
 use provisioner::lifecycle::{AgentRefusal, Lifecycle, Timeouts};
@@ -60,16 +61,32 @@ async fn setup() -> Setup {
         .unwrap()
         .unwrap();
     let profiles = Profiles::parse(SHIPPED_PROFILES).unwrap();
-    let lc = Lifecycle::open(pool, skus, profiles, Timeouts::default())
-        .await
-        .unwrap();
+    let lc = Lifecycle::open(
+        pool,
+        skus,
+        profiles,
+        Timeouts::default(),
+        NewNodes::default(),
+    )
+    .await
+    .unwrap();
     Setup { _dir: dir, lc }
+}
+
+/// A requester on loopback, as the tests' own tools are.
+fn local() -> Requester {
+    Requester::unknown([127, 0, 0, 1].into())
 }
 
 /// Takes `mac` through discovery, inspection and installation; returns its agent token.
 async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
     let m: MacAddr = mac.parse().unwrap();
-    let token = lc.boot_requested(m, None).await.unwrap().token.unwrap();
+    let token = lc
+        .boot_requested(m, &local(), None)
+        .await
+        .unwrap()
+        .token
+        .unwrap();
     let report = InspectionReport {
         mac: mac.into(),
         facts: h100_facts(serial),
@@ -269,7 +286,7 @@ async fn a_retry_left_from_an_earlier_burn_in_does_not_cut_a_new_one_short() {
 async fn a_step_past_its_timeout_fails_its_node_at_the_time_given() {
     let s = setup().await;
     let m: MacAddr = "52:54:00:00:00:09".parse().unwrap();
-    s.lc.boot_requested(m, None).await.unwrap();
+    s.lc.boot_requested(m, &local(), None).await.unwrap();
     let since =
         s.lc.find("52:54:00:00:00:09")
             .await

@@ -81,17 +81,3 @@ fn captured_client_packets_decode_and_discovers_are_offered() {
         "{discovers} DISCOVERs, {pxe} from PXE clients"
     );
 }
-
-/// Inputs that once crashed the decoder (found by fuzzing); each must now decode or be
-/// refused without a panic (these tests run with debug assertions, as the fuzzer does).
-#[test]
-fn fuzz_regressions_are_refused_without_a_panic() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/regressions");
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).expect("regressions") {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        n += 1;
-        let _ = wire::decode_request(&bytes);
-    }
-    assert!(n >= 1);
-}

@@ -11,40 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::{appliance, require, sha256};
+use common::{appliance, firmware_dir, node_image, require, sha256, workspace};
 
 /// One QEMU at a time: these machines have two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The node image, built once into target/lab-image.
-fn node_image() -> (PathBuf, PathBuf) {
-    let out = workspace().join("target/lab-image");
-    let status = Command::new("bash")
-        .arg(workspace().join("tests/lab/node-image.sh"))
-        .arg(&out)
-        .status()
-        .expect("run node-image.sh");
-    assert!(status.success(), "node-image.sh failed");
-    (out.join("vmlinuz"), out.join("initrd.img"))
-}
-
-/// The firmware set, fetched from Debian's ipxe package if not yet present.
-fn firmware_dir() -> PathBuf {
-    let dir = workspace().join("firmware");
-    let names = ["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"];
-    if names.iter().any(|n| !dir.join(n).is_file()) {
-        let status = Command::new("bash")
-            .arg(dir.join("fetch.sh"))
-            .status()
-            .expect("run firmware/fetch.sh");
-        assert!(status.success(), "firmware/fetch.sh failed");
-    }
-    dir
-}
 
 /// Runs one node of `firmware` in the lab, with `extra` flags; returns its summary entry and
 /// console, and the lab's directory (kept while the caller looks).

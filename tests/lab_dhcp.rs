@@ -574,3 +574,135 @@ lease_time = 900
         "{ip} is not from the relayed subnet's pool"
     );
 }
+
+/// One malformed packet must not stop DHCP for the site. From a client on the provisioning
+/// segment: hardware lengths 0, 16, 17, 77 and 255, every option with a length that runs past
+/// the packet, and datagrams of 0, 1, 239, 240 and 1500 bytes, broadcast to a running
+/// full-mode appliance. Then dhclient still gets a lease, and a real PXE client (SeaBIOS with
+/// the NIC's iPXE ROM under QEMU) boots from the appliance into the node image and calls back.
+#[test]
+fn malformed_packets_do_not_stop_dhcp_for_the_site() {
+    if !require(&[
+        ("ip", "iproute2"),
+        ("dhclient", "isc-dhcp-client"),
+        ("curl", "curl"),
+        ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
+    ]) {
+        return;
+    }
+    let (kernel, initrd) = common::node_image();
+    let fw = common::firmware_dir();
+    let mut lab = Lab::new(1);
+    let (srv, c) = one_segment(&mut lab);
+    let (kernel, initrd, fw) = (
+        kernel.display().to_string(),
+        initrd.display().to_string(),
+        fw.display().to_string(),
+    );
+    start(
+        &mut lab,
+        &srv,
+        "appliance.log",
+        &[
+            "--interface",
+            "eth0",
+            "--dhcp",
+            "full",
+            "--dhcp-range",
+            "10.213.0.100-10.213.0.150",
+            "--firmware-dir",
+            &fw,
+            "--discovery-kernel",
+            &kernel,
+            "--discovery-initrd",
+            &initrd,
+            "--discovery-cmdline",
+            "console=ttyS0",
+        ],
+    );
+    let sock = client_socket(&c, "eth0");
+    let good = encode(&pxe_message(MessageType::Discover, [2, 0, 0, 0, 9, 9], 0));
+    let mut hostile: Vec<Vec<u8>> = Vec::new();
+    for hlen in [0u8, 16, 17, 77, 255] {
+        let mut p = good.clone();
+        p[2] = hlen;
+        hostile.push(p);
+    }
+    for code in 1..=254u8 {
+        let mut p = good[..240].to_vec();
+        p.extend_from_slice(&[53, 1, 1, code, 255, 0, 0]);
+        hostile.push(p);
+    }
+    for len in [0usize, 1, 239, 240, 1500] {
+        let mut p = good.clone();
+        p.resize(len, 0);
+        hostile.push(p);
+    }
+    let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    for p in &hostile {
+        sock.send_to(p, to).expect("send");
+    }
+    drop(sock);
+    std::thread::sleep(Duration::from_secs(1));
+    let health = lab.http_get(&srv, "http://127.0.0.1:8080/healthz");
+    assert!(
+        health.as_deref().is_some_and(|h| h.contains("\"ok\"")),
+        "{health:?}\n{}",
+        lab.log("appliance.log")
+    );
+
+    // A client still gets a lease.
+    let ip = dhclient(&mut lab, &c, "after").expect("a lease after the malformed packets");
+    assert!(in_range(ip, "10.213.0.100", "10.213.0.150"), "{ip}");
+
+    // And a real PXE client boots.
+    let tap = lab.tap(0);
+    let console = lab.path("node.console");
+    let switch = lab.switch().to_string();
+    lab.spawn(
+        &switch,
+        "qemu.log",
+        "qemu-system-x86_64",
+        &[
+            "-accel",
+            "tcg",
+            "-no-reboot",
+            "-m",
+            "512",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            &format!("file:{}", console.display()),
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:99:00:42",
+            "-boot",
+            "n",
+        ],
+    );
+    let booted = wait_for(Duration::from_secs(240), || {
+        read(&console)
+            .contains("PROVISIONER-NODE callback ok")
+            .then_some(())
+    });
+    let log = lab.log("appliance.log");
+    assert!(
+        booted.is_some(),
+        "the PXE client did not boot:\n{}\n{log}",
+        read(&console)
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    let metrics = lab.http_get(&srv, "http://127.0.0.1:8080/metrics").unwrap();
+    for reason in ["bad_hlen", "option_overrun", "truncated"] {
+        assert!(
+            metrics.contains(&format!("dhcp_dropped_total{{reason=\"{reason}\"}}")),
+            "{reason}:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("part_restarts_total{part=\"dhcp\"}"),
+        "nothing had to be restarted: {metrics}"
+    );
+}

@@ -8,28 +8,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{appliance, require};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The firmware set, fetched from Debian's ipxe package if not yet present.
-fn firmware_dir() -> PathBuf {
-    let dir = workspace().join("firmware");
-    if !dir.join("undionly.kpxe").is_file() {
-        let status = Command::new("bash")
-            .arg(dir.join("fetch.sh"))
-            .status()
-            .expect("run firmware/fetch.sh");
-        assert!(status.success(), "firmware/fetch.sh failed");
-    }
-    dir
-}
+use common::{appliance, firmware_dir, require, workspace};
 
 /// What QEMU is given: memory MiB, CPUs, virtio disk MiB, NVMe MiB, serial (as `just
 /// inspect-lab` gives them).

@@ -176,6 +176,39 @@ impl Lab {
         ip(&["-n", ns, "link", "set", ifname, "up"]);
     }
 
+    /// Adds a tap device on bridge `bridge` for a QEMU node, which must then run in
+    /// [`Lab::switch`]; returns the tap's name.
+    pub fn tap(&mut self, bridge: usize) -> String {
+        self.links += 1;
+        let tap = format!("tap{}", self.links);
+        ip(&[
+            "-n",
+            &self.switch,
+            "tuntap",
+            "add",
+            "dev",
+            &tap,
+            "mode",
+            "tap",
+        ]);
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            &tap,
+            "master",
+            &format!("br{bridge}"),
+        ]);
+        ip(&["-n", &self.switch, "link", "set", &tap, "up"]);
+        tap
+    }
+
+    /// The namespace that holds the bridges (and taps).
+    pub fn switch(&self) -> &str {
+        &self.switch
+    }
+
     /// Changes the MAC of a host's interface, to play another client.
     pub fn set_mac(&self, ns: &str, ifname: &str, mac: &str) {
         ip(&["-n", ns, "link", "set", ifname, "down"]);
@@ -270,6 +303,38 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// The workspace's root folder.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The lab's node image (`tests/lab/node-image.sh`), built once into target/lab-image:
+/// (kernel, initrd).
+pub fn node_image() -> (PathBuf, PathBuf) {
+    let out = workspace().join("target/lab-image");
+    let status = Command::new("bash")
+        .arg(workspace().join("tests/lab/node-image.sh"))
+        .arg(&out)
+        .status()
+        .expect("run node-image.sh");
+    assert!(status.success(), "node-image.sh failed");
+    (out.join("vmlinuz"), out.join("initrd.img"))
+}
+
+/// The firmware set, fetched from Debian's ipxe package if not yet present.
+pub fn firmware_dir() -> PathBuf {
+    let dir = workspace().join("firmware");
+    let names = ["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"];
+    if names.iter().any(|n| !dir.join(n).is_file()) {
+        let status = Command::new("bash")
+            .arg(dir.join("fetch.sh"))
+            .status()
+            .expect("run firmware/fetch.sh");
+        assert!(status.success(), "firmware/fetch.sh failed");
+    }
+    dir
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.

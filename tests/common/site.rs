@@ -258,11 +258,13 @@ pub fn burned_in(
             skus,
             profiles,
             provisioner::lifecycle::Timeouts::default(),
+            provisioner::lifecycle::admission::NewNodes::default(),
         )
         .await
         .expect("the lifecycle");
+        let who = provisioner::lifecycle::admission::Requester::unknown([127, 0, 0, 1].into());
         let token = lc
-            .boot_requested(mac.parse().expect("a MAC"), None)
+            .boot_requested(mac.parse().expect("a MAC"), &who, None)
             .await
             .expect("a boot")
             .token
