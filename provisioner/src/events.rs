@@ -231,12 +231,10 @@ impl Neighbors {
     /// A DHCP reply went to `mac` (at `ip`, when it has one; `given` when the appliance gave
     /// that address).
     pub fn dhcp_seen(&self, mac: MacAddr, ip: Option<Ipv4Addr>, given: bool) {
-        if let Ok(mut m) = self.0.write() {
-            if let Some(ip) = ip {
-                bounded_insert(&mut m.by_ip, ip, mac);
-                if given {
-                    bounded_insert(&mut m.dhcp, ip, mac);
-                }
+        if let (Ok(mut m), Some(ip)) = (self.0.write(), ip) {
+            bounded_insert(&mut m.by_ip, ip, mac);
+            if given {
+                bounded_insert(&mut m.dhcp, ip, mac);
             }
         }
     }

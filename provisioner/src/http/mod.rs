@@ -337,3 +337,115 @@ fn rfc3339(unix: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Limits, SyncMode};
+    use crate::supervise::{Health, supervise};
+
+    /// The appliance's router on a fresh store in `dir`, with `health`, as `app::up` builds it.
+    async fn state(dir: &std::path::Path, health: Arc<Health>) -> AppState {
+        let pool = store::open(dir, SyncMode::Normal).await.unwrap();
+        let journal = store::open_journal(dir).await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let lifecycle = crate::lifecycle::Lifecycle::open(
+            pool.clone(),
+            crate::app::load_skus(None).unwrap(),
+            crate::app::load_profiles(None).unwrap(),
+            crate::lifecycle::Timeouts::default(),
+            crate::lifecycle::admission::NewNodes::default(),
+        )
+        .await
+        .unwrap();
+        let (events, writer) = crate::events::Events::new(journal.clone(), Default::default(), 100);
+        tokio::spawn(writer);
+        let limits = Limits::default();
+        AppState {
+            store: pool,
+            metrics: metrics.clone(),
+            events,
+            journal,
+            boot: Arc::new(boot::BootContext {
+                firmware: crate::firmware::FirmwareSet::load(dir).unwrap(),
+                artifacts: crate::artifacts::ArtifactStore::open(dir).unwrap(),
+                discovery: None,
+                advertise: None,
+                http_port: 8080,
+                lifecycle,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+            checklists: Arc::new(crate::checklist::Templates::shipped().unwrap()),
+            shutdown: CancellationToken::new(),
+            web: Arc::new(web::Guard::new(None, &limits)),
+            conns: conns::Conns::new(&limits, metrics),
+            health,
+        }
+    }
+
+    async fn get(router: &mut Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::get(path)
+            .extension(axum::extract::ConnectInfo(SocketAddr::from((
+                [127, 0, 0, 1],
+                9,
+            ))))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = tower_service::Service::call(router, req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn healthz_names_a_part_that_is_down_and_answers_503_while_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = Health::new(Arc::new(Metrics::default()));
+        let shutdown = CancellationToken::new();
+        // A part that serves, and one that cannot start (as a port taken by another program).
+        tokio::spawn(supervise(
+            "http",
+            health.clone(),
+            shutdown.clone(),
+            |ready| async move {
+                ready.serving();
+                std::future::pending::<()>().await;
+                Ok(())
+            },
+        ));
+        tokio::spawn(supervise(
+            "tftp",
+            health.clone(),
+            shutdown.clone(),
+            |_| async { Err("cannot listen for TFTP on 0.0.0.0:69: address in use".to_string()) },
+        ));
+        let mut router = router(state(dir.path(), health.clone()).await);
+        let mut seen = None;
+        for _ in 0..100 {
+            let (status, body) = get(&mut router, "/healthz").await;
+            if body["down"]["tftp"]
+                .as_str()
+                .is_some_and(|r| r.contains("address in use"))
+            {
+                seen = Some((status, body));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let (status, body) = seen.expect("/healthz names the part that is down");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["parts"]["http"]["status"], "up", "{body}");
+        assert!(body["down"].get("http").is_none(), "{body}");
+        shutdown.cancel();
+
+        // All parts up: 200.
+        let all_up = Health::new(Arc::new(Metrics::default()));
+        let mut router = super::router(state(dir.path(), all_up).await);
+        let (status, body) = get(&mut router, "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ok");
+    }
+}
