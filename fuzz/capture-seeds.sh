@@ -56,3 +56,56 @@ while off + 16 <= len(data):
 print(f"{n} packets captured")
 PY
 ls fuzz/seeds/dhcp_packet | wc -l
+
+# TFTP and HTTP seeds: what real clients send first, caught by a listener on loopback that
+# answers nothing (a TFTP request, then each client's retry) or only records (an HTTP head).
+mkdir -p fuzz/seeds/tftp_request fuzz/seeds/http_head
+rm -f fuzz/seeds/tftp_request/* fuzz/seeds/http_head/*
+python3 - "$work" <<'PY' &
+import hashlib, os, socket, sys, threading
+work = sys.argv[1]
+def keep(kind, data):
+    name = hashlib.sha256(data).hexdigest()[:16]
+    open(f"fuzz/seeds/{kind}/{name}", "wb").write(data)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 16969)); u.settimeout(20)
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("127.0.0.1", 18080)); t.listen(16); t.settimeout(20)
+def udp():
+    try:
+        while True:
+            keep("tftp_request", u.recvfrom(2048)[0])
+    except OSError:
+        pass
+threading.Thread(target=udp, daemon=True).start()
+try:
+    while True:
+        c, _ = t.accept(); c.settimeout(2)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(4096)
+                if not chunk: break
+                data += chunk
+        except OSError:
+            pass
+        keep("http_head", data)
+        c.close()
+except OSError:
+    pass
+PY
+pids+=($!)
+sleep 1
+q() { timeout 4 "$@" >/dev/null 2>&1 || true; }
+q tftp 127.0.0.1 16969 -m binary -c get undionly.kpxe "$work/x"
+q atftp --get -r ipxe.efi -l "$work/x" --option "blksize 1468" --option "tsize 0" --option "windowsize 16" 127.0.0.1 16969
+q atftp --get -r 52-54-00-12-34-56.ipxe -l "$work/x" --option "timeout 3" 127.0.0.1 16969
+q curl --tftp-blksize 1468 -o "$work/x" tftp://127.0.0.1:16969/snponly.efi
+q curl -o "$work/x" http://127.0.0.1:18080/firmware/undionly.kpxe
+q curl -I http://127.0.0.1:18080/firmware/ipxe.efi
+q curl -r 0-1023,4096- -H 'If-Range: "abc"' -o "$work/x" "http://127.0.0.1:18080/artifacts/$(printf 'ab%.0s' $(seq 32))/vmlinuz"
+q curl -0 -H 'If-None-Match: W/"x", "y"' -o "$work/x" "http://127.0.0.1:18080/artifacts/$(printf 'cd%.0s' $(seq 32))"
+q wget -q -O "$work/x" --header 'Range: bytes=-500' http://127.0.0.1:18080/firmware/ipxe-arm64.efi
+kill "${pids[-1]}" 2>/dev/null || true
+ls fuzz/seeds/tftp_request | wc -l
+ls fuzz/seeds/http_head | wc -l
