@@ -63,9 +63,9 @@ bench-pages:
 screenshots:
     cargo test -p provisioner --test pages_browser -- --ignored screenshots_for_docs
 
-# Fuzz the DHCP packet path for five minutes.
+# Fuzz the DHCP, TFTP and HTTP-head paths for five minutes each.
 fuzz:
-    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run dhcp_packet corpus/dhcp_packet seeds/dhcp_packet -- -max_total_time=300
+    cd fuzz && for t in dhcp_packet tftp_request http_head; do mkdir -p corpus/$t && RUSTC_BOOTSTRAP=1 cargo fuzz run $t corpus/$t seeds/$t -- -max_total_time=300 || exit 1; done
 
 # Recapture the fuzz seeds from real clients (root).
 seeds:
