@@ -10,8 +10,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::site::{Site, fetch, inspect, site_with};
-use common::{ON_LOOPBACK, Running, manifest_entry, require_tools, sha256};
+use common::site::{Site, fetch, inspect, report, site_with};
+use common::{Running, require_tools, tftp_appliance, tftp_request};
 
 const PLAN: &str = "site,row,rack,u,serial,mac,sku
 lab,r1,a01,10,,52:54:00:99:00:01,qemu-lab
@@ -88,18 +88,7 @@ fn another_peer_cannot_take_a_nodes_agent_token() {
         .unwrap();
     let mut facts = provisioner_protocol::Facts::default();
     facts.memory.total_bytes = 2 << 30;
-    let body = serde_json::json!({ "mac": victim, "facts": facts });
-    let reply = fetch(
-        &format!("{}{}", s.base, provisioner_protocol::PATH_INSPECTION),
-        &[
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body.to_string(),
-        ],
-    );
+    let reply = report(&s.base, victim, token, &facts);
     assert_eq!(reply.status, 202, "{}", reply.body);
     let n = node(&s.base, victim);
     assert_eq!(n["state"]["state"], "inspected", "{n:#}");
@@ -340,48 +329,6 @@ fn a_smuggled_request_is_refused_not_run() {
     );
 }
 
-/// The TFTP server with `file.bin` in its firmware set, on loopback.
-fn tftp_server() -> (Running, SocketAddr, Vec<u8>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fw = dir.path().join("fw");
-    std::fs::create_dir(&fw).unwrap();
-    let content: Vec<u8> = (0..100_000).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(fw.join("file.bin"), &content).unwrap();
-    let sha = sha256(&fw.join("file.bin"));
-    std::fs::write(fw.join("manifest.toml"), manifest_entry("file.bin", &sha)).unwrap();
-    let data = dir.path().join("data");
-    let mut app = Running::start(
-        &[
-            &ON_LOOPBACK[..],
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--firmware-dir",
-                fw.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
-    );
-    let tftp = app.addr("TFTP listening");
-    app.wait_line("TFTP serving").expect("TFTP up");
-    (app, tftp, content, dir)
-}
-
-fn rrq(name: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut p = 1u16.to_be_bytes().to_vec();
-    for s in [name, "octet"] {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    for (k, v) in opts {
-        for s in [k, v] {
-            p.extend_from_slice(s.as_bytes());
-            p.push(0);
-        }
-    }
-    p
-}
-
 /// Issue 6: TFTP slots do not run out. A client may not make the server wait minutes per
 /// packet (`timeout=255` is not accepted), one address holds a bounded number of transfers,
 /// and more than all the slots' worth of requests that never acknowledge anything give way
@@ -391,12 +338,12 @@ fn tftp_requests_that_never_acknowledge_do_not_keep_out_a_real_client() {
     if !require_tools(&[("tftp", "tftp-hpa")]) {
         return;
     }
-    let (app, server, content, dir) = tftp_server();
+    let (app, server, content, dir) = tftp_appliance(100_000);
     // The OACK leaves out a timeout of 255 s; it keeps the other options.
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
         .send_to(
-            &rrq("file.bin", &[("timeout", "255"), ("tsize", "0")]),
+            &tftp_request(1, "file.bin", &[("timeout", "255"), ("tsize", "0")]),
             server,
         )
         .unwrap();
@@ -417,7 +364,8 @@ fn tftp_requests_that_never_acknowledge_do_not_keep_out_a_real_client() {
         .map(|_| UdpSocket::bind("127.0.0.3:0").unwrap())
         .collect();
     for s in &one {
-        s.send_to(&rrq("file.bin", &[]), server).unwrap();
+        s.send_to(&tftp_request(1, "file.bin", &[]), server)
+            .unwrap();
     }
     let mut busy = 0;
     for s in &one {
@@ -437,7 +385,7 @@ fn tftp_requests_that_never_acknowledge_do_not_keep_out_a_real_client() {
         .map(|i| UdpSocket::bind((Ipv4Addr::new(127, 0, 2, 1 + (i % 200) as u8), 0)).unwrap())
         .collect();
     for (i, s) in flood.iter().enumerate() {
-        s.send_to(&rrq("file.bin", &[("timeout", "255")]), server)
+        s.send_to(&tftp_request(1, "file.bin", &[("timeout", "255")]), server)
             .unwrap();
         if i % 50 == 49 {
             // Paced, as many clients are: a burst past the socket's buffer is dropped by the

@@ -8,7 +8,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{ON_LOOPBACK, Running, manifest_entry, sha256};
+use common::{tftp_appliance as start, tftp_request as request};
 
 const RRQ: u16 = 1;
 const WRQ: u16 = 2;
@@ -16,47 +16,6 @@ const DATA: u16 = 3;
 const ACK: u16 = 4;
 const ERROR: u16 = 5;
 const OACK: u16 = 6;
-
-fn start(size: usize) -> (Running, SocketAddr, Vec<u8>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fw = dir.path().join("fw");
-    std::fs::create_dir(&fw).unwrap();
-    let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(fw.join("file.bin"), &content).unwrap();
-    let sha = sha256(&fw.join("file.bin"));
-    std::fs::write(fw.join("manifest.toml"), manifest_entry("file.bin", &sha)).unwrap();
-    let data = dir.path().join("data");
-    let mut app = Running::start(
-        &[
-            &ON_LOOPBACK[..],
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--firmware-dir",
-                fw.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
-    );
-    let tftp = app.addr("TFTP listening");
-    app.wait_line("TFTP serving").expect("TFTP up");
-    (app, tftp, content, dir)
-}
-
-fn request(op: u16, name: &str, opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut p = op.to_be_bytes().to_vec();
-    for s in [name, "octet"] {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    for (k, v) in opts {
-        p.extend_from_slice(k.as_bytes());
-        p.push(0);
-        p.extend_from_slice(v.as_bytes());
-        p.push(0);
-    }
-    p
-}
 
 fn ack(block: u16) -> Vec<u8> {
     let mut p = ACK.to_be_bytes().to_vec();

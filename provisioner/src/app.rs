@@ -173,53 +173,24 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     };
     if let Some((listener, addr, tls)) = https {
         let (state, token) = (state.clone(), shutdown.clone());
-        let mut first = Some(listener);
-        tasks.spawn(supervise(
+        tasks.spawn(supervise_listener(
             "https",
             health.clone(),
             shutdown.clone(),
-            move |ready| {
-                let (listener, state, token, tls) =
-                    (first.take(), state.clone(), token.clone(), tls.clone());
-                async move {
-                    let listener = match listener {
-                        Some(l) => l,
-                        None => TcpListener::bind(addr)
-                            .await
-                            .map_err(|e| format!("cannot listen for HTTPS on {addr}: {e}"))?,
-                    };
-                    ready.serving();
-                    http::tls::serve(listener, tls, state, token)
-                        .await
-                        .map_err(|e| format!("HTTPS server failed: {e}"))
-                }
-            },
+            listener,
+            addr,
+            move |l| http::tls::serve(l, tls.clone(), state.clone(), token.clone()),
         ));
     }
-    {
-        let token = shutdown.clone();
-        let mut first = Some(http_listener);
-        tasks.spawn(supervise(
-            "http",
-            health.clone(),
-            shutdown.clone(),
-            move |ready| {
-                let (listener, state, token) = (first.take(), state.clone(), token.clone());
-                async move {
-                    let listener = match listener {
-                        Some(l) => l,
-                        None => TcpListener::bind(http_addr)
-                            .await
-                            .map_err(|e| format!("cannot listen for HTTP on {http_addr}: {e}"))?,
-                    };
-                    ready.serving();
-                    http::serve(listener, state, token)
-                        .await
-                        .map_err(|e| format!("HTTP server failed: {e}"))
-                }
-            },
-        ));
-    }
+    let token = shutdown.clone();
+    tasks.spawn(supervise_listener(
+        "http",
+        health.clone(),
+        shutdown.clone(),
+        http_listener,
+        http_addr,
+        move |l| http::serve(l, state.clone(), token.clone()),
+    ));
     info!(addr = %http_addr, "HTTP listening");
 
     let tftp_socket = std::net::UdpSocket::bind(config.tftp_listen).with_context(|| {
@@ -331,6 +302,39 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     pool.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Runs `part`, serving on `listener` (bound at start, so a port that cannot be had stops
+/// start-up), under its supervisor; each restart binds `addr` again.
+async fn supervise_listener<S, F>(
+    part: &'static str,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    listener: TcpListener,
+    addr: std::net::SocketAddr,
+    serve: S,
+) where
+    S: Fn(TcpListener) -> F + Send + Sync + 'static,
+    F: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let serve = Arc::new(serve);
+    let mut first = Some(listener);
+    supervise(part, health, shutdown, move |ready| {
+        let (listener, serve) = (first.take(), serve.clone());
+        async move {
+            let listener = match listener {
+                Some(l) => l,
+                None => TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            };
+            ready.serving();
+            serve(listener)
+                .await
+                .map_err(|e| format!("{part} server failed: {e}"))
+        }
+    })
+    .await
 }
 
 /// File descriptors a connection limit must leave for the store, TFTP and the rest.

@@ -519,3 +519,47 @@ pub fn manifest_entry(name: &str, sha: &str) -> String {
         "[[binary]]\nname = \"{name}\"\narch = \"x86_64-efi\"\npackage = \"test\"\nversion = \"1\"\npath = \"{name}\"\nsha256 = \"{sha}\"\n"
     )
 }
+
+/// The appliance on loopback serving `file.bin` (`size` bytes of a pattern) as its firmware
+/// set over TFTP: (the appliance, its TFTP address, the file's bytes, the folder it uses).
+pub fn tftp_appliance(size: usize) -> (Running, std::net::SocketAddr, Vec<u8>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = dir.path().join("fw");
+    std::fs::create_dir(&fw).unwrap();
+    let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(fw.join("file.bin"), &content).unwrap();
+    let sha = sha256(&fw.join("file.bin"));
+    std::fs::write(fw.join("manifest.toml"), manifest_entry("file.bin", &sha)).unwrap();
+    let data = dir.path().join("data");
+    let mut app = Running::start(
+        &[
+            &ON_LOOPBACK[..],
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--firmware-dir",
+                fw.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    let tftp = app.addr("TFTP listening");
+    app.wait_line("TFTP serving").expect("TFTP up");
+    (app, tftp, content, dir)
+}
+
+/// A TFTP request (`op` 1 read, 2 write) for `name` in octet mode, with options.
+pub fn tftp_request(op: u16, name: &str, opts: &[(&str, &str)]) -> Vec<u8> {
+    let mut p = op.to_be_bytes().to_vec();
+    for s in [name, "octet"] {
+        p.extend_from_slice(s.as_bytes());
+        p.push(0);
+    }
+    for (k, v) in opts {
+        for s in [k, v] {
+            p.extend_from_slice(s.as_bytes());
+            p.push(0);
+        }
+    }
+    p
+}

@@ -152,8 +152,21 @@ pub fn inspect(base: &str, mac: &str, serial: &str) -> String {
         speed_mbps: None,
         carrier: Some(true),
     });
-    let body = serde_json::json!({ "mac": mac, "facts": serde_json::to_value(facts).unwrap() });
-    let reply = fetch(
+    let reply = report(base, mac, &token, &facts);
+    assert!(
+        (200..300).contains(&reply.status),
+        "inspection of {mac}: {} {}",
+        reply.status,
+        reply.body
+    );
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).expect("a JSON reply");
+    reply["state"].as_str().unwrap_or_default().to_string()
+}
+
+/// The agent on `mac` posts its inspection report on `token`; the response.
+pub fn report(base: &str, mac: &str, token: &str, facts: &provisioner_protocol::Facts) -> Page {
+    let body = serde_json::json!({ "mac": mac, "facts": facts });
+    fetch(
         &format!("{base}{}", provisioner_protocol::PATH_INSPECTION),
         &[
             "-H",
@@ -163,15 +176,7 @@ pub fn inspect(base: &str, mac: &str, serial: &str) -> String {
             "--data-binary",
             &body.to_string(),
         ],
-    );
-    assert!(
-        (200..300).contains(&reply.status),
-        "inspection of {mac}: {} {}",
-        reply.status,
-        reply.body
-    );
-    let reply: serde_json::Value = serde_json::from_str(&reply.body).expect("a JSON reply");
-    reply["state"].as_str().unwrap_or_default().to_string()
+    )
 }
 
 /// Facts of an HGX H100: 8 GPUs (10de:2330), 2 TiB.
