@@ -79,8 +79,14 @@ def main():
             with open(os.path.join(work, name), "wb") as f:
                 f.write(b"\0" * size)
         log = open(os.path.join(work, "appliance.log"), "w")
+        # Every simulated node boots from loopback: let it bring in as many as the site has
+        # (each node is its own address on a real network; docs/security.md).
+        conf = os.path.join(work, "provisioner.toml")
+        with open(conf, "w") as f:
+            f.write(f"[limits]\nnew_nodes_per_peer_per_minute = {args.nodes}\n"
+                    f"new_nodes_per_minute = {max(args.nodes, 5000)}\n")
         app = subprocess.Popen(
-            [BINARY, "up", "--data-dir", data, "--http-listen", "127.0.0.1:0",
+            [BINARY, "up", "--config", conf, "--data-dir", data, "--http-listen", "127.0.0.1:0",
              "--tftp-listen", "127.0.0.1:0", "--firmware-dir", os.path.join(work, "fw"),
              "--discovery-kernel", os.path.join(work, "vmlinuz"),
              "--discovery-initrd", os.path.join(work, "initrd.img")],

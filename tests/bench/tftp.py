@@ -46,7 +46,12 @@ def appliance(binary, work, root, files):
                     f'version = "1"\npath = "{name}"\nsha256 = "{sha}"\n\n')
     data = os.path.join(work, "appliance-data")
     shutil.rmtree(data, ignore_errors=True)
-    argv = [binary, "up", "--data-dir", data, "--firmware-dir", root,
+    # Every simulated client comes from the one client address: let it hold what 50 nodes
+    # would (each node is its own address on a real network; docs/security.md).
+    conf = os.path.join(work, "provisioner.toml")
+    with open(conf, "w") as f:
+        f.write("[limits]\ntftp_transfers_per_client = 1024\n")
+    argv = [binary, "up", "--config", conf, "--data-dir", data, "--firmware-dir", root,
             "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off"]
     return benchlib.Server("appliance", argv, work, lambda s: "TFTP serving" in s.log_text(),
                            ns=NET.srv)
