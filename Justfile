@@ -11,7 +11,7 @@ test:
 # The virtual rack: N QEMU nodes booting from the appliance (root). Builds the test node image.
 lab nodes="2" firmware="bios":
     cargo build --release
-    bash firmware/fetch.sh
+    target/release/provisioner firmware fetch
     bash tests/lab/node-image.sh target/lab-image
     target/release/provisioner lab --nodes {{nodes}} --firmware {{firmware}} --discovery-kernel target/lab-image/vmlinuz --discovery-initrd target/lab-image/initrd.img
 
@@ -31,13 +31,13 @@ discovery:
 # Three lab nodes inspected against tests/lab/plan.csv (root): two match, one is not in the plan.
 inspect-lab:
     cargo build --release --workspace
-    bash firmware/fetch.sh
+    target/release/provisioner firmware fetch
     target/release/provisioner image build-discovery --out target/discovery --data-dir target/discovery-data
     target/release/provisioner lab --discovery-kernel target/discovery/vmlinuz --discovery-initrd target/discovery/initrd.img --plan tests/lab/plan.csv --node mem=1024,cpus=1,disk=2048 --node mem=1536,cpus=2,disk=3072,nvme=1024,serial=LAB-SN-1 --node mem=1024,disk=1024,serial=LAB-SN-9
 
 # Fetch the network-boot binaries of firmware/manifest.toml from Debian's ipxe package.
 firmware:
-    bash firmware/fetch.sh
+    cargo run --release -- firmware fetch
 
 # perfdhcp against the appliance, Kea and dnsmasq, plain and with PXE options (root).
 bench-dhcp:

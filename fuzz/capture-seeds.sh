@@ -18,7 +18,7 @@ ip netns add "$S"; ip netns add "$C"
 ip link add seed0 netns "$S" type veth peer name eth0 netns "$C"
 ip -n "$S" addr add 10.216.0.1/24 dev seed0
 ip -n "$S" link set seed0 up; ip -n "$C" link set eth0 up
-ip netns exec "$S" "$bin" up --data-dir "$work/data" --interface seed0 --dhcp full \
+ip netns exec "$S" "$bin" up --offline --data-dir "$work/data" --interface seed0 --dhcp full \
   --dhcp-range 10.216.0.100-10.216.0.200 --http-listen 127.0.0.1:8080 >"$work/app.log" 2>&1 &
 pids+=($!)
 ip netns exec "$S" timeout 60 tcpdump -i seed0 -U -w "$work/cap.pcap" 'udp dst port 67 or udp dst port 4011' 2>/dev/null &

@@ -21,7 +21,14 @@ const SERVER_IP: &str = "10.213.0.1";
 fn start(lab: &mut Lab, ns: &str, log: &str, args: &[&str]) -> usize {
     let data = lab.path("data");
     let data = data.to_str().unwrap();
-    let mut all = vec!["up", "--data-dir", data, "--http-listen", "0.0.0.0:8080"];
+    let mut all = vec![
+        "up",
+        "--offline",
+        "--data-dir",
+        data,
+        "--http-listen",
+        "0.0.0.0:8080",
+    ];
     all.extend_from_slice(args);
     let idx = lab.spawn(ns, log, appliance(), &all);
     let ready = wait_for(Duration::from_secs(20), || {
@@ -149,10 +156,12 @@ fn two_clients(lab: &mut Lab) -> (String, String, String) {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn full_mode_gives_dhclient_and_udhcpc_distinct_leases() {
-    if !require(&CLIENTS) {
-        return;
-    }
+    require(&CLIENTS);
     let mut lab = Lab::new(1);
     let (srv, c1, c2) = two_clients(&mut lab);
     start(
@@ -195,10 +204,12 @@ fn full_mode_gives_dhclient_and_udhcpc_distinct_leases() {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn pxe_clients_get_the_boot_file_of_their_architecture() {
-    if !require(&[("ip", "iproute2"), ("udhcpc", "udhcpc")]) {
-        return;
-    }
+    require(&[("ip", "iproute2"), ("udhcpc", "udhcpc")]);
     let mut lab = Lab::new(1);
     let (srv, c) = one_segment(&mut lab);
     start(
@@ -264,10 +275,12 @@ fn pxe_clients_get_the_boot_file_of_their_architecture() {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn leases_survive_a_restart_and_kill_9() {
-    if !require(&CLIENTS) {
-        return;
-    }
+    require(&CLIENTS);
     let mut lab = Lab::new(1);
     let (srv, c1, c2) = two_clients(&mut lab);
     let args = [
@@ -403,15 +416,17 @@ fn server_id(m: &Message) -> Option<Ipv4Addr> {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn proxy_mode_beside_the_sites_dnsmasq_never_offers_an_address() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("dnsmasq", "dnsmasq-base"),
         ("dhclient", "isc-dhcp-client"),
         ("curl", "curl"),
-    ]) {
-        return;
-    }
+    ]);
     let mut lab = Lab::new(1);
     let (srv, c) = one_segment(&mut lab);
     let site = lab.host("site");
@@ -508,14 +523,16 @@ fn proxy_mode_beside_the_sites_dnsmasq_never_offers_an_address() {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn dhcrelay_brings_a_second_subnet_its_own_pool() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("dhcrelay", "isc-dhcp-relay"),
         ("dhclient", "isc-dhcp-client"),
-    ]) {
-        return;
-    }
+    ]);
     let mut lab = Lab::new(2);
     let srv = lab.host("srv");
     lab.link(&srv, "eth0", 0, Some("10.213.0.1/24"), None);
@@ -581,15 +598,17 @@ lease_time = 900
 /// full-mode appliance. Then dhclient still gets a lease, and a real PXE client (SeaBIOS with
 /// the NIC's iPXE ROM under QEMU) boots from the appliance into the node image and calls back.
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn malformed_packets_do_not_stop_dhcp_for_the_site() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("dhclient", "isc-dhcp-client"),
         ("curl", "curl"),
         ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
-    ]) {
-        return;
-    }
+    ]);
     let (kernel, initrd) = common::node_image();
     let fw = common::firmware_dir();
     let mut lab = Lab::new(1);

@@ -29,9 +29,6 @@ use crate::metrics::Metrics;
 use crate::supervise::{Health, supervise};
 use crate::{http, net, store, tftp};
 
-/// How often step timeouts are checked.
-const TIMEOUT_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The SKU definitions: the configured file, else the shipped ones.
 pub fn load_skus(path: Option<&std::path::Path>) -> anyhow::Result<Skus> {
     let (text, from) = match path {
@@ -55,100 +52,219 @@ pub fn load_profiles(path: Option<&std::path::Path>) -> anyhow::Result<Profiles>
     Ok(Profiles::parse(&text)?)
 }
 
+/// The appliance with everything but its sockets: the store, the lifecycle and its timeout
+/// sweeper, the boot journal and its writer, what nodes boot, and the state the HTTP router
+/// serves from. `up` binds the sockets and serves from it; tests drive its router in process.
+pub struct Appliance {
+    pub config: Config,
+    /// The configured limits, kept within the open-file limit.
+    pub limits: crate::config::Limits,
+    pub pool: store::Pool,
+    pub journal: store::Pool,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub boot: Arc<BootContext>,
+    /// What the HTTP router serves from.
+    pub state: http::AppState,
+    pub interfaces: Vec<Interface>,
+    pub advertise: Option<Ipv4Addr>,
+    /// Whether a node boots from its own disk, as the lifecycle says: for DHCP.
+    pub boots_locally: LocalBoot,
+    tasks: JoinSet<()>,
+    event_task: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl Appliance {
+    /// Opens what the appliance runs on: provides what nodes need and is missing (first
+    /// start), opens the store, starts the lifecycle's timeout sweeper (stopped by `shutdown`).
+    /// `http_port` and `https_port` are where the sockets `up` bound listen, for URLs.
+    pub async fn open(
+        config: Config,
+        http_port: u16,
+        https_port: Option<u16>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Appliance> {
+        let pool = store::open(&config.data_dir, config.store_sync).await?;
+        info!(data_dir = %config.data_dir.display(), "store open");
+        let metrics = Arc::new(Metrics::default());
+        let health = Health::new(metrics.clone());
+        let limits = limits_for_open_files(&config.limits);
+        let mut tasks = JoinSet::new();
+
+        let interfaces = config
+            .interfaces
+            .iter()
+            .map(|name| {
+                Ok(Interface {
+                    name: name.clone(),
+                    net: net::interface_ipv4(name)?,
+                })
+            })
+            .collect::<Result<Vec<_>, net::NetError>>()?;
+        let advertise = config.advertise.or(interfaces.first().map(|i| i.addr()));
+
+        // What nodes need and is missing: fetched or built now (first start), or said, with
+        // how to import it, when it cannot be had.
+        let needs = crate::provide::Needs {
+            firmware_dir: config.firmware_dir.clone(),
+            data_dir: config.data_dir.clone(),
+            cache_dir: config.cache_dir.clone(),
+            offline: config.offline,
+            discovery_given: config.discovery.kernel.is_some(),
+        };
+        tokio::task::spawn_blocking(move || crate::provide::provide(&needs)).await?;
+        let firmware = FirmwareSet::load(&config.firmware_dir)?;
+        if firmware.is_empty() {
+            warn!(dir = %config.firmware_dir.display(), "no network-boot firmware to serve (`provisioner firmware fetch`, or `provisioner firmware import DIR`)");
+        }
+        let artifacts = ArtifactStore::open(&config.data_dir)?;
+        let discovery = import_discovery(&config, &artifacts).await?;
+
+        let skus = load_skus(config.skus.as_deref())?;
+        let profiles = load_profiles(config.burnin_profiles.as_deref())?;
+        let new_nodes = NewNodes::new(&limits, metrics.limits.clone());
+        let lifecycle = Lifecycle::open(
+            pool.clone(),
+            skus,
+            profiles,
+            config.timeouts.clone(),
+            new_nodes,
+        )
+        .await?;
+        info!(skus_version = lifecycle.skus().version, "lifecycle ready");
+        let sweep_every = config.sweep_every;
+        tasks.spawn(supervise("timeouts", health.clone(), shutdown.clone(), {
+            let (lifecycle, token) = (lifecycle.clone(), shutdown.clone());
+            move |ready| {
+                let (lifecycle, token) = (lifecycle.clone(), token.clone());
+                async move {
+                    ready.serving();
+                    lifecycle.run_timeouts(sweep_every, token).await;
+                    Ok(())
+                }
+            }
+        }));
+
+        let journal = store::open_journal(&config.data_dir).await?;
+        let (events, event_writer) = Events::new(
+            journal.clone(),
+            Neighbors::default(),
+            limits.events_per_node,
+        );
+        let event_task = tokio::spawn(event_writer);
+
+        let boots_locally = {
+            let lifecycle = lifecycle.clone();
+            LocalBoot::new(move |mac| lifecycle.boot_target(mac) == BootTarget::LocalDisk)
+        };
+        let boot = Arc::new(BootContext {
+            firmware,
+            artifacts,
+            discovery,
+            advertise,
+            http_port,
+            lifecycle,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let state = http::AppState {
+            store: pool.clone(),
+            metrics: metrics.clone(),
+            events,
+            journal: journal.clone(),
+            boot: boot.clone(),
+            checklists: Arc::new(crate::checklist::Templates::shipped()?),
+            shutdown: shutdown.clone(),
+            web: Arc::new(http::web::Guard::new(https_port, &limits)),
+            conns: http::conns::Conns::new(&limits, metrics.clone()),
+            health: health.clone(),
+        };
+        Ok(Appliance {
+            config,
+            limits,
+            pool,
+            journal,
+            metrics,
+            health,
+            boot,
+            state,
+            interfaces,
+            advertise,
+            boots_locally,
+            tasks,
+            event_task,
+            shutdown,
+        })
+    }
+
+    /// The HTTP router, as the listeners serve it.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Waits, after `shutdown` was cancelled, for every task to end and the journal to take
+    /// what is queued; then closes the store.
+    pub async fn close(self) {
+        let Appliance {
+            mut tasks,
+            event_task,
+            state,
+            boot,
+            journal,
+            pool,
+            ..
+        } = self;
+        while tasks.join_next().await.is_some() {}
+        // Every sender is gone with its server: the writer drains what is queued and ends.
+        drop((state, boot));
+        let _ = event_task.await;
+        journal.close().await;
+        pool.close().await;
+    }
+}
+
 /// Runs the appliance until `shutdown` is cancelled. Each server is bound here first, so a
 /// port that cannot be had stops start-up with its reason; from then on each runs under a
 /// supervisor (`crate::supervise`) that starts it again if it stops.
 pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = store::open(&config.data_dir, config.store_sync).await?;
-    info!(data_dir = %config.data_dir.display(), "store open");
-    let metrics = Arc::new(Metrics::default());
-    let health = Health::new(metrics.clone());
-    let limits = limits_for_open_files(&config.limits);
-    let mut tasks = JoinSet::new();
-
-    let interfaces = config
-        .interfaces
-        .iter()
-        .map(|name| {
-            Ok(Interface {
-                name: name.clone(),
-                net: net::interface_ipv4(name)?,
-            })
-        })
-        .collect::<Result<Vec<_>, net::NetError>>()?;
-    let advertise = config.advertise.or(interfaces.first().map(|i| i.addr()));
-
-    let firmware = FirmwareSet::load(&config.firmware_dir)?;
-    if firmware.is_empty() {
-        warn!(dir = %config.firmware_dir.display(), "no network-boot firmware to serve (fetch it with `just firmware`)");
-    }
-    let artifacts = ArtifactStore::open(&config.data_dir)?;
-    let discovery = import_discovery(&config, &artifacts).await?;
-
-    let skus = load_skus(config.skus.as_deref())?;
-    let profiles = load_profiles(config.burnin_profiles.as_deref())?;
-    let new_nodes = NewNodes::new(&limits, metrics.limits.clone());
-    let lifecycle = Lifecycle::open(
-        pool.clone(),
-        skus,
-        profiles,
-        config.timeouts.clone(),
-        new_nodes,
-    )
-    .await?;
-    info!(skus_version = lifecycle.skus().version, "lifecycle ready");
-    tasks.spawn(supervise("timeouts", health.clone(), shutdown.clone(), {
-        let (lifecycle, token) = (lifecycle.clone(), shutdown.clone());
-        move |ready| {
-            let (lifecycle, token) = (lifecycle.clone(), token.clone());
-            async move {
-                ready.serving();
-                lifecycle.run_timeouts(TIMEOUT_CHECK, token).await;
-                Ok(())
-            }
-        }
-    }));
-
-    let journal = store::open_journal(&config.data_dir).await?;
-    let (events, event_writer) = Events::new(
-        journal.clone(),
-        Neighbors::default(),
-        limits.events_per_node,
-    );
-    let event_task = tokio::spawn(event_writer);
-
-    let boots_locally = {
-        let lifecycle = lifecycle.clone();
-        LocalBoot::new(move |mac| lifecycle.boot_target(mac) == BootTarget::LocalDisk)
-    };
-
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_listen))?;
     let http_addr = http_listener.local_addr()?;
-    let boot = Arc::new(BootContext {
-        firmware,
-        artifacts,
-        discovery,
-        advertise,
-        http_port: http_addr.port(),
-        lifecycle,
-        runtime: tokio::runtime::Handle::current(),
-    });
-    let (mut https, mut https_port) = (None, None);
+    let mut https = None;
     if let Some(addr) = config.https_listen {
-        let names = http::tls::names(advertise, addr);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTPS on {addr}"))?;
+        let https_addr = listener.local_addr()?;
+        https = Some((listener, https_addr));
+    }
+    let tftp_socket = std::net::UdpSocket::bind(config.tftp_listen).with_context(|| {
+        format!(
+            "cannot listen for TFTP on {} (port 69 needs root; --tftp-listen picks another)",
+            config.tftp_listen
+        )
+    })?;
+    let tftp_addr = tftp_socket.local_addr()?;
+
+    let mut app = Appliance::open(
+        config,
+        http_addr.port(),
+        https.as_ref().map(|(_, a)| a.port()),
+        shutdown.clone(),
+    )
+    .await?;
+    let config = app.config.clone();
+    let (health, metrics) = (app.health.clone(), app.metrics.clone());
+
+    if let Some((listener, addr)) = https {
+        let names = http::tls::names(app.advertise, addr);
         let (tls, source) = http::tls::config(
             config.tls_cert.as_deref(),
             config.tls_key.as_deref(),
             &config.data_dir,
             &names,
         )?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for HTTPS on {addr}"))?;
-        let https_addr = listener.local_addr()?;
-        https = Some((listener, https_addr, tls));
         match source {
             http::tls::Source::Made(p) => info!(cert = %p.display(), names = ?names,
                 "made a self-signed HTTPS certificate: trust it or replace it (tls_cert, tls_key)"),
@@ -156,24 +272,8 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
                 info!(cert = %p.display(), "HTTPS certificate")
             }
         }
-        https_port = Some(https_addr.port());
-        info!(addr = %https_addr, "HTTPS listening");
-    }
-    let state = http::AppState {
-        store: pool.clone(),
-        metrics: metrics.clone(),
-        events: events.clone(),
-        journal: journal.clone(),
-        boot: boot.clone(),
-        checklists: Arc::new(crate::checklist::Templates::shipped()?),
-        shutdown: shutdown.clone(),
-        web: Arc::new(http::web::Guard::new(https_port, &limits)),
-        conns: http::conns::Conns::new(&limits, metrics.clone()),
-        health: health.clone(),
-    };
-    if let Some((listener, addr, tls)) = https {
-        let (state, token) = (state.clone(), shutdown.clone());
-        tasks.spawn(supervise_listener(
+        let (state, token) = (app.state.clone(), shutdown.clone());
+        app.tasks.spawn(supervise_listener(
             "https",
             health.clone(),
             shutdown.clone(),
@@ -181,9 +281,10 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
             addr,
             move |l| http::tls::serve(l, tls.clone(), state.clone(), token.clone()),
         ));
+        info!(addr = %addr, "HTTPS listening");
     }
-    let token = shutdown.clone();
-    tasks.spawn(supervise_listener(
+    let (state, token) = (app.state.clone(), shutdown.clone());
+    app.tasks.spawn(supervise_listener(
         "http",
         health.clone(),
         shutdown.clone(),
@@ -193,23 +294,18 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
     ));
     info!(addr = %http_addr, "HTTP listening");
 
-    let tftp_socket = std::net::UdpSocket::bind(config.tftp_listen).with_context(|| {
-        format!(
-            "cannot listen for TFTP on {} (port 69 needs root; --tftp-listen picks another)",
-            config.tftp_listen
-        )
-    })?;
-    let tftp_addr = tftp_socket.local_addr()?;
-    let mtu = interfaces
+    let mtu = app
+        .interfaces
         .iter()
         .filter_map(|i| net::interface_mtu(&i.name))
         .min()
         .unwrap_or(1500);
-    let tftp_limits = tftp::TftpLimits::new(tftp::blksize_for_mtu(mtu), &limits, metrics.clone());
+    let tftp_limits =
+        tftp::TftpLimits::new(tftp::blksize_for_mtu(mtu), &app.limits, metrics.clone());
     {
-        let (boot, events, token) = (boot.clone(), events.clone(), shutdown.clone());
+        let (boot, events, token) = (app.boot.clone(), app.state.events.clone(), shutdown.clone());
         let mut first = Some(tftp_socket);
-        tasks.spawn(supervise(
+        app.tasks.spawn(supervise(
             "tftp",
             health.clone(),
             shutdown.clone(),
@@ -239,11 +335,11 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
 
     let dhcp_setup = DhcpSetup {
         config: config.clone(),
-        pool: pool.clone(),
-        interfaces,
-        advertise,
+        pool: app.pool.clone(),
+        interfaces: app.interfaces.clone(),
+        advertise: app.advertise,
         http_port: http_addr.port(),
-        boots_locally,
+        boots_locally: app.boots_locally.clone(),
     };
     if let Some((server, listeners)) = dhcp_setup.server().await? {
         info!(
@@ -253,15 +349,10 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
             subnets = server.table.subnets().len(),
             "DHCP serving"
         );
-        let (pool, metrics, events, token) = (
-            pool.clone(),
-            metrics.clone(),
-            events.clone(),
-            shutdown.clone(),
-        );
+        let (pool, events, token) = (app.pool.clone(), app.state.events.clone(), shutdown.clone());
         let setup = Arc::new(dhcp_setup);
         let mut first = Some((server, listeners));
-        tasks.spawn(supervise(
+        app.tasks.spawn(supervise(
             "dhcp",
             health.clone(),
             shutdown.clone(),
@@ -291,15 +382,10 @@ pub async fn up(config: Config, shutdown: CancellationToken) -> anyhow::Result<(
             },
         ));
     }
-    drop(events);
 
-    shutdown.cancelled().await;
+    app.shutdown.cancelled().await;
     info!("shutting down");
-    while tasks.join_next().await.is_some() {}
-    // Every sender is gone with its server: the writer drains what is queued and ends.
-    let _ = event_task.await;
-    journal.close().await;
-    pool.close().await;
+    app.close().await;
     info!("stopped");
     Ok(())
 }

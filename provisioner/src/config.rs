@@ -39,6 +39,10 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tftp_listen: Option<SocketAddr>,
     pub firmware_dir: Option<PathBuf>,
+    /// Downloaded packages and apt state (default DATA_DIR/cache).
+    pub cache_dir: Option<PathBuf>,
+    /// Fetch nothing: missing firmware and images are imported by hand.
+    pub offline: Option<bool>,
     #[serde(default)]
     pub discovery: DiscoveryFile,
     #[serde(default)]
@@ -177,6 +181,9 @@ pub struct LifecycleFile {
     /// as `"15m"`; a step not named keeps its default.
     #[serde(default)]
     pub timeouts: std::collections::BTreeMap<String, String>,
+    /// How often the timeouts are checked (default `"5s"`): a step fails at most this long
+    /// after its timeout.
+    pub sweep_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +274,9 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub tftp_listen: Option<SocketAddr>,
     pub firmware_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    /// `--offline`: set, it wins over the file.
+    pub offline: bool,
     pub discovery_kernel: Option<PathBuf>,
     pub discovery_initrd: Option<PathBuf>,
     pub discovery_cmdline: Option<String>,
@@ -284,12 +294,15 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub tftp_listen: SocketAddr,
     pub firmware_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub offline: bool,
     pub discovery: DiscoveryFile,
     pub dhcp: DhcpConfig,
     pub store_sync: SyncMode,
     pub skus: Option<PathBuf>,
     pub burnin_profiles: Option<PathBuf>,
     pub timeouts: crate::lifecycle::Timeouts,
+    pub sweep_every: std::time::Duration,
     pub limits: Limits,
 }
 
@@ -379,6 +392,19 @@ fn timeouts(
     Ok(t)
 }
 
+/// The timeout sweeper's interval: 5 s unless the file says, between 100 ms and an hour.
+fn sweep_every(given: Option<&str>) -> Result<std::time::Duration, ConfigError> {
+    let Some(text) = given else {
+        return Ok(std::time::Duration::from_secs(5));
+    };
+    let key = "lifecycle.sweep_every";
+    let d = humantime::parse_duration(text).map_err(|e| invalid(key, format!("`{text}`: {e}")))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(3600) {
+        return Err(invalid(key, "must be between 100ms and 1h"));
+    }
+    Ok(d)
+}
+
 impl Config {
     pub fn merge(file: FileConfig, flags: Overrides) -> Result<Config, ConfigError> {
         let interfaces = if flags.interfaces.is_empty() {
@@ -402,11 +428,17 @@ impl Config {
                 )
             })),
         };
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./var"));
         let config = Config {
-            data_dir: flags
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./var")),
+            cache_dir: flags
+                .cache_dir
+                .or(file.cache_dir)
+                .unwrap_or_else(|| data_dir.join("cache")),
+            offline: flags.offline || file.offline.unwrap_or(false),
+            data_dir,
             interfaces,
             advertise: flags.advertise.or(file.advertise),
             http_listen: flags
@@ -434,6 +466,7 @@ impl Config {
             skus: file.lifecycle.skus,
             burnin_profiles: file.lifecycle.burnin_profiles,
             timeouts: timeouts(&file.lifecycle.timeouts)?,
+            sweep_every: sweep_every(file.lifecycle.sweep_every.as_deref())?,
             limits: file.limits,
         };
         config.validate()?;

@@ -66,35 +66,51 @@ pub struct FirmwareSet {
     files: BTreeMap<String, Firmware>,
 }
 
+/// The entries of `dir`'s `manifest.toml` (or of the shipped manifest), each a plain name;
+/// and how the manifest is named in messages.
+pub fn manifest(dir: &Path) -> Result<(Vec<Entry>, String), FirmwareError> {
+    let manifest_path = dir.join("manifest.toml");
+    let (text, shown) = match std::fs::read_to_string(&manifest_path) {
+        Ok(t) => (t, manifest_path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            SHIPPED_MANIFEST.to_string(),
+            "(shipped manifest)".to_string(),
+        ),
+        Err(source) => {
+            return Err(FirmwareError::Read {
+                path: manifest_path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let manifest: Manifest = toml::from_str(&text).map_err(|e| FirmwareError::Manifest {
+        path: shown.clone(),
+        source: Box::new(e),
+    })?;
+    if let Some(bad) = manifest.binary.iter().find(|e| !is_plain_name(&e.name)) {
+        return Err(FirmwareError::BadEntry {
+            path: shown,
+            reason: format!("`{}` is not a plain file name", bad.name),
+        });
+    }
+    Ok((manifest.binary, shown))
+}
+
+/// The entries of `dir`'s manifest whose file is missing there or does not match its pin.
+pub fn missing(dir: &Path) -> Result<Vec<Entry>, FirmwareError> {
+    Ok(manifest(dir)?
+        .0
+        .into_iter()
+        .filter(|e| !sha256_file(&dir.join(&e.name)).is_ok_and(|(sha, _)| sha == e.sha256))
+        .collect())
+}
+
 impl FirmwareSet {
     /// Checks `dir` against its `manifest.toml` (or the shipped manifest).
     pub fn load(dir: &Path) -> Result<FirmwareSet, FirmwareError> {
-        let manifest_path = dir.join("manifest.toml");
-        let (text, shown) = match std::fs::read_to_string(&manifest_path) {
-            Ok(t) => (t, manifest_path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-                SHIPPED_MANIFEST.to_string(),
-                "(shipped manifest)".to_string(),
-            ),
-            Err(source) => {
-                return Err(FirmwareError::Read {
-                    path: manifest_path.display().to_string(),
-                    source,
-                });
-            }
-        };
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| FirmwareError::Manifest {
-            path: shown.clone(),
-            source: Box::new(e),
-        })?;
+        let (entries, _) = manifest(dir)?;
         let mut files = BTreeMap::new();
-        for entry in manifest.binary {
-            if !is_plain_name(&entry.name) {
-                return Err(FirmwareError::BadEntry {
-                    path: shown,
-                    reason: format!("`{}` is not a plain file name", entry.name),
-                });
-            }
+        for entry in entries {
             let path = dir.join(&entry.name);
             if !stays_inside(dir, &path) {
                 error!(name = %entry.name, "firmware is a link that leaves the firmware directory; it will not be served");
@@ -119,7 +135,7 @@ impl FirmwareSet {
                 ),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => warn!(
                     name = %entry.name, dir = %dir.display(),
-                    "firmware missing (fetch it with `just firmware`); it will not be served"
+                    "firmware missing (`provisioner firmware fetch`, or `provisioner firmware import DIR` offline); it will not be served"
                 ),
                 Err(e) => error!(name = %entry.name, error = %e, "cannot read firmware"),
             }

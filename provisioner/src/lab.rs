@@ -225,6 +225,8 @@ fn spawn_appliance(
         .arg(&exe)
         .args([
             "up",
+            // The lab's network reaches nothing outside: what nodes need is given below.
+            "--offline",
             "--interface",
             "br0",
             "--dhcp",

@@ -17,6 +17,7 @@ pub mod lab;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod provide;
 pub mod store;
 pub mod supervise;
 pub mod tftp;

@@ -41,9 +41,56 @@ enum Command {
     /// Burn-in without an appliance: the plan a SKU runs, and a report judged by its profile.
     #[command(subcommand)]
     Burnin(BurninCommand),
-    /// Build the images nodes boot.
+    /// Build and import the images nodes boot.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The network-boot binaries of firmware/manifest.toml.
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum FirmwareCommand {
+    /// Fetch what is missing from the Debian packages the manifest names (each file checked
+    /// against its sha256 pin; packages kept in the cache).
+    Fetch {
+        #[command(flatten)]
+        dirs: FirmwareDirs,
+    },
+    /// Import the manifest's files from a folder carried in (offline): each must match its
+    /// pin, or nothing is imported.
+    Import {
+        from: PathBuf,
+        #[command(flatten)]
+        dirs: FirmwareDirs,
+    },
+}
+
+#[derive(clap::Args)]
+struct FirmwareDirs {
+    /// Network-boot binaries and their manifest.toml, as `up` finds them (default ./firmware).
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_FIRMWARE_DIR")]
+    firmware_dir: Option<PathBuf>,
+    /// Where downloaded packages are kept (default DATA_DIR/cache).
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl FirmwareDirs {
+    fn config(self) -> anyhow::Result<Config> {
+        let file = FileConfig::load(self.store.config.as_deref())?;
+        Ok(Config::merge(
+            file,
+            Overrides {
+                data_dir: self.store.data_dir,
+                firmware_dir: self.firmware_dir,
+                cache_dir: self.cache_dir,
+                ..Overrides::default()
+            },
+        )?)
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -51,6 +98,14 @@ enum ImageCommand {
     /// The kernel and initramfs every new node boots for inspection, from Debian packages
     /// (apt-get download) and the node agent; imported into the artifact store.
     BuildDiscovery(BuildDiscoveryArgs),
+    /// Import a discovery image built elsewhere (a folder with vmlinuz, initrd.img and
+    /// discovery.json, as `build-discovery --out DIR` writes it): every file is checked
+    /// against the manifest; it becomes the image `up` serves.
+    Import {
+        from: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -188,10 +243,10 @@ enum TokenCommand {
 #[derive(clap::Args)]
 struct StoreArgs {
     /// TOML configuration file (default: ./provisioner.toml if present).
-    #[arg(long)]
+    #[arg(long, env = "PROVISIONER_CONFIG")]
     config: Option<PathBuf>,
     /// Where the store lives (default ./var).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
 
@@ -253,11 +308,17 @@ struct LabArgs {
 #[derive(clap::Args)]
 struct UpArgs {
     /// TOML configuration file (default: ./provisioner.toml if present).
-    #[arg(long)]
+    #[arg(long, env = "PROVISIONER_CONFIG")]
     config: Option<PathBuf>,
     /// Where the store and generated files live (default ./var).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Downloaded packages and apt state, kept between starts (default DATA_DIR/cache).
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Fetch nothing: a missing part is said, with how to import it, and left out.
+    #[arg(long)]
+    offline: bool,
     /// A provisioning interface DHCP serves; repeat for several. None: DHCP stays off.
     #[arg(long = "interface", value_name = "NAME")]
     interfaces: Vec<String>,
@@ -271,7 +332,7 @@ struct UpArgs {
     #[arg(long, value_name = "IP")]
     advertise: Option<Ipv4Addr>,
     /// HTTP listen address (default 0.0.0.0:8080).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "PROVISIONER_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
     /// Serve the pages and the API over HTTPS too, on this address (off by default). Browsers
     /// keep the login cookie over plain HTTP only for localhost.
@@ -285,10 +346,10 @@ struct UpArgs {
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// TFTP listen address (default 0.0.0.0:69).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "PROVISIONER_TFTP_LISTEN")]
     tftp_listen: Option<SocketAddr>,
     /// Network-boot binaries and their manifest.toml (default ./firmware).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_FIRMWARE_DIR")]
     firmware_dir: Option<PathBuf>,
     /// Kernel of the discovery image every new node boots.
     #[arg(long, value_name = "PATH")]
@@ -312,6 +373,53 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match cli.command {
+        Command::Firmware(FirmwareCommand::Fetch { dirs }) => {
+            let config = dirs.config()?;
+            let missing = provisioner::firmware::missing(&config.firmware_dir)?;
+            if missing.is_empty() {
+                println!(
+                    "firmware: every file of the manifest is in {}",
+                    config.firmware_dir.display()
+                );
+                return Ok(());
+            }
+            provisioner::provide::fetch_firmware(
+                &config.firmware_dir,
+                &config.cache_dir,
+                &missing,
+                &std::env::var("DEBIAN_MIRROR")
+                    .unwrap_or_else(|_| provisioner::provide::DEFAULT_MIRROR.to_string()),
+            )?;
+            for e in &missing {
+                println!("firmware: {} ok ({} {})", e.name, e.package, e.version);
+            }
+            Ok(())
+        }
+        Command::Firmware(FirmwareCommand::Import { from, dirs }) => {
+            let config = dirs.config()?;
+            for name in provisioner::provide::import_firmware(&from, &config.firmware_dir)? {
+                println!(
+                    "firmware: {name} imported into {}",
+                    config.firmware_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Image(ImageCommand::Import { from, store }) => {
+            let config = store.config()?;
+            let img = provisioner::provide::import_discovery(&from, &config.data_dir)?;
+            let store = provisioner::artifacts::ArtifactStore::open(&config.data_dir)?;
+            let (kernel, initrd) = (store.import(&img.kernel)?, store.import(&img.initrd)?);
+            println!(
+                "discovery image imported into {}: kernel {} ({} {}), initrd {}",
+                img.kernel.parent().unwrap_or(&config.data_dir).display(),
+                kernel.sha256,
+                img.manifest.kernel.package,
+                img.manifest.kernel.version,
+                initrd.sha256
+            );
+            Ok(())
+        }
         Command::Image(ImageCommand::BuildDiscovery(args)) => {
             let built = provisioner::image::build_discovery(&provisioner::image::BuildOptions {
                 out: args.out,
@@ -403,6 +511,8 @@ fn main() -> anyhow::Result<()> {
                     tls_key: args.tls_key,
                     tftp_listen: args.tftp_listen,
                     firmware_dir: args.firmware_dir,
+                    cache_dir: args.cache_dir,
+                    offline: args.offline,
                     discovery_kernel: args.discovery_kernel,
                     discovery_initrd: args.discovery_initrd,
                     discovery_cmdline: args.discovery_cmdline,

@@ -49,7 +49,7 @@ def appliance(binary, work, pxe):
                 f'range = "{POOL[0]}-{POOL[1]}"\nlease_time = 3600\n')
     data = os.path.join(work, "appliance-data")
     shutil.rmtree(data, ignore_errors=True)
-    return dhcp_server("appliance", [binary, "up", "--config", conf, "--data-dir", data], work)
+    return dhcp_server("appliance", [binary, "up", "--offline", "--config", conf, "--data-dir", data], work)
 
 
 def kea(work, pxe):

@@ -42,7 +42,7 @@ def appliance(binary, work, root, files, ready_s):
     open(os.path.join(fw, "manifest.toml"), "w").close()  # no firmware: only the artifacts
     data = os.path.join(work, "appliance-data")
     shutil.rmtree(data, ignore_errors=True)
-    argv = [binary, "up", "--data-dir", data, "--firmware-dir", fw,
+    argv = [binary, "up", "--offline", "--data-dir", data, "--firmware-dir", fw,
             "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off",
             "--discovery-kernel", os.path.join(root, BIG), "--discovery-initrd", os.path.join(root, SMALL)]
     server = benchlib.Server("appliance", argv, work, lambda s: "HTTP listening" in s.log_text(),

@@ -86,7 +86,7 @@ def main():
             f.write(f"[limits]\nnew_nodes_per_peer_per_minute = {args.nodes}\n"
                     f"new_nodes_per_minute = {max(args.nodes, 5000)}\n")
         app = subprocess.Popen(
-            [BINARY, "up", "--config", conf, "--data-dir", data, "--http-listen", "127.0.0.1:0",
+            [BINARY, "up", "--offline", "--config", conf, "--data-dir", data, "--http-listen", "127.0.0.1:0",
              "--tftp-listen", "127.0.0.1:0", "--firmware-dir", os.path.join(work, "fw"),
              "--discovery-kernel", os.path.join(work, "vmlinuz"),
              "--discovery-initrd", os.path.join(work, "initrd.img")],

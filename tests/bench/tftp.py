@@ -51,7 +51,7 @@ def appliance(binary, work, root, files):
     conf = os.path.join(work, "provisioner.toml")
     with open(conf, "w") as f:
         f.write("[limits]\ntftp_transfers_per_client = 1024\n")
-    argv = [binary, "up", "--config", conf, "--data-dir", data, "--firmware-dir", root,
+    argv = [binary, "up", "--offline", "--config", conf, "--data-dir", data, "--firmware-dir", root,
             "--http-listen", f"{SERVER_IP}:8080", "--tftp-listen", f"{SERVER_IP}:69", "--dhcp", "off"]
     return benchlib.Server("appliance", argv, work, lambda s: "TFTP serving" in s.log_text(),
                            ns=NET.srv)

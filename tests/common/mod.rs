@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod nvidia;
 pub mod site;
 
@@ -14,45 +15,32 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Whether lab prerequisites are present. In CI (`CI=true`) a missing one fails the test;
-/// elsewhere the test is skipped with a line saying what to install.
-pub fn require(tools: &[(&str, &str)]) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root (network namespaces)".to_string());
-    }
-    for (bin, package) in tools {
-        if which(bin).is_none() {
-            missing.push(format!("{bin} (apt-get install {package})"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("lab prerequisites missing: {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+/// Checks a lab test's prerequisites: root and `tools` (program, Debian package). Such a test
+/// is marked `#[cfg_attr(not(lab), ignore = "...")]` (see `provisioner/build.rs`), so it runs
+/// only as root or in CI; a program missing then fails it, naming the package to install.
+pub fn require(tools: &[(&str, &str)]) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this lab test needs root (network namespaces): run it as root, as CI does"
+    );
+    require_tools(tools);
 }
 
-/// Like `require`, for tests that need the tools but not root.
-pub fn require_tools(tools: &[(&str, &str)]) -> bool {
+/// Checks that `tools` (program, Debian package) are installed; a missing one fails the test,
+/// naming its package. Tests that need them are marked `#[cfg_attr(not(tool = "..."),
+/// ignore = ...)]`, so this fails only where the build saw them and they have gone since, or in
+/// CI, where every one must be installed.
+pub fn require_tools(tools: &[(&str, &str)]) {
     let missing: Vec<String> = tools
         .iter()
         .filter(|(bin, _)| which(bin).is_none())
         .map(|(bin, package)| format!("{bin} (apt-get install {package})"))
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("test prerequisites missing: {}", missing.join(", "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    assert!(
+        missing.is_empty(),
+        "test prerequisites missing: {}",
+        missing.join(", ")
+    );
 }
 
 pub fn which(bin: &str) -> Option<PathBuf> {
@@ -323,17 +311,18 @@ pub fn node_image() -> (PathBuf, PathBuf) {
     (out.join("vmlinuz"), out.join("initrd.img"))
 }
 
-/// The firmware set, fetched from Debian's ipxe package if not yet present.
+/// The firmware set, fetched from Debian's ipxe package if not yet present (the packages kept
+/// in target/provisioner-cache, so nothing is downloaded twice).
 pub fn firmware_dir() -> PathBuf {
     let dir = workspace().join("firmware");
-    let names = ["undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"];
-    if names.iter().any(|n| !dir.join(n).is_file()) {
-        let status = Command::new("bash")
-            .arg(dir.join("fetch.sh"))
-            .status()
-            .expect("run firmware/fetch.sh");
-        assert!(status.success(), "firmware/fetch.sh failed");
-    }
+    let status = Command::new(appliance())
+        .args(["firmware", "fetch", "--firmware-dir"])
+        .arg(&dir)
+        .arg("--cache-dir")
+        .arg(workspace().join("target/provisioner-cache"))
+        .status()
+        .expect("run provisioner firmware fetch");
+    assert!(status.success(), "provisioner firmware fetch failed");
     dir
 }
 
@@ -492,12 +481,14 @@ impl Drop for Running {
     }
 }
 
-/// Flags that put the appliance's HTTP and TFTP on free loopback ports.
-pub const ON_LOOPBACK: [&str; 4] = [
+/// Flags that put the appliance's HTTP and TFTP on free loopback ports, and keep it from
+/// fetching what a test does not give it.
+pub const ON_LOOPBACK: [&str; 5] = [
     "--http-listen",
     "127.0.0.1:0",
     "--tftp-listen",
     "127.0.0.1:0",
+    "--offline",
 ];
 
 /// The sha256 of a file, by the system's `sha256sum` (a check independent of our own).

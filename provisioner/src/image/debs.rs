@@ -189,6 +189,16 @@ pub fn fetch(cache: &Path, package: &str) -> Result<Deb, DebError> {
 /// Downloads into a private folder first, so an interrupted download leaves no partial file
 /// under the name the cache trusts.
 fn download(cache: &Path, package: &str, version: &str, dest: &Path) -> Result<(), DebError> {
+    download_with(cache, package, version, dest, &[])
+}
+
+fn download_with(
+    cache: &Path,
+    package: &str,
+    version: &str,
+    dest: &Path,
+    apt_options: &[String],
+) -> Result<(), DebError> {
     info!(%package, %version, "downloading");
     let partial = tempfile::Builder::new()
         .prefix(".download-")
@@ -198,17 +208,125 @@ fn download(cache: &Path, package: &str, version: &str, dest: &Path) -> Result<(
             source,
         })?;
     let mut cmd = Command::new("apt-get");
-    cmd.current_dir(partial.path()).args(["download", "-q"]);
+    cmd.current_dir(partial.path())
+        .args(apt_options)
+        .args(["download", "-q"]);
     if nix::unistd::geteuid().is_root() {
         // As root apt drops to _apt, which cannot write here, and warns; it is our folder.
         cmd.args(["-o", "APT::Sandbox::User=root"]);
     }
     run("apt-get", cmd.arg(format!("{package}={version}")))?;
-    let got = partial.path().join(dest.file_name().unwrap_or_default());
-    std::fs::rename(&got, dest).map_err(|source| DebError::Cache {
+    // apt names the file itself; with a pinned version and an unknown architecture the
+    // caller's guess may differ, so take the one .deb the folder now holds.
+    let got = std::fs::read_dir(partial.path())
+        .map_err(|source| DebError::Cache {
+            path: partial.path().to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .unwrap_or_else(|| partial.path().join(dest.file_name().unwrap_or_default()));
+    let named = dest.with_file_name(got.file_name().unwrap_or_default());
+    std::fs::rename(&got, &named).map_err(|source| DebError::Cache {
         path: got.clone(),
         source,
     })
+}
+
+/// Debian's archive keyring: what a private apt state trusts.
+pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// An apt state of our own for exactly the suites a manifest names, signed by Debian's
+/// keyring: the host's sources are neither used nor changed.
+#[derive(Debug)]
+pub struct PrivateApt {
+    options: Vec<String>,
+}
+
+impl PrivateApt {
+    /// Prepares the state under `root` for `suites` of `mirror` and reads their indexes
+    /// (`apt-get update`: only what changed since the last time is fetched again).
+    pub fn open(root: &Path, mirror: &str, suites: &[String]) -> Result<PrivateApt, DebError> {
+        let cache_err = |source| DebError::Cache {
+            path: root.to_path_buf(),
+            source,
+        };
+        if !Path::new(DEBIAN_KEYRING).is_file() {
+            return Err(DebError::Spawn {
+                tool: "debian-archive-keyring",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{DEBIAN_KEYRING} is missing (apt-get install debian-archive-keyring)"),
+                ),
+            });
+        }
+        for d in ["lists/partial", "cache/archives/partial"] {
+            std::fs::create_dir_all(root.join(d)).map_err(cache_err)?;
+        }
+        let sources: String = suites
+            .iter()
+            .map(|s| format!("deb [signed-by={DEBIAN_KEYRING}] {mirror} {s} main\n"))
+            .collect();
+        let list = root.join("sources.list");
+        std::fs::write(&list, sources).map_err(cache_err)?;
+        let mut options = Vec::new();
+        for (k, v) in [
+            ("Dir::Etc::SourceList", list.display().to_string()),
+            ("Dir::Etc::SourceParts", "/dev/null".to_string()),
+            (
+                "Dir::State::Lists",
+                root.join("lists").display().to_string(),
+            ),
+            ("Dir::Cache", root.join("cache").display().to_string()),
+        ] {
+            options.push("-o".to_string());
+            options.push(format!("{k}={v}"));
+        }
+        if nix::unistd::geteuid().is_root() {
+            options.push("-o".to_string());
+            options.push("APT::Sandbox::User=root".to_string());
+        }
+        let apt = PrivateApt { options };
+        run(
+            "apt-get",
+            Command::new("apt-get")
+                .args(&apt.options)
+                .args(["update", "-q"]),
+        )?;
+        Ok(apt)
+    }
+
+    /// The `.deb` of `package` at exactly `version` in `cache`, downloaded if it is not
+    /// there yet.
+    pub fn fetch(&self, cache: &Path, package: &str, version: &str) -> Result<PathBuf, DebError> {
+        std::fs::create_dir_all(cache).map_err(|source| DebError::Cache {
+            path: cache.to_path_buf(),
+            source,
+        })?;
+        let prefix = format!("{package}_{}_", version.replace(':', "%3a"));
+        if let Some(found) = cached(cache, &prefix) {
+            return Ok(found);
+        }
+        // The architecture is in the name apt gives the file; "all" is a guess it corrects.
+        let dest = cache.join(format!("{prefix}all.deb"));
+        download_with(cache, package, version, &dest, &self.options)?;
+        cached(cache, &prefix).ok_or_else(|| DebError::UnknownPackage {
+            package: format!("{package}={version}"),
+            cache: cache.to_path_buf(),
+        })
+    }
+}
+
+/// The cached `.deb` whose name starts with `prefix`.
+fn cached(cache: &Path, prefix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(cache)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
+        })
 }
 
 /// One control field of a `.deb`.

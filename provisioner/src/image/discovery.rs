@@ -26,7 +26,8 @@ const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The agent and its libraries are read into every node's memory before it can report.
 pub const AGENT_LIMIT: u64 = 15_000_000;
-const AGENT_NAME: &str = "provisioner-agent";
+/// The agent's file name, beside `provisioner` and in the image's `/bin`.
+pub const AGENT_NAME: &str = "provisioner-agent";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

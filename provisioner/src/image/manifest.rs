@@ -163,44 +163,50 @@ fn checked(
 }
 
 #[cfg(test)]
+fn sha_of(data: &[u8]) -> Sha256 {
+    use sha2::Digest;
+    Sha256(sha2::Sha256::digest(data).into())
+}
+
+#[cfg(test)]
+/// A manifest for `kernel` and `initrd` as built files would have it (tests).
+pub(crate) fn sample(kernel: &[u8], initrd: &[u8]) -> DiscoveryManifest {
+    DiscoveryManifest {
+        kernel: KernelFile {
+            package: "linux-image-6.1.0-56-amd64".into(),
+            version: "6.1.192-2".into(),
+            release: "6.1.0-56-amd64".into(),
+            file: "vmlinuz".into(),
+            size: kernel.len() as u64,
+            sha256: sha_of(kernel),
+        },
+        initrd: ImageFile {
+            file: "initrd.img".into(),
+            size: initrd.len() as u64,
+            sha256: sha_of(initrd),
+        },
+        busybox: Package {
+            package: "busybox-static".into(),
+            version: "1:1.35.0-4+deb12u1+b1".into(),
+        },
+        agent: Agent {
+            size: 1,
+            sha256: sha_of(b"a"),
+            libraries: vec!["/lib64/ld-linux-x86-64.so.2".into()],
+        },
+        modules: Modules {
+            requested: vec!["virtio_net".into()],
+            load_order: vec!["failover".into(), "virtio_net".into()],
+        },
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sha(data: &[u8]) -> Sha256 {
-        use sha2::Digest;
-        Sha256(sha2::Sha256::digest(data).into())
-    }
-
-    fn manifest(kernel: &[u8], initrd: &[u8]) -> DiscoveryManifest {
-        DiscoveryManifest {
-            kernel: KernelFile {
-                package: "linux-image-6.1.0-56-amd64".into(),
-                version: "6.1.192-2".into(),
-                release: "6.1.0-56-amd64".into(),
-                file: "vmlinuz".into(),
-                size: kernel.len() as u64,
-                sha256: sha(kernel),
-            },
-            initrd: ImageFile {
-                file: "initrd.img".into(),
-                size: initrd.len() as u64,
-                sha256: sha(initrd),
-            },
-            busybox: Package {
-                package: "busybox-static".into(),
-                version: "1:1.35.0-4+deb12u1+b1".into(),
-            },
-            agent: Agent {
-                size: 1,
-                sha256: sha(b"a"),
-                libraries: vec!["/lib64/ld-linux-x86-64.so.2".into()],
-            },
-            modules: Modules {
-                requested: vec!["virtio_net".into()],
-                load_order: vec!["failover".into(), "virtio_net".into()],
-            },
-        }
-    }
+    use super::sample as manifest;
+    use super::sha_of as sha;
 
     fn write(data_dir: &Path, m: &DiscoveryManifest, kernel: &[u8], initrd: &[u8]) {
         let dir = default_dir(data_dir);

@@ -1,14 +1,17 @@
 //! Images the appliance builds for nodes to boot. Today the discovery image: the kernel and
 //! initramfs every new node boots for inspection (`provisioner image build-discovery`).
 
-mod debs;
+pub mod debs;
 mod discovery;
 pub mod initramfs;
 pub mod ldd;
 mod manifest;
 pub mod modules;
 
-pub use discovery::{AGENT_LIMIT, BuildError, BuildOptions, Built, build_discovery};
+pub use discovery::{AGENT_LIMIT, AGENT_NAME, BuildError, BuildOptions, Built, build_discovery};
 pub use manifest::{
     DiscoveryImage, DiscoveryManifest, MANIFEST, ManifestError, default_dir, load, load_default,
 };
+
+#[cfg(test)]
+pub(crate) use manifest::sample as manifest_for_tests;
