@@ -59,10 +59,12 @@ fn addr(base: &str) -> SocketAddr {
 /// boot. Another peer asking for the same MAC gets no token and supersedes nothing, so the
 /// node's own report is taken.
 #[test]
+#[cfg_attr(
+    not(tool = "curl"),
+    ignore = "needs curl (the packages .ci/run installs)"
+)]
 fn another_peer_cannot_take_a_nodes_agent_token() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
+    require_tools(&[("curl", "curl")]);
     let s = site_with(PLAN, |_| {}, &[]);
     let victim = "52:54:00:99:00:01";
     let url = format!("{}/boot/52-54-00-99-00-01.ipxe", s.base);
@@ -107,10 +109,12 @@ fn another_peer_cannot_take_a_nodes_agent_token() {
 /// real server takes its slot; a second claim on a serial-only slot stops both claimants for
 /// an operator.
 #[test]
+#[cfg_attr(
+    not(tool = "curl"),
+    ignore = "needs curl (the packages .ci/run installs)"
+)]
 fn a_second_claim_on_a_slot_goes_to_an_operator() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
+    require_tools(&[("curl", "curl")]);
     let s = site_with(PLAN, |_| {}, &[]);
     let impostor = "02:00:00:00:00:66";
     assert_eq!(inspect(&s.base, impostor, "LAB-SN-3"), "failed");
@@ -159,10 +163,12 @@ fn a_second_claim_on_a_slot_goes_to_an_operator() {
 /// written as iPXE commands is in the failure reason, and the script that says it holds no
 /// separator, condition or setting.
 #[test]
+#[cfg_attr(
+    not(tool = "curl"),
+    ignore = "needs curl (the packages .ci/run installs)"
+)]
 fn reported_text_never_becomes_ipxe_commands() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
+    require_tools(&[("curl", "curl")]);
     let s = site_with(PLAN, |_| {}, &[]);
     let mac = "02:00:00:00:00:55";
     let serial = "X ; chain http://127.0.0.1:9/pwn.ipxe ; echo && shell || ${net0/mac}";
@@ -204,10 +210,12 @@ fn reported_text_never_becomes_ipxe_commands() {
 /// whole request give way to new ones, and each is closed at the head deadline; meanwhile
 /// `/healthz` and a node's boot script are answered.
 #[test]
+#[cfg_attr(
+    not(tool = "curl"),
+    ignore = "needs curl (the packages .ci/run installs)"
+)]
 fn slow_clients_do_not_take_http_offline() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
+    require_tools(&[("curl", "curl")]);
     // The test holds its connections open: as many as this process may.
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
@@ -334,10 +342,12 @@ fn a_smuggled_request_is_refused_not_run() {
 /// and more than all the slots' worth of requests that never acknowledge anything give way
 /// to a real client, which gets its file.
 #[test]
+#[cfg_attr(
+    not(tool = "tftp"),
+    ignore = "needs tftp (the packages .ci/run installs)"
+)]
 fn tftp_requests_that_never_acknowledge_do_not_keep_out_a_real_client() {
-    if !require_tools(&[("tftp", "tftp-hpa")]) {
-        return;
-    }
+    require_tools(&[("tftp", "tftp-hpa")]);
     let (app, server, content, dir) = tftp_appliance(100_000);
     // The OACK leaves out a timeout of 255 s; it keeps the other options.
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -432,10 +442,12 @@ fn http_of(app: &Running) -> String {
 /// cannot vouch for are rate-limited (and say so in the script, the log and the metrics);
 /// other peers still boot theirs.
 #[test]
+#[cfg_attr(
+    not(tool = "curl"),
+    ignore = "needs curl (the packages .ci/run installs)"
+)]
 fn boot_requests_for_made_up_macs_are_rate_limited() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
+    require_tools(&[("curl", "curl")]);
     let (s, _conf) = site_limited("new_nodes_per_peer_per_minute = 5");
     let mut tokens = 0;
     let mut limited = 0;
@@ -522,10 +534,12 @@ fn live_streams_are_bounded_per_peer_and_kept_for_operators() {
 /// Issue 7: the checklist's CSV export quotes a field a spreadsheet would run as a formula,
 /// and concurrent sign-ins cannot slip past the throttle.
 #[test]
+#[cfg_attr(
+    not(tool = "curl"),
+    ignore = "needs curl (the packages .ci/run installs)"
+)]
 fn csv_fields_are_not_formulas_and_sign_ins_are_counted_before_they_are_checked() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
+    require_tools(&[("curl", "curl")]);
     let s = site_with(PLAN, |_| {}, &[]);
     s.cli(&[
         "checklist",

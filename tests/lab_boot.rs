@@ -124,14 +124,16 @@ fn assert_booted(node: &serde_json::Value, console: &str, kernel: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn a_bios_node_boots_from_the_appliance() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
         ("cpio", "cpio"),
-    ]) {
-        return;
-    }
+    ]);
     let (node, console, kernel, _dir) = boot("bios", "512");
     assert!(
         console.contains("iPXE"),
@@ -141,14 +143,16 @@ fn a_bios_node_boots_from_the_appliance() {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn a_uefi_node_gets_ipxe_over_tftp_by_its_architecture() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu ovmf"),
         ("cpio", "cpio"),
-    ]) {
-        return;
-    }
+    ]);
     if !require_firmware_file("/usr/share/OVMF/OVMF_CODE.fd", "ovmf") {
         return;
     }
@@ -176,14 +180,16 @@ fn a_uefi_node_gets_ipxe_over_tftp_by_its_architecture() {
 /// A Grace tray is arm64: AAVMF's PXE client must get the arm64 iPXE by its architecture
 /// (11), and the script must tell it, rather than boot it into, an x86-64 discovery image.
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn an_arm64_node_gets_arm64_ipxe_and_is_told_the_image_is_not_for_it() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("qemu-system-aarch64", "qemu-system-arm qemu-efi-aarch64"),
         ("cpio", "cpio"),
-    ]) {
-        return;
-    }
+    ]);
     if !require_firmware_file("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64") {
         return;
     }
@@ -221,14 +227,16 @@ fn an_arm64_node_gets_arm64_ipxe_and_is_told_the_image_is_not_for_it() {
 }
 
 #[test]
+#[cfg_attr(
+    not(lab),
+    ignore = "lab test: needs root (network namespaces, taps, QEMU) and the packages .ci/run installs"
+)]
 fn ctrl_c_removes_the_whole_lab() {
-    if !require(&[
+    require(&[
         ("ip", "iproute2"),
         ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
         ("cpio", "cpio"),
-    ]) {
-        return;
-    }
+    ]);
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (kernel, initrd) = node_image();
     let fw = firmware_dir();

@@ -1,14 +1,11 @@
-//! The lifecycle through its API, with curl against the appliance on loopback: agent tokens
+//! The lifecycle through its API, driven in process on the appliance's router: agent tokens
 //! bound to the node and the boot (missing, forged, replayed and foreign ones refused and
 //! recorded, changing nothing), inspection reports matched against an imported rack plan,
 //! operator actions behind an admin token, and a step that times out failing its node.
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::{ON_LOOPBACK, Running, appliance, require_tools};
+use common::inproc::{App, Resp};
 use serde_json::{Value, json};
 
 const A: &str = "52:54:00:aa:00:01";
@@ -21,20 +18,9 @@ lab,r1,a01,10,,52:54:00:aa:00:01,qemu-lab
 lab,r1,a01,20,SN-D,,hgx-b200
 ";
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    app: Running,
-    base: String,
-}
-
-impl Fixture {
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-}
-
+/// `provisioner ARGS` (the CLI on the same store): (success, stdout, stderr).
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(appliance())
+    let out = std::process::Command::new(common::appliance())
         .args(args)
         .output()
         .expect("run provisioner");
@@ -45,85 +31,36 @@ fn cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// The appliance with a rack plan imported and a config file of `config`.
-fn start(config: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let plan = dir.path().join("plan.csv");
-    std::fs::write(&plan, PLAN).unwrap();
-    let (ok, stdout, stderr) = cli(&[
-        "plan",
-        "import",
-        plan.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(ok, "{stderr}");
-    assert!(stdout.contains("2 slots imported"), "{stdout}");
-    for (name, bytes) in [("vmlinuz", 4096), ("initrd.img", 1024)] {
-        std::fs::write(dir.path().join(name), vec![7u8; bytes]).unwrap();
-    }
-    let config_file = dir.path().join("provisioner.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let p = |n: &str| dir.path().join(n).display().to_string();
-    let mut app = Running::start(
-        &[
-            &ON_LOOPBACK[..],
-            &[
-                "--config",
-                &p("provisioner.toml"),
-                "--data-dir",
-                &p("data"),
-                "--firmware-dir",
-                &p("no-firmware"),
-                "--discovery-kernel",
-                &p("vmlinuz"),
-                "--discovery-initrd",
-                &p("initrd.img"),
-            ],
-        ]
-        .concat(),
-    );
-    let http = app.addr("HTTP listening");
-    Fixture {
-        dir,
-        app,
-        base: format!("http://{http}"),
-    }
+/// The appliance, in process, with the rack plan imported and `config` as its file.
+fn start(config: &str) -> App {
+    App::start(PLAN, config)
 }
 
-/// curl: (status code, body).
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+fn data(f: &App) -> String {
+    f.data().display().to_string()
 }
 
-fn get_json(url: &str) -> Value {
-    let (code, body) = curl(&[url]);
-    assert_eq!(code, 200, "{url}: {body}");
-    serde_json::from_str(&body).unwrap()
+fn status_body(r: Resp) -> (u16, String) {
+    (r.status, r.body)
 }
 
-/// Fetches the node's boot script, as iPXE does, and returns its agent token.
-fn boot(f: &Fixture, mac: &str) -> String {
-    let (code, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, mac.replace(':', "-"))]);
-    assert_eq!(code, 200);
-    script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("provisioner.token="))
-        .unwrap_or_else(|| panic!("no token in the script:\n{script}"))
-        .to_string()
+fn report(f: &App, token: Option<&str>, mac: &str, facts: &Value) -> (u16, String) {
+    status_body(f.report(token, mac, facts))
 }
 
-fn report(f: &Fixture, token: Option<&str>, mac: &str, facts: &Value) -> (u16, String) {
-    let body = json!({ "mac": mac, "facts": facts }).to_string();
-    post_json(f, token, "/api/v1/agent/inspection", &body)
+fn post_json(f: &App, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
+    status_body(f.post_json(path, token, body))
+}
+
+/// The agent asks what to do next, with `auth` as its Authorization header.
+fn next(f: &App, auth: Option<&str>, mac: &str) -> (u16, String) {
+    let path = format!("/api/v1/agent/next?mac={mac}");
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    status_body(f.call("GET", &path, &headers, ""))
+}
+
+fn script(f: &App, mac: &str) -> String {
+    f.get(&format!("/boot/{}.ipxe", mac.replace(':', "-"))).body
 }
 
 /// Facts as the agent sends them: `gpus` NVIDIA GPUs, `mib` of memory, one NIC.
@@ -148,19 +85,16 @@ fn facts(mac: &str, serial: &str, gpus: usize, mib: u64) -> Value {
     f
 }
 
-fn node(f: &Fixture, id: &str) -> Value {
-    get_json(&format!("{}/api/v1/nodes/{id}", f.base))
+fn node(f: &App, id: &str) -> Value {
+    f.get_json(&format!("/api/v1/nodes/{id}"))
 }
 
 #[test]
 fn agent_tokens_are_bound_to_the_node_and_the_boot() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let f = start("");
-    let a1 = boot(&f, A);
-    let a2 = boot(&f, A); // the node booted again: a1 is now an earlier boot's token
-    let b1 = boot(&f, B);
+    let a1 = f.boot(A);
+    let a2 = f.boot(A); // the node booted again: a1 is now an earlier boot's token
+    let b1 = f.boot(B);
     assert_ne!(a1, a2);
     let a_facts = facts(A, "SN-A", 0, 2048);
 
@@ -180,26 +114,12 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
         assert!(n["facts"].is_null(), "{n:#}");
         assert_eq!(n["timeline"].as_array().unwrap().len(), 2, "{n:#}");
     }
-    let (code, _) = curl(&[&format!("{}/api/v1/agent/next?mac={A}", f.base)]);
+    let (code, _) = next(&f, None, A);
     assert_eq!(code, 401, "next without a token");
     // A node cannot be told what to do on another's token either.
-    let (code, _) = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {b1}"),
-        &format!("{}/api/v1/agent/next?mac={A}", f.base),
-    ]);
+    let (code, _) = next(&f, Some(&format!("Bearer {b1}")), A);
     assert_eq!(code, 403);
-    let (code, body) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {a2}"),
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        "{not json",
-        &format!("{}/api/v1/agent/inspection", f.base),
-    ]);
+    let (code, body) = post_json(&f, Some(&a2), "/api/v1/agent/inspection", "{not json");
     assert_eq!(code, 400, "{body}");
 
     // The token of this boot works, once.
@@ -246,11 +166,7 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
     assert!(refusals[6].contains("already carried"), "{refusals:#?}");
 
     // Inspected: the agent is told to power off, and why.
-    let (code, body) = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {a2}"),
-        &format!("{}/api/v1/agent/next?mac={A}", f.base),
-    ]);
+    let (code, body) = next(&f, Some(&format!("Bearer {a2}")), A);
     assert_eq!(code, 200, "{body}");
     let next: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(next["action"], "power_off");
@@ -266,7 +182,7 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
         n["state"]["reason"],
         "not in the rack plan: no slot lists serial SN-B or MAC 52:54:00:bb:00:02"
     );
-    let d1 = boot(&f, D);
+    let d1 = f.boot(D);
     let (code, _) = report(&f, Some(&d1), D, &facts(D, "SN-D", 0, 4096));
     assert_eq!(code, 202);
     let reason = node(&f, D)["state"]["reason"].as_str().unwrap().to_string();
@@ -281,12 +197,12 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
     );
 
     // A failed node that network-boots is told why and waits; it gets no kernel.
-    let (_, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, D.replace(':', "-"))]);
+    let script = script(&f, D);
     assert!(script.contains("failed at inspecting"), "{script}");
     assert!(!script.contains("kernel "), "{script}");
 
     // The list shows all three with their states.
-    let list = get_json(&format!("{}/api/v1/nodes", f.base));
+    let list = f.get_json("/api/v1/nodes");
     let state_of = |mac: &str| {
         list.as_array()
             .unwrap()
@@ -297,24 +213,20 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
     assert_eq!(state_of(A), Some(json!("inspected")));
     assert_eq!(state_of(B), Some(json!("failed")));
     assert_eq!(state_of(D), Some(json!("failed")));
-    drop(f.app);
 }
 
-fn act(f: &Fixture, token: Option<&str>, id: &str, body: &str) -> (u16, String) {
+fn act(f: &App, token: Option<&str>, id: &str, body: &str) -> (u16, String) {
     post_json(f, token, &format!("/api/v1/nodes/{id}/actions"), body)
 }
 
 #[test]
 fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let f = start("");
-    let (ok, token, stderr) = cli(&["token", "create", "alice", "--data-dir", &f.data()]);
+    let (ok, token, stderr) = cli(&["token", "create", "alice", "--data-dir", &data(&f)]);
     assert!(ok, "{stderr}");
     let token = token.trim().to_string();
     assert_eq!(token.len(), 64);
-    let (ok, _, stderr) = cli(&["token", "create", "alice", "--data-dir", &f.data()]);
+    let (ok, _, stderr) = cli(&["token", "create", "alice", "--data-dir", &data(&f)]);
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
     // Only its hash is stored.
     let db = std::fs::read(f.dir.path().join("data/provisioner.db")).unwrap_or_default();
@@ -323,7 +235,7 @@ fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
         "the token itself is in the store"
     );
 
-    let a = boot(&f, A);
+    let a = f.boot(A);
     let (code, _) = report(&f, Some(&a), A, &facts(A, "SN-A", 0, 2048));
     assert_eq!(code, 202);
     let id = node(&f, A)["id"].as_i64().unwrap().to_string();
@@ -338,7 +250,7 @@ fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
     let n = node(&f, A);
     assert_eq!(n["state"]["state"], "held");
     assert_eq!(n["state"]["from"]["state"], "inspected");
-    let (_, script) = curl(&[&format!("{}/boot/{}.ipxe", f.base, A.replace(':', "-"))]);
+    let script = script(&f, A);
     assert!(script.contains("held (from inspected)"), "{script}");
     assert!(
         !script.contains("provisioner.token"),
@@ -374,7 +286,7 @@ fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
     assert_eq!(last["to"], "retired");
 
     // A node held while inspecting: its agent's valid report is not taken, and changes nothing.
-    let b = boot(&f, B);
+    let b = f.boot(B);
     assert_eq!(act(&f, Some(&token), B, hold).0, 200);
     let (code, body) = report(&f, Some(&b), B, &facts(B, "SN-B", 0, 2048));
     assert_eq!(code, 409, "{body}");
@@ -382,41 +294,34 @@ fn operator_actions_need_an_admin_token_and_follow_the_lifecycle() {
     let n = node(&f, B);
     assert_eq!(n["state"]["state"], "held");
     assert!(n["facts"].is_null());
-    let (code, body) = curl(&[
-        "-H",
-        &format!("authorization: bearer {b}"),
-        &format!("{}/api/v1/agent/next?mac={B}", f.base),
-    ]);
+    let (code, body) = next(&f, Some(&format!("bearer {b}")), B);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"wait\""), "{body}");
     // Released, it is inspecting again and the same boot's token may report.
     assert_eq!(act(&f, Some(&token), B, r#"{"action":"release"}"#).0, 200);
     assert_eq!(report(&f, Some(&b), B, &facts(B, "SN-B", 0, 2048)).0, 202);
-    drop(f.app);
 }
 
 #[test]
 fn a_step_that_runs_past_its_timeout_fails_the_node() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
-    let f = start("[lifecycle.timeouts]\ninspecting = \"2s\"\n");
-    boot(&f, B);
+    let f =
+        start("[lifecycle]\nsweep_every = \"100ms\"\n[lifecycle.timeouts]\ninspecting = \"1s\"\n");
+    f.boot(B);
     assert_eq!(node(&f, B)["state"]["state"], "inspecting");
-    let (_, metrics) = curl(&[&format!("{}/metrics", f.base)]);
+    let metrics = f.get("/metrics").body;
     assert!(
         metrics.contains("nodes{state=\"inspecting\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("nodes{state=\"failed\"} 0"), "{metrics}");
-    // Timeouts are checked every 5 s: wait, bounded, for the check to pass.
-    let failed = common::wait_for(Duration::from_secs(30), || {
+    // Timeouts are checked every 100 ms here: wait, bounded, for the check to pass.
+    let failed = common::wait_for(std::time::Duration::from_secs(30), || {
         let n = node(&f, B);
         (n["state"]["state"] == "failed").then_some(n)
     })
     .expect("the node never timed out");
     assert_eq!(failed["state"]["step"], "inspecting");
-    assert_eq!(failed["state"]["reason"], "inspecting timed out after 2s");
+    assert_eq!(failed["state"]["reason"], "inspecting timed out after 1s");
     let last = failed["timeline"]
         .as_array()
         .unwrap()
@@ -424,14 +329,10 @@ fn a_step_that_runs_past_its_timeout_fails_the_node() {
         .cloned()
         .unwrap();
     assert_eq!(last["actor"], "appliance");
-    drop(f.app);
 }
 
 #[test]
 fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let f = start("");
     let bad = f.dir.path().join("bad.csv");
     std::fs::write(
@@ -444,7 +345,7 @@ fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
         "import",
         bad.to_str().unwrap(),
         "--data-dir",
-        &f.data(),
+        &data(&f),
     ]);
     assert!(!ok);
     assert!(
@@ -452,7 +353,7 @@ fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
         "{stderr}"
     );
 
-    let a = boot(&f, A);
+    let a = f.boot(A);
     assert_eq!(report(&f, Some(&a), A, &facts(A, "SN-A", 0, 2048)).0, 202);
     let smaller = f.dir.path().join("smaller.toml");
     std::fs::write(
@@ -465,7 +366,7 @@ fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
         "import",
         smaller.to_str().unwrap(),
         "--data-dir",
-        &f.data(),
+        &data(&f),
     ]);
     assert!(!ok);
     assert!(
@@ -473,52 +374,21 @@ fn a_bad_plan_is_refused_and_a_held_slot_cannot_vanish() {
         "{stderr}"
     );
     assert_eq!(node(&f, A)["slot"], "lab/r1/a01/U10");
-    drop(f.app);
 }
 
 #[test]
 fn without_a_discovery_image_a_node_is_told_so_and_does_not_start_inspecting() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n).display().to_string();
-    let mut app = Running::start(
-        &[
-            &ON_LOOPBACK[..],
-            &["--data-dir", &p("data"), "--firmware-dir", &p("fw")],
-        ]
-        .concat(),
-    );
-    let base = format!("http://{}", app.addr("HTTP listening"));
-    let (code, script) = curl(&[&format!("{base}/boot/{}.ipxe", A.replace(':', "-"))]);
-    assert_eq!(code, 200);
+    let f = App::bare();
+    let r = f.get(&format!("/boot/{}.ipxe", A.replace(':', "-")));
+    assert_eq!(r.status, 200);
     assert!(
-        script.contains("no discovery image is configured"),
-        "{script}"
+        r.body.contains("no discovery image is configured"),
+        "{}",
+        r.body
     );
-    assert!(!script.contains("provisioner.token"), "{script}");
-    let n = get_json(&format!("{base}/api/v1/nodes/{A}"));
+    assert!(!r.body.contains("provisioner.token"), "{}", r.body);
+    let n = node(&f, A);
     assert_eq!(n["state"]["state"], "discovered", "{n:#}");
-    drop(app);
-}
-
-fn post_json(f: &Fixture, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
-    let url = format!("{}{path}", f.base);
-    let mut args = vec![
-        "-X",
-        "POST",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        body,
-    ];
-    if let Some(a) = &auth {
-        args.extend(["-H", a]);
-    }
-    args.push(&url);
-    curl(&args)
 }
 
 /// A rack's installation checklist: started and ticked from the command line and the API, an
@@ -526,11 +396,8 @@ fn post_json(f: &Fixture, token: Option<&str>, path: &str, body: &str) -> (u16, 
 /// and every tick survives a restart.
 #[test]
 fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let mut f = start("");
-    let data = f.data();
+    let data = data(&f);
     let rack = "lab/r1/a01";
     let (ok, _, stderr) = cli(&[
         "checklist",
@@ -545,7 +412,7 @@ fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
     ]);
     assert!(ok, "{stderr}");
     let url = "/api/v1/racks/lab/r1/a01/checklist";
-    let view = get_json(&format!("{}{url}", f.base));
+    let view = f.get_json(url);
     let steps = view["steps"].as_array().unwrap().clone();
     let first = |pred: &dyn Fn(&Value) -> bool| {
         steps
@@ -620,9 +487,9 @@ fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
     assert!(text.contains("needs the name of who did it"), "{text}");
 
     // The appliance ticks the slot's boot once its node booted and matched.
-    let a = boot(&f, A);
+    let a = f.boot(A);
     assert_eq!(report(&f, Some(&a), A, &facts(A, "SN-A", 0, 2048)).0, 202);
-    let view = get_json(&format!("{}{url}", f.base));
+    let view = f.get_json(url);
     let seen = view["steps"]
         .as_array()
         .unwrap()
@@ -635,17 +502,8 @@ fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
     assert!(seen["link"].as_str().unwrap().starts_with("/api/v1/nodes/"));
 
     // Ticks survive a restart; an undo with a reason is in the audit trail.
-    drop(f.app);
-    let p = |n: &str| f.dir.path().join(n).display().to_string();
-    f.app = Running::start(
-        &[
-            &ON_LOOPBACK[..],
-            &["--data-dir", &p("data"), "--firmware-dir", &p("fw")],
-        ]
-        .concat(),
-    );
-    f.base = format!("http://{}", f.app.addr("HTTP listening"));
-    let view = get_json(&format!("{}{url}", f.base));
+    f.restart();
+    let view = f.get_json(url);
     let status_of = |id: &str, slot: Option<&str>| {
         view["steps"]
             .as_array()
@@ -669,7 +527,7 @@ fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
     assert_eq!(last["detail"], format!("{rack_step}: wrong rack"));
 
     // The customer's record, as CSV.
-    let (code, csv) = curl(&[&format!("{}{url}?format=csv", f.base)]);
+    let (code, csv) = status_body(f.get(&format!("{url}?format=csv")));
     assert_eq!(code, 200);
     assert!(csv.starts_with("rack,rack_type,version,group,step,slot,status,by_or_evidence,at\n"));
     assert!(

@@ -1,11 +1,15 @@
-//! The status pages against the appliance on loopback, read with curl: a node that matched
-//! its slot and one that is not in the plan (with a hostile DMI serial), the overview, a
-//! rack, a node, an unknown node, and the size of a site of 720 slots.
+//! The status pages, read in process from the appliance's router: a node that matched its slot
+//! and one that is not in the plan (with a hostile DMI serial), the overview, a rack, a node,
+//! an unknown node, and the size of a site of 720 slots.
 
 mod common;
 
-use common::require_tools;
-use common::site::{burned_in, fetch, h100_report, html, inspect, site, site_seeded};
+use common::inproc::App;
+use common::site::{burned_in, h100_report};
+
+fn site(plan: &str) -> App {
+    App::start(plan, "")
+}
 
 const MATCHED: &str = "52:54:00:10:00:01";
 const STRANGER: &str = "52:54:00:ee:00:99";
@@ -23,19 +27,16 @@ fn node_link<'a>(page: &'a str, mac: &str) -> &'a str {
 
 #[test]
 fn overview_rack_and_node_pages() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let s = site(&format!(
         "site,row,rack,u,serial,mac,sku\n\
          lab,r1,a01,10,,{MATCHED},qemu-lab\n\
          lab,r1,a01,20,SN-B200-1,,hgx-b200\n\
          lab,r2,b07,5,SN-QEMU-2,,qemu-lab\n"
     ));
-    assert_eq!(inspect(&s.base, MATCHED, "SN-QEMU-1"), "inspected");
-    assert_eq!(inspect(&s.base, STRANGER, HOSTILE), "failed");
+    assert_eq!(s.inspect(MATCHED, "SN-QEMU-1"), "inspected");
+    assert_eq!(s.inspect(STRANGER, HOSTILE), "failed");
 
-    let overview = html(&format!("{}/", s.base));
+    let overview = s.html("/");
     // The people's list comes before anything else on the page, the failed node in it.
     let attention = overview.find("Needs a person (1)").expect("attention list");
     let counts = overview.find("Nodes by state").expect("counts");
@@ -64,7 +65,7 @@ fn overview_rack_and_node_pages() {
     assert!(overview.contains("class=\"st-inspected\""));
     assert!(!overview.contains(HOSTILE));
 
-    let rack = html(&format!("{}/racks/lab/r1/a01", s.base));
+    let rack = s.html("/racks/lab/r1/a01");
     let u20 = rack.find("<th>U20</th>").expect("U20");
     let u10 = rack.find("<th>U10</th>").expect("U10");
     assert!(u20 < u10, "the top of the rack comes first");
@@ -86,7 +87,7 @@ fn overview_rack_and_node_pages() {
     assert!(rack.contains("no checklist started"));
 
     let link = node_link(&overview, STRANGER).to_string();
-    let node = html(&format!("{}{link}", s.base));
+    let node = s.html(&link);
     // askama writes `<` and `>` as numeric references (`&#60;`, not `&lt;`): the same text.
     let serial = node.find("<th>Serial</th>").expect("the serial's row");
     assert!(
@@ -100,7 +101,7 @@ fn overview_rack_and_node_pages() {
     assert!(node.contains("2.0 GiB"));
     assert!(node.contains("inspecting → failed"), "timeline");
 
-    let matched = html(&format!("{}{}", s.base, node_link(&rack, MATCHED)));
+    let matched = s.html(node_link(&rack, MATCHED));
     assert!(matched.contains("href=\"/racks/lab/r1/a01\">lab/r1/a01/U10</a>"));
     assert!(matched.contains("SN-QEMU-1"));
     assert!(matched.contains("No burn-in yet."));
@@ -113,7 +114,7 @@ fn overview_rack_and_node_pages() {
         "/nodes/52:54:00:00:00:00",
         "/racks/lab/r9/zz",
     ] {
-        let page = fetch(&format!("{}{missing}", s.base), &[]);
+        let page = s.get(missing);
         assert_eq!(page.status, 404, "{missing}");
         assert_eq!(page.content_type, "text/html; charset=utf-8");
         assert!(page.body.contains("Not found"), "{}", page.body);
@@ -122,9 +123,6 @@ fn overview_rack_and_node_pages() {
 
 #[test]
 fn a_site_of_720_slots_stays_small() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let mut plan = String::from("site,row,rack,u,serial,mac,sku\n");
     for rack in 0..10u32 {
         for u in 1..=72u32 {
@@ -137,15 +135,11 @@ fn a_site_of_720_slots_stays_small() {
     let s = site(&plan);
     // A few nodes, so the elevations have colours and the people's list has entries.
     for i in 1..=3u32 {
-        inspect(
-            &s.base,
-            &format!("52:54:00:ff:00:{i:02x}"),
-            &format!("SN-{i}"),
-        );
+        s.inspect(&format!("52:54:00:ff:00:{i:02x}"), &format!("SN-{i}"));
     }
-    inspect(&s.base, "02:00:00:00:00:01", "SN-RACK00-U1");
+    s.inspect("02:00:00:00:00:01", "SN-RACK00-U1");
 
-    let overview = html(&format!("{}/", s.base));
+    let overview = s.html("/");
     eprintln!("overview of 720 slots: {} bytes", overview.len());
     assert!(
         overview.len() < 1_000_000,
@@ -162,7 +156,7 @@ fn a_site_of_720_slots_stays_small() {
     }
     assert_eq!(overview.matches("<i class=\"st-empty\"").count(), 719);
 
-    let rack = html(&format!("{}/racks/dc1/row0/rack00", s.base));
+    let rack = s.html("/racks/dc1/row0/rack00");
     assert_eq!(rack.matches("<tr class=\"slot\">").count(), 72);
 }
 
@@ -183,16 +177,13 @@ fn chart<'a>(page: &'a str, title: &str) -> &'a str {
 
 #[test]
 fn the_node_page_charts_its_latest_burn_in() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let gpus = |last: &str| -> Vec<String> {
         (0..7)
             .map(|i| format!("0000:{:02x}:00.0", 0x18 + i))
             .chain([last.to_string()])
             .collect()
     };
-    let s = site_seeded(
+    let s = App::seeded(
         "site,row,rack,u,serial,mac,sku\n\
          lab,r1,h01,10,SN-H100-1,,hgx-h100\n\
          lab,r1,h01,14,SN-H100-2,,hgx-h100\n",
@@ -211,8 +202,9 @@ fn the_node_page_charts_its_latest_burn_in() {
                 &h100_report(H100_B, &gpus(HOSTILE_GPU)),
             );
         },
+        "",
     );
-    let page = html(&format!("{}/nodes/{H100_B}", s.base));
+    let page = s.html(&format!("/nodes/{H100_B}"));
     let profiles = provisioner::burnin::profile::Profiles::parse(
         provisioner::burnin::profile::SHIPPED_PROFILES,
     )
@@ -260,18 +252,15 @@ fn the_node_page_charts_its_latest_burn_in() {
 /// node's state, and a plan imported while the appliance runs, both show at once.
 #[test]
 fn the_cached_overview_follows_states_and_a_new_plan() {
-    if !require_tools(&[("curl", "curl")]) {
-        return;
-    }
     let s = site(&format!(
         "site,row,rack,u,serial,mac,sku\nlab,r1,a01,10,,{MATCHED},qemu-lab\n"
     ));
-    let first = html(&format!("{}/", s.base));
-    assert_eq!(first, html(&format!("{}/", s.base)), "the same page twice");
+    let first = s.html("/");
+    assert_eq!(first, s.html("/"), "the same page twice");
     assert!(first.contains("0 nodes, 1 planned slots"), "{first}");
 
-    assert_eq!(inspect(&s.base, MATCHED, "SN-QEMU-1"), "inspected");
-    let after = html(&format!("{}/", s.base));
+    assert_eq!(s.inspect(MATCHED, "SN-QEMU-1"), "inspected");
+    let after = s.html("/");
     assert!(after.contains("1 nodes, 1 planned slots"), "{after}");
 
     let plan = s.dir.path().join("plan2.csv");
@@ -281,7 +270,7 @@ fn the_cached_overview_follows_states_and_a_new_plan() {
     )
     .unwrap();
     s.cli(&["plan", "import", plan.to_str().unwrap()]);
-    let replanned = html(&format!("{}/", s.base));
+    let replanned = s.html("/");
     assert!(replanned.contains(">z99</a>"), "the new rack: {replanned}");
     assert!(replanned.contains("2 planned slots"), "{replanned}");
 }

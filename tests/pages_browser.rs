@@ -43,8 +43,8 @@ fn plan() -> String {
     )
 }
 
-fn ready() -> bool {
-    require_tools(&[("curl", "curl"), ("chromium", "chromium")])
+fn ready() {
+    require_tools(&[("curl", "curl"), ("chromium", "chromium")]);
 }
 
 /// An admin token made on the site's store.
@@ -114,10 +114,12 @@ fn tick_next_open(t: &headless_chrome::Tab, by: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool = "curl", tool = "chromium")),
+    ignore = "needs curl, chromium (the packages .ci/run installs)"
+)]
 fn the_overview_shows_every_rack_and_the_failed_node_first_and_follows_changes_live() {
-    if !ready() {
-        return;
-    }
+    ready();
     let s = site(&plan());
     assert_eq!(inspect(&s.base, MATCHED, "SN-QEMU-1"), "inspected");
     assert_eq!(inspect(&s.base, STRANGER, HOSTILE), "failed");
@@ -195,10 +197,12 @@ fn the_overview_shows_every_rack_and_the_failed_node_first_and_follows_changes_l
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool = "curl", tool = "chromium")),
+    ignore = "needs curl, chromium (the packages .ci/run installs)"
+)]
 fn an_operator_signs_in_holds_a_node_and_the_hold_is_recorded_with_the_operator() {
-    if !ready() {
-        return;
-    }
+    ready();
     let s = site(&plan());
     assert_eq!(inspect(&s.base, MATCHED, "SN-QEMU-1"), "inspected");
     let id = node_id(&s, MATCHED);
@@ -287,10 +291,12 @@ fn an_operator_signs_in_holds_a_node_and_the_hold_is_recorded_with_the_operator(
 }
 
 #[test]
+#[cfg_attr(
+    not(all(tool = "curl", tool = "chromium")),
+    ignore = "needs curl, chromium (the packages .ci/run installs)"
+)]
 fn checklist_ticks_by_people_and_by_the_appliance_survive_a_restart_and_print_on_a4() {
-    if !ready() {
-        return;
-    }
+    ready();
     let mut s = site(&plan());
     let admin = token(&s, "ops");
     let b = browser::launch();
@@ -386,10 +392,12 @@ fn checklist_ticks_by_people_and_by_the_appliance_survive_a_restart_and_print_on
 /// page sends them to HTTPS (the appliance's own certificate), where the sign-in holds. Without
 /// HTTPS the login page says why it cannot work.
 #[test]
+#[cfg_attr(
+    not(all(tool = "curl", tool = "chromium")),
+    ignore = "needs curl, chromium (the packages .ci/run installs)"
+)]
 fn by_name_the_sign_in_goes_over_https() {
-    if !ready() {
-        return;
-    }
+    ready();
     let s = site_with(&plan(), |_| {}, &["--https-listen", "127.0.0.1:0"]);
     let admin = token(&s, "ops");
     let port = |base: &str| base.rsplit(':').next().unwrap().to_string();
@@ -444,9 +452,7 @@ fn by_name_the_sign_in_goes_over_https() {
 #[test]
 #[ignore = "writes docs/screenshots; run by `just screenshots`"]
 fn screenshots_for_docs() {
-    if !ready() {
-        return;
-    }
+    ready();
     let ids: Vec<String> = (0..8)
         .map(|i| format!("0000:{:02x}:00.0", 0x18 + i))
         .collect();
