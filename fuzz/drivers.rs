@@ -7,9 +7,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use provisioner::boot::{BootMap, BootServer};
 use provisioner::config::DhcpMode;
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
-use provisioner::dhcp::pxe::{BootMap, BootServer};
 use provisioner::dhcp::serve::{Datagram, Decided, Quiet, encode, event_of, process};
 use provisioner::dhcp::{Interface, LocalBoot, Port, ReplyPorts, Server};
 use provisioner::http::files::plan;

@@ -73,6 +73,12 @@ async fn setup() -> Setup {
     Setup { _dir: dir, lc }
 }
 
+/// What the appliance of these tests has to give: a discovery image.
+const DISCOVERY: provisioner::boot::Available = provisioner::boot::Available {
+    discovery: true,
+    installer: false,
+};
+
 /// A requester on loopback, as the tests' own tools are.
 fn local() -> Requester {
     Requester::unknown([127, 0, 0, 1].into())
@@ -82,7 +88,7 @@ fn local() -> Requester {
 async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
     let m: MacAddr = mac.parse().unwrap();
     let token = lc
-        .boot_requested(m, &local(), None)
+        .boot_requested(m, &local(), DISCOVERY)
         .await
         .unwrap()
         .token
@@ -286,7 +292,7 @@ async fn a_retry_left_from_an_earlier_burn_in_does_not_cut_a_new_one_short() {
 async fn a_step_past_its_timeout_fails_its_node_at_the_time_given() {
     let s = setup().await;
     let m: MacAddr = "52:54:00:00:00:09".parse().unwrap();
-    s.lc.boot_requested(m, &local(), None).await.unwrap();
+    s.lc.boot_requested(m, &local(), DISCOVERY).await.unwrap();
     let since =
         s.lc.find("52:54:00:00:00:09")
             .await

@@ -5,9 +5,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+use provisioner::boot::{BootMap, BootServer};
 use provisioner::config::DhcpMode;
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
-use provisioner::dhcp::pxe::{BootMap, BootServer};
 use provisioner::dhcp::{Interface, LocalBoot, Port, RecvInfo, ReplyPorts, Server, wire};
 
 fn server(mode: DhcpMode) -> Server {

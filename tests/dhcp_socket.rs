@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType};
+use provisioner::boot::{BootMap, BootServer};
 use provisioner::config::{DhcpMode, SyncMode};
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
-use provisioner::dhcp::pxe::{BootMap, BootServer};
 use provisioner::dhcp::serve::Listener;
 use provisioner::dhcp::{Interface, LocalBoot, Port, ReplyPorts, Server};
 use provisioner::events::{Events, Neighbors};

@@ -11,19 +11,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::artifacts::ArtifactStore;
-use crate::boot::{Discovery, KernelArch};
+use crate::boot::BootServer;
+use crate::boot::{BootContext, Discovery, KernelArch};
 use crate::burnin::profile::{Profiles, SHIPPED_PROFILES};
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::leases::{LeaseTable, Subnet};
-use crate::dhcp::pxe::BootServer;
 use crate::dhcp::serve::Listener;
 use crate::dhcp::{self, Interface, LocalBoot, Port, ReplyPorts, Server};
 use crate::events::{Events, Neighbors};
 use crate::firmware::FirmwareSet;
-use crate::http::boot::BootContext;
 use crate::lifecycle::Lifecycle;
 use crate::lifecycle::admission::NewNodes;
-use crate::lifecycle::machine::BootTarget;
 use crate::lifecycle::plan::{SHIPPED_SKUS, Skus};
 use crate::metrics::Metrics;
 use crate::supervise::{Health, supervise};
@@ -154,10 +152,6 @@ impl Appliance {
         );
         let event_task = tokio::spawn(event_writer);
 
-        let boots_locally = {
-            let lifecycle = lifecycle.clone();
-            LocalBoot::new(move |mac| lifecycle.boot_target(mac) == BootTarget::LocalDisk)
-        };
         let boot = Arc::new(BootContext {
             firmware,
             artifacts,
@@ -167,6 +161,10 @@ impl Appliance {
             lifecycle,
             runtime: tokio::runtime::Handle::current(),
         });
+        let boots_locally = {
+            let boot = boot.clone();
+            LocalBoot::new(move |mac| boot.boots_locally(mac))
+        };
         let state = http::AppState {
             store: pool.clone(),
             metrics: metrics.clone(),

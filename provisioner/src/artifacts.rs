@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest;
 
-use crate::dhcp::pxe::BootServer;
+use crate::boot::BootServer;
 use crate::types::Sha256;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use crate::dhcp::pxe::{BootFile, BootMap};
+use crate::boot::{BootFile, BootMap};
 use crate::types::{AddrRange, MacAddr};
 
 /// How the DHCP server behaves on the provisioning network.

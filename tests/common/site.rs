@@ -269,7 +269,14 @@ pub fn burned_in(
         .expect("the lifecycle");
         let who = provisioner::lifecycle::admission::Requester::unknown([127, 0, 0, 1].into());
         let token = lc
-            .boot_requested(mac.parse().expect("a MAC"), &who, None)
+            .boot_requested(
+                mac.parse().expect("a MAC"),
+                &who,
+                provisioner::boot::Available {
+                    discovery: true,
+                    installer: false,
+                },
+            )
             .await
             .expect("a boot")
             .token

@@ -4,11 +4,11 @@ use dhcproto::v4::{DhcpOption, Message, MessageType};
 use tracing::{info, warn};
 
 use super::leases::{LeaseWrite, Subnet};
-use super::pxe::{self, PxeRequest};
 use super::reply::{self, add_boot, base, destination};
 use super::{
     Ignored, Outcome, RecvInfo, Reply, Server, client_hostname, requested_ip, server_identifier,
 };
+use crate::boot::first_stage::{self as pxe, PxeRequest};
 use crate::types::MacAddr;
 
 pub fn respond(

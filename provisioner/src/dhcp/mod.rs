@@ -6,7 +6,6 @@
 pub mod full;
 pub mod leases;
 pub mod proxy;
-pub mod pxe;
 pub mod reply;
 pub mod serve;
 pub mod wire;
@@ -16,10 +15,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use ipnet::Ipv4Net;
 
+use crate::boot::{BootMap, BootServer};
 use crate::config::DhcpMode;
 use crate::types::MacAddr;
 use leases::{LeaseTable, LeaseWrite};
-use pxe::{BootMap, BootServer};
 
 pub use serve::serve;
 
@@ -120,7 +119,7 @@ pub enum Ignored {
     #[error("malformed {0:?}: {1}")]
     Malformed(MessageType, &'static str),
     #[error("{0}")]
-    NoBoot(#[from] pxe::NoBoot),
+    NoBoot(#[from] crate::boot::NoBoot),
     #[error("the node boots from its own disk now")]
     BootsLocally,
 }

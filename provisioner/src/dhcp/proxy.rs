@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::{Message, MessageType};
 
-use super::pxe::{self, PxeRequest};
 use super::reply::{add_boot, base};
 use super::{Ignored, Outcome, Port, RecvInfo, Reply, Server};
+use crate::boot::first_stage::{self as pxe, PxeRequest};
 use crate::types::MacAddr;
 
 pub fn respond(

@@ -4,8 +4,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, UnknownOption};
 
-use super::pxe::{BootServer, BootTarget, PxeRequest};
 use super::{RecvInfo, ReplyPorts};
+use crate::boot::{BootServer, FirstStage, PxeRequest};
 
 /// PXE vendor option 43, sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: the boot file in this
 /// packet is the one to use, skip boot-server discovery. Older PXE ROMs want it from a proxy.
@@ -41,20 +41,20 @@ pub fn base(req: &Message, t: MessageType, server_id: Ipv4Addr) -> Message {
 pub fn add_boot(
     m: &mut Message,
     pxe: &PxeRequest,
-    target: &BootTarget,
+    target: &FirstStage,
     server: &BootServer,
     proxy: bool,
 ) {
     m.set_siaddr(server.advertise);
     let (file, class) = match target {
-        BootTarget::Tftp { file } => {
+        FirstStage::Tftp { file } => {
             m.opts_mut().insert(DhcpOption::TFTPServerName(
                 server.advertise.to_string().into_bytes(),
             ));
             (file.as_str(), "PXEClient")
         }
-        BootTarget::Http { url } => (url.as_str(), "HTTPClient"),
-        BootTarget::IpxeScript { url } => (
+        FirstStage::Http { url } => (url.as_str(), "HTTPClient"),
+        FirstStage::IpxeScript { url } => (
             url.as_str(),
             if pxe.http_client {
                 "HTTPClient"
@@ -75,12 +75,12 @@ pub fn add_boot(
         m.opts_mut()
             .insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
     }
-    if proxy && pxe.pxe_client && matches!(target, BootTarget::Tftp { .. }) {
+    if proxy && pxe.pxe_client && matches!(target, FirstStage::Tftp { .. }) {
         m.opts_mut().insert(DhcpOption::VendorExtensions(
             PXE_DISCOVERY_CONTROL_USE_FILE.to_vec(),
         ));
     }
-    if !proxy && matches!(target, BootTarget::IpxeScript { .. }) {
+    if !proxy && matches!(target, FirstStage::IpxeScript { .. }) {
         // iPXE's own option space (175), NO_PXEDHCP (176) = 1: this server gave the boot
         // file, so iPXE need not wait seconds for ProxyDHCP offers that will not come.
         m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(

@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{Architecture, DhcpOption, Flags, Message, MessageType, OptionCode};
 
 use super::leases::{LeaseTable, Subnet};
-use super::pxe::{BootMap, BootServer};
 use super::*;
+use crate::boot::{BootMap, BootServer};
 use crate::config::{DhcpMode, Reservation};
 use crate::store::leases::LeaseState;
 
@@ -597,7 +597,7 @@ fn proxy_answers_only_netboot_clients_and_never_offers_an_address() {
             &FROM_NOWHERE,
             0
         ),
-        Err(Ignored::NoBoot(pxe::NoBoot::UnknownArch(0x42)))
+        Err(Ignored::NoBoot(crate::boot::NoBoot::UnknownArch(0x42)))
     );
 }
 

@@ -2,87 +2,16 @@
 //! artifacts. Every fetch is recorded against the node's MAC.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracing::warn;
 
 use super::AppState;
-use crate::artifacts::ArtifactStore;
-use crate::boot::{self, Discovery};
-use crate::dhcp::pxe::BootServer;
-use crate::firmware::FirmwareSet;
-use crate::lifecycle::Lifecycle;
+use crate::boot;
 use crate::lifecycle::admission::Requester;
 use crate::store::nodes::EventKind;
 use crate::types::{MacAddr, Sha256};
-
-/// What HTTP boot serves from.
-#[derive(Debug)]
-pub struct BootContext {
-    pub firmware: FirmwareSet,
-    pub artifacts: ArtifactStore,
-    pub discovery: Option<Discovery>,
-    /// The address nodes reach the appliance at; without one, the request's `Host`.
-    pub advertise: Option<Ipv4Addr>,
-    pub http_port: u16,
-    /// Decides what each node boots.
-    pub lifecycle: Arc<Lifecycle>,
-    /// The appliance's main runtime, for callers on other threads (TFTP).
-    pub runtime: tokio::runtime::Handle,
-}
-
-impl BootContext {
-    /// The script `mac` boots now, asked for by `who`: the lifecycle decides, the script says
-    /// it. A failure is a script too, one that prints why and asks again.
-    pub async fn script_for(&self, mac: MacAddr, who: &Requester, server: &BootServer) -> String {
-        let no_discovery = self
-            .discovery
-            .is_none()
-            .then(|| boot::BootError::NoDiscoveryImage.to_string());
-        let decision = match self
-            .lifecycle
-            .boot_requested(mac, who, no_discovery.as_deref())
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(%mac, error = %e, "cannot decide what the node boots");
-                return boot::error_script(
-                    &format!("the appliance cannot decide what this node boots: {e}"),
-                    &server.script_url(mac),
-                );
-            }
-        };
-        match boot::script(&decision, self.discovery.as_ref(), server, mac) {
-            Ok(body) => body,
-            Err(e) => {
-                warn!(%mac, error = %e, "no boot script");
-                boot::error_script(&e.to_string(), &server.script_url(mac))
-            }
-        }
-    }
-
-    fn server(&self, headers: &HeaderMap, local: Option<Ipv4Addr>) -> BootServer {
-        let from_host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.split(':').next())
-            .and_then(|h| h.parse::<Ipv4Addr>().ok());
-        BootServer {
-            advertise: self
-                .advertise
-                .or(from_host)
-                .or(local)
-                .unwrap_or(Ipv4Addr::LOCALHOST),
-            http_port: self.http_port,
-        }
-    }
-}
-
-pub type Boot = Arc<BootContext>;
 
 fn client_ip(addr: &SocketAddr) -> Option<Ipv4Addr> {
     match addr.ip() {
@@ -108,7 +37,12 @@ pub async fn script(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let server = st.boot.server(&headers, None);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(':').next())
+        .and_then(|h| h.parse::<Ipv4Addr>().ok());
+    let server = st.boot.server(host);
     let retry_generic = format!("{}/boot/${{net0/mac}}.ipxe", server.base_url());
     let Some(mac) = name
         .strip_suffix(".ipxe")

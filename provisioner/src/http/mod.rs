@@ -37,7 +37,7 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// The boot journal: nodes seen and their boot events.
     pub journal: store::Pool,
-    pub boot: boot::Boot,
+    pub boot: crate::boot::Boot,
     /// Rack installation checklist templates.
     pub checklists: Arc<crate::checklist::Templates>,
     /// Cancelled when the appliance stops: long-lived responses (the live pages' event
@@ -366,7 +366,7 @@ mod tests {
             metrics: metrics.clone(),
             events,
             journal,
-            boot: Arc::new(boot::BootContext {
+            boot: Arc::new(crate::boot::BootContext {
                 firmware: crate::firmware::FirmwareSet::load(dir).unwrap(),
                 artifacts: crate::artifacts::ArtifactStore::open(dir).unwrap(),
                 discovery: None,

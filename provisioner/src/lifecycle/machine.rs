@@ -338,31 +338,6 @@ fn refused(state: &State, input: &Input) -> Refused {
     }
 }
 
-/// What a node is given when it network-boots, decided from its state alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BootTarget {
-    /// The discovery kernel and initramfs with the agent.
-    Discovery,
-    /// The OS installer (a later step).
-    Installer,
-    /// Its own disk.
-    LocalDisk,
-    /// Nothing to boot now: print why and ask again later.
-    Wait(String),
-}
-
-pub fn boot_target(state: Option<&State>) -> BootTarget {
-    match state {
-        None | Some(State::Discovered | State::Inspecting) => BootTarget::Discovery,
-        Some(State::Inspected) => BootTarget::Wait("inspected; waiting to be installed".into()),
-        Some(State::Installing) => BootTarget::Installer,
-        Some(State::BurningIn | State::Enrolled) => BootTarget::LocalDisk,
-        Some(s @ (State::Failed { .. } | State::Held { .. } | State::Retired)) => {
-            BootTarget::Wait(format!("this node is {s}; waiting for an operator"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,22 +535,6 @@ mod tests {
             t.to.to_string(),
             "failed at inspecting: slot dc1/r1/a01/U10 expects 8 GPUs; node has 0"
         );
-    }
-
-    #[test]
-    fn what_a_node_boots_follows_its_state() {
-        assert_eq!(boot_target(None), BootTarget::Discovery);
-        assert_eq!(boot_target(Some(&State::Inspecting)), BootTarget::Discovery);
-        assert_eq!(boot_target(Some(&State::Installing)), BootTarget::Installer);
-        assert_eq!(boot_target(Some(&State::Enrolled)), BootTarget::LocalDisk);
-        let BootTarget::Wait(why) = boot_target(Some(&failed(Step::Inspecting, "no slot"))) else {
-            panic!()
-        };
-        assert!(why.contains("failed at inspecting: no slot"), "{why}");
-        assert!(matches!(
-            boot_target(Some(&held(State::Enrolled))),
-            BootTarget::Wait(_)
-        ));
     }
 
     #[test]

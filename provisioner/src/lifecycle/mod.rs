@@ -17,13 +17,14 @@ use sha2::Digest;
 use tokio::sync::{Mutex, broadcast};
 use tracing::{info, warn};
 
+use crate::boot::{Available, BootDecision, BootTarget};
 use crate::burnin::profile::Profiles;
 use crate::events::{Identity, now_ms};
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
 use crate::types::MacAddr;
 use admission::{NewNodes, Requester};
-use machine::{Action, Actor, BootTarget, Effect, Input, State, Step};
+use machine::{Action, Actor, Effect, Input, State, Step};
 use plan::{Claim, Skus, Taken};
 
 /// How long each step may take before the node fails with "timed out".
@@ -81,14 +82,6 @@ impl From<sqlx::Error> for ActionError {
 
 /// Refused calls recorded per peer and minute; more are only logged.
 pub const REFUSALS_PER_MINUTE: i64 = 30;
-
-/// What a node gets when it asks for its boot script.
-#[derive(Clone, Debug)]
-pub struct BootDecision {
-    pub target: BootTarget,
-    /// A fresh agent token when the node boots something that runs the agent.
-    pub token: Option<String>,
-}
 
 #[derive(Debug)]
 pub struct Lifecycle {
@@ -186,15 +179,11 @@ impl Lifecycle {
         self.states.read().expect("not poisoned").get(&mac).cloned()
     }
 
-    /// What `mac` boots now, from its state (an unknown node gets the discovery image).
-    pub fn boot_target(&self, mac: MacAddr) -> BootTarget {
-        machine::boot_target(self.state(mac).as_ref())
-    }
-
     /// A node asks for its boot script. An unknown node is created (discovered); a node given
     /// the discovery image moves to inspecting and gets a new agent token, which supersedes
-    /// the tokens of its earlier boots. `no_discovery` says why there is no discovery image to
-    /// give, if there is none: such a node is told so and stays where it is, without a token.
+    /// the tokens of its earlier boots. What it boots is `boot::boot_target` of its state and of
+    /// what the appliance `has`: a node with nothing to boot is told why and stays where it is,
+    /// without a token.
     ///
     /// The token goes only to the node itself (`admission`): a requester the network knows as
     /// another MAC gets none and makes no node; while the node's boot has a token not yet used,
@@ -205,7 +194,7 @@ impl Lifecycle {
         &self,
         mac: MacAddr,
         who: &Requester,
-        no_discovery: Option<&str>,
+        has: Available,
     ) -> Result<BootDecision, StoreError> {
         if let Identity::Other(real) = who.identity {
             let why = format!(
@@ -242,11 +231,8 @@ impl Lifecycle {
                 n
             }
         };
-        let mut target = machine::boot_target(Some(&node.state));
+        let target = crate::boot::boot_target(Some(&node.state), has);
         let mut token = None;
-        if let (BootTarget::Discovery, Some(why)) = (&target, no_discovery) {
-            target = BootTarget::Wait(why.to_string());
-        }
         if target == BootTarget::Discovery {
             let addr = who.addr.to_string();
             if who.identity != Identity::Confirmed

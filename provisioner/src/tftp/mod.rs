@@ -16,9 +16,9 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::boot::Boot;
 use crate::config::Limits;
 use crate::events::Events;
-use crate::http::boot::Boot;
 use crate::metrics::Metrics;
 use crate::store::nodes::EventKind;
 use crate::types::MacAddr;
@@ -192,10 +192,7 @@ impl Files {
                 )
             }
             &Name::Script(mac) => {
-                let server = crate::dhcp::pxe::BootServer {
-                    advertise: self.boot.advertise.unwrap_or(Ipv4Addr::LOCALHOST),
-                    http_port: self.boot.http_port,
-                };
+                let server = self.boot.server(None);
                 // The lifecycle lives on the main runtime; this thread runs TFTP's own. The
                 // decision runs there, and this transfer awaits it without holding up others.
                 let boot = self.boot.clone();

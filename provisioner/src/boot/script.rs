@@ -1,13 +1,11 @@
-//! The iPXE scripts of what a node boots. What that is, the lifecycle decides from the node's
-//! state ([`crate::lifecycle::BootDecision`]); this module only writes it as a script, from
-//! the askama templates in `templates/ipxe/`.
+//! The iPXE scripts of what a node boots. What that is, `super::decision` decides; this only
+//! writes it as a script, from the askama templates in `templates/ipxe/`.
 
 use askama::Template;
 
+use super::decision::{BootDecision, BootTarget, NO_DISCOVERY, NO_INSTALLER};
+use super::first_stage::BootServer;
 use crate::artifacts::Artifact;
-use crate::dhcp::pxe::BootServer;
-use crate::lifecycle::BootDecision;
-use crate::lifecycle::machine::BootTarget;
 use crate::types::MacAddr;
 
 /// Seconds an iPXE client waits before it asks again after an error.
@@ -107,11 +105,9 @@ struct ErrorScript {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error(
-        "no discovery image is configured (build one with `provisioner image build-discovery`, or give --discovery-kernel and --discovery-initrd)"
-    )]
+    #[error("{NO_DISCOVERY}")]
     NoDiscoveryImage,
-    #[error("this node is to be installed, and no installer image is available yet")]
+    #[error("{NO_INSTALLER}")]
     NoInstaller,
     #[error("cannot render the iPXE script: {0}")]
     Render(#[from] askama::Error),

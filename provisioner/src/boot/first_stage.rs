@@ -1,4 +1,4 @@
-//! Which boot file a PXE client gets (RFC 4578 client architecture, option 93; the iPXE user
+//! The first stage: which boot file a PXE client gets (RFC 4578 client architecture, option 93; the iPXE user
 //! class, option 77, RFC 3004). The map is editable; its defaults are right without help.
 
 use std::collections::BTreeMap;
@@ -130,9 +130,10 @@ fn names_ipxe(user_class: &[u8]) -> bool {
     false
 }
 
-/// Where a booting client is sent next.
+/// Where DHCP sends a booting client first: the network-boot binary (or URL) it loads before
+/// it asks for its script.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BootTarget {
+pub enum FirstStage {
     /// A file name fetched by TFTP from `next_server`.
     Tftp { file: String },
     /// A URL fetched by UEFI HTTP boot; the reply carries option 60 `HTTPClient`.
@@ -181,20 +182,20 @@ pub fn choose(
     server: &BootServer,
     req: &PxeRequest,
     mac: MacAddr,
-) -> Result<BootTarget, NoBoot> {
+) -> Result<FirstStage, NoBoot> {
     if req.ipxe {
-        return Ok(BootTarget::IpxeScript {
+        return Ok(FirstStage::IpxeScript {
             url: server.script_url(mac),
         });
     }
     let arch = req.arch.ok_or(NoBoot::NoArch)?;
     let entry = map.get(arch).ok_or(NoBoot::UnknownArch(arch))?;
     Ok(if entry.http {
-        BootTarget::Http {
+        FirstStage::Http {
             url: server.firmware_url(&entry.file),
         }
     } else {
-        BootTarget::Tftp {
+        FirstStage::Tftp {
             file: entry.file.clone(),
         }
     })
@@ -225,13 +226,13 @@ mod tests {
         PxeRequest::parse(&m)
     }
 
-    fn boot(r: &PxeRequest) -> Result<BootTarget, NoBoot> {
+    fn boot(r: &PxeRequest) -> Result<FirstStage, NoBoot> {
         choose(&BootMap::default(), &SERVER, r, MAC)
     }
 
     #[test]
     fn default_map_by_architecture() {
-        let tftp = |f: &str| Ok(BootTarget::Tftp { file: f.into() });
+        let tftp = |f: &str| Ok(FirstStage::Tftp { file: f.into() });
         let cases = [
             (0, tftp("undionly.kpxe")),
             (7, tftp("ipxe.efi")),
@@ -239,13 +240,13 @@ mod tests {
             (11, tftp("ipxe-arm64.efi")),
             (
                 16,
-                Ok(BootTarget::Http {
+                Ok(FirstStage::Http {
                     url: "http://10.99.0.1:8080/firmware/ipxe.efi".into(),
                 }),
             ),
             (
                 19,
-                Ok(BootTarget::Http {
+                Ok(FirstStage::Http {
                     url: "http://10.99.0.1:8080/firmware/ipxe-arm64.efi".into(),
                 }),
             ),
@@ -264,7 +265,7 @@ mod tests {
             let r = req("PXEClient:Arch:00007:UNDI:003016", Some(7), Some(uc));
             assert_eq!(
                 boot(&r),
-                Ok(BootTarget::IpxeScript {
+                Ok(FirstStage::IpxeScript {
                     url: "http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe".into()
                 })
             );
@@ -295,7 +296,7 @@ mod tests {
         let r = req("PXEClient", Some(7), None);
         assert_eq!(
             choose(&map, &SERVER, &r, MAC),
-            Ok(BootTarget::Tftp {
+            Ok(FirstStage::Tftp {
                 file: "snponly.efi".into()
             })
         );

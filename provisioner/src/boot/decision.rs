@@ -1,0 +1,115 @@
+//! What a node boots, decided from its state and from what the appliance has to give: the one
+//! place the answer is made. DHCP, TFTP and HTTP ask through `BootContext`; the lifecycle
+//! asks here when a node requests its script.
+
+use crate::lifecycle::machine::State;
+
+/// What a node is given when it network-boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootTarget {
+    /// The discovery kernel and initramfs with the agent.
+    Discovery,
+    /// The OS installer.
+    Installer,
+    /// Its own disk.
+    LocalDisk,
+    /// Nothing to boot now: print why and ask again later.
+    Wait(String),
+}
+
+/// What the appliance has to give a node now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Available {
+    /// A discovery image is imported.
+    pub discovery: bool,
+    /// An installer image is imported.
+    pub installer: bool,
+}
+
+/// Why a node that should boot the discovery image waits instead.
+pub const NO_DISCOVERY: &str = "no discovery image is configured (build one with `provisioner image build-discovery`, or give --discovery-kernel and --discovery-initrd)";
+/// Why a node that should be installed waits instead.
+pub const NO_INSTALLER: &str =
+    "this node is to be installed, and no installer image is available yet";
+
+/// What a node in `state` (none: never seen) boots, given what is available.
+pub fn boot_target(state: Option<&State>, have: Available) -> BootTarget {
+    match state {
+        None | Some(State::Discovered | State::Inspecting) if have.discovery => {
+            BootTarget::Discovery
+        }
+        None | Some(State::Discovered | State::Inspecting) => BootTarget::Wait(NO_DISCOVERY.into()),
+        Some(State::Inspected) => BootTarget::Wait("inspected; waiting to be installed".into()),
+        Some(State::Installing) if have.installer => BootTarget::Installer,
+        Some(State::Installing) => BootTarget::Wait(NO_INSTALLER.into()),
+        Some(State::BurningIn | State::Enrolled) => BootTarget::LocalDisk,
+        Some(s @ (State::Failed { .. } | State::Held { .. } | State::Retired)) => {
+            BootTarget::Wait(format!("this node is {s}; waiting for an operator"))
+        }
+    }
+}
+
+/// What a node gets when it asks for its boot script: the target, and a fresh agent token
+/// when it boots something that runs the agent.
+#[derive(Clone, Debug)]
+pub struct BootDecision {
+    pub target: BootTarget,
+    pub token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::machine::Step;
+
+    const ALL: Available = Available {
+        discovery: true,
+        installer: true,
+    };
+
+    #[test]
+    fn what_a_node_boots_follows_its_state_and_what_there_is() {
+        assert_eq!(boot_target(None, ALL), BootTarget::Discovery);
+        assert_eq!(
+            boot_target(Some(&State::Inspecting), ALL),
+            BootTarget::Discovery
+        );
+        assert_eq!(
+            boot_target(Some(&State::Installing), ALL),
+            BootTarget::Installer
+        );
+        assert_eq!(
+            boot_target(Some(&State::Enrolled), ALL),
+            BootTarget::LocalDisk
+        );
+        let failed = State::Failed {
+            step: Step::Inspecting,
+            reason: "no slot".into(),
+        };
+        let BootTarget::Wait(why) = boot_target(Some(&failed), ALL) else {
+            panic!()
+        };
+        assert!(why.contains("failed at inspecting: no slot"), "{why}");
+        let held = State::Held {
+            from: Box::new(State::Enrolled),
+        };
+        assert!(matches!(boot_target(Some(&held), ALL), BootTarget::Wait(_)));
+        // What is missing makes the node wait, saying what.
+        let none = Available {
+            discovery: false,
+            installer: false,
+        };
+        assert_eq!(
+            boot_target(None, none),
+            BootTarget::Wait(NO_DISCOVERY.into())
+        );
+        assert_eq!(
+            boot_target(Some(&State::Installing), none),
+            BootTarget::Wait(NO_INSTALLER.into())
+        );
+        assert_eq!(
+            boot_target(Some(&State::BurningIn), none),
+            BootTarget::LocalDisk
+        );
+    }
+}
