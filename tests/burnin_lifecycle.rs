@@ -13,7 +13,7 @@ use provisioner::config::SyncMode;
 use provisioner::lifecycle::admission::{NewNodes, Requester};
 use provisioner::lifecycle::machine::{Actor, Input, State};
 use provisioner::lifecycle::plan::{SHIPPED_SKUS, Skus, parse_plan};
-use provisioner::lifecycle::{AgentRefusal, Lifecycle, Timeouts};
+use provisioner::lifecycle::{AgentAuthError, AgentError, Lifecycle, Timeouts};
 use provisioner::types::MacAddr;
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
 use provisioner_protocol::{Facts, InspectionReport, Instruction, PciDevice};
@@ -56,10 +56,11 @@ async fn setup() -> Setup {
         .unwrap();
     let skus = Skus::parse(SHIPPED_SKUS).unwrap();
     let slots = parse_plan(std::path::Path::new("plan.csv"), PLAN, &skus).unwrap();
-    provisioner::store::lifecycle::replace_plan(&pool, &slots, "plan.csv", skus.version, 0)
+    let mut tx = pool.begin().await.unwrap();
+    provisioner::store::lifecycle::replace_plan(&mut tx, &slots, "plan.csv", skus.version, 0)
         .await
-        .unwrap()
         .unwrap();
+    tx.commit().await.unwrap();
     let profiles = Profiles::parse(SHIPPED_PROFILES).unwrap();
     let lc = Lifecycle::open(
         pool,
@@ -160,7 +161,7 @@ async fn a_slow_gpu_is_run_again_then_the_node_is_enrolled() {
 
     // Enrolled, a report is no longer taken.
     let err = s.lc.burnin(Some(&token), &report(mac)).await.unwrap_err();
-    assert!(matches!(err, AgentRefusal::Conflict(_)), "{err}");
+    assert!(matches!(err, AgentError::NotNow { .. }), "{err}");
 }
 
 #[tokio::test]
@@ -198,11 +199,11 @@ async fn a_node_far_under_its_cohort_fails_and_bad_tokens_change_nothing() {
     // Someone else's token, and no token: refused, nothing stored.
     assert!(matches!(
         s.lc.burnin(Some(&ta), &report(b)).await.unwrap_err(),
-        AgentRefusal::Forbidden(_)
+        AgentError::Auth(AgentAuthError::OtherNode(_))
     ));
     assert!(matches!(
         s.lc.burnin(None, &report(b)).await.unwrap_err(),
-        AgentRefusal::Unauthorized(_)
+        AgentError::Auth(AgentAuthError::NoToken)
     ));
     assert_eq!(s.lc.state(b.parse().unwrap()), Some(State::BurningIn));
 
@@ -238,7 +239,7 @@ async fn progress_lines_are_kept_with_the_node_and_need_its_token() {
     assert_eq!(s.lc.progress(Some(&token), &p).await.unwrap(), 2);
     assert!(matches!(
         s.lc.progress(Some("forged"), &p).await.unwrap_err(),
-        AgentRefusal::Unauthorized(_)
+        AgentError::Auth(AgentAuthError::UnknownToken)
     ));
     let id = s.lc.find(mac).await.unwrap().unwrap().id;
     let pool = provisioner::store::open(s._dir.path(), SyncMode::Normal)

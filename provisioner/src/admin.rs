@@ -20,18 +20,21 @@ pub async fn import_plan(config: &Config, file: &Path) -> anyhow::Result<usize> 
         .with_context(|| format!("cannot read rack plan {}", file.display()))?;
     let slots = plan::parse_plan(file, &text, &skus)?;
     let pool = store::open(&config.data_dir, SyncMode::Full).await?;
-    let done = store::lifecycle::replace_plan(
-        &pool,
+    let mut tx = pool.begin().await?;
+    let taken = store::lifecycle::taken_slots(&mut tx).await?;
+    if let Err(why) = plan::may_replace(&slots, &taken) {
+        bail!("rack plan {} not imported: {why}", file.display());
+    }
+    store::lifecycle::replace_plan(
+        &mut tx,
         &slots,
         &file.display().to_string(),
         skus.version,
         now_ms(),
     )
     .await?;
+    tx.commit().await?;
     pool.close().await;
-    if let Err(why) = done {
-        bail!("rack plan {} not imported: {why}", file.display());
-    }
     Ok(slots.len())
 }
 

@@ -9,6 +9,7 @@ pub mod burnin;
 pub mod checklist;
 pub mod config;
 pub mod dhcp;
+pub mod error;
 pub mod events;
 pub mod firmware;
 pub mod http;

@@ -57,6 +57,29 @@ pub enum ChecklistError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Kinded for ChecklistError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            ChecklistError::NotStarted(_) => Kind::NotFound,
+            ChecklistError::AlreadyStarted(_)
+            | ChecklistError::AlreadyTicked(_)
+            | ChecklistError::NotTicked(_)
+            | ChecklistError::Automatic(_)
+            | ChecklistError::TemplateGone { .. } => Kind::Conflict,
+            ChecklistError::BadRack(_)
+            | ChecklistError::UnknownType(..)
+            | ChecklistError::UnknownStep { .. }
+            | ChecklistError::SlotNeeded { .. }
+            | ChecklistError::NoSlotWanted { .. }
+            | ChecklistError::UnknownSlot { .. }
+            | ChecklistError::NoReason
+            | ChecklistError::NoName => Kind::BadRequest,
+            ChecklistError::Store(_) => Kind::Unavailable,
+        }
+    }
+}
+
 impl From<sqlx::Error> for ChecklistError {
     fn from(e: sqlx::Error) -> Self {
         ChecklistError::Store(StoreError::Query(e))

@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use provisioner_protocol::burnin::BurnInReport;
 use provisioner_protocol::{
     InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, PATH_PROGRESS, ProgressReport,
-    Refusal,
 };
 use serde::Deserialize;
 
-use super::AppState;
-use crate::lifecycle::AgentRefusal;
+use super::{ApiError, AppState};
+use crate::error::Kind;
+use crate::lifecycle::AgentError;
 use crate::store::nodes::EventKind;
 use crate::types::MacAddr;
 
@@ -29,39 +29,31 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn refuse(status: StatusCode, error: String) -> Response {
-    (status, Json(Refusal { error })).into_response()
+fn refuse(kind: Kind, error: String) -> Response {
+    ApiError::new(kind, error).into_response()
 }
 
+/// The answer to a call that was not taken; a refused credential is recorded against the MAC
+/// it claimed.
 async fn refused(
     st: &AppState,
-    e: AgentRefusal,
+    e: AgentError,
     mac: &str,
     peer: SocketAddr,
     path: &str,
 ) -> Response {
-    let status = match &e {
-        AgentRefusal::BadRequest(_) => StatusCode::BAD_REQUEST,
-        AgentRefusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        AgentRefusal::Forbidden(_) => StatusCode::FORBIDDEN,
-        AgentRefusal::Conflict(_) => StatusCode::CONFLICT,
-        AgentRefusal::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    if matches!(
-        e,
-        AgentRefusal::Unauthorized(_) | AgentRefusal::Forbidden(_)
-    ) {
+    if let AgentError::Auth(auth) = &e {
         st.boot
             .lifecycle
             .record_refusal(
                 mac.parse().ok(),
                 &peer.ip().to_string(),
                 path,
-                &e.to_string(),
+                &auth.to_string(),
             )
             .await;
     }
-    refuse(status, e.to_string())
+    ApiError::from(e).into_response()
 }
 
 /// The body of an agent's call, or the 400 that says why it is not one.
@@ -88,7 +80,7 @@ pub async fn inspection(
 ) -> Response {
     let report = match body(report, "report") {
         Ok(r) => r,
-        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+        Err(why) => return refuse(Kind::BadRequest, why),
     };
     match st.boot.lifecycle.report(bearer(&headers), &report).await {
         Ok(state) => {
@@ -118,7 +110,7 @@ pub async fn next(
 ) -> Response {
     let Ok(mac) = q.mac.parse::<MacAddr>() else {
         return refuse(
-            StatusCode::BAD_REQUEST,
+            Kind::BadRequest,
             format!("`{}` is not a MAC address", q.mac),
         );
     };
@@ -142,7 +134,7 @@ pub async fn burnin(
 ) -> Response {
     let report = match body(report, "burn-in report") {
         Ok(r) => r,
-        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+        Err(why) => return refuse(Kind::BadRequest, why),
     };
     match st.boot.lifecycle.burnin(bearer(&headers), &report).await {
         Ok(judgement) => {
@@ -163,7 +155,7 @@ pub async fn progress(
 ) -> Response {
     let report = match body(report, "progress report") {
         Ok(r) => r,
-        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+        Err(why) => return refuse(Kind::BadRequest, why),
     };
     match st.boot.lifecycle.progress(bearer(&headers), &report).await {
         Ok(n) => (

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod boot;
 pub mod conns;
+pub mod error;
 pub mod files;
 pub mod live;
 pub mod nodes;
@@ -24,11 +25,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
 
 use crate::dhcp::serve::unix_now;
 use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
+
+pub use error::{ApiError, PageError};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -49,30 +51,6 @@ pub struct AppState {
     pub conns: conns::Conns,
     /// Which parts of the appliance are serving, for `/healthz`.
     pub health: Arc<crate::supervise::Health>,
-}
-
-/// Errors of the HTTP API, each with its status code.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("store unavailable: {0}")]
-    Store(#[from] StoreError),
-    #[error("cannot render metrics")]
-    Metrics(#[from] std::fmt::Error),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error!(error = %self, "HTTP request failed");
-        let status = match self {
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Metrics(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
-    }
 }
 
 pub fn router(state: AppState) -> Router {

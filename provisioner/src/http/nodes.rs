@@ -9,19 +9,40 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
+use crate::error::Kind;
+use crate::lifecycle::hash_token;
 use crate::lifecycle::machine::{Action, Actor, State as NodeState};
-use crate::lifecycle::{ActionError, hash_token};
 use crate::store::lifecycle as db;
 use crate::store::nodes::{EventKind, EventRow, NodeRow};
 use crate::types::MacAddr;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+fn error(kind: Kind, msg: impl Into<String>) -> Response {
+    ApiError::new(kind, msg).into_response()
+}
+
+/// Why an admin call's credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminAuthError {
+    #[error("this call needs an admin token (Authorization: Bearer; `provisioner token create`)")]
+    NoToken,
+    #[error("unknown admin token")]
+    UnknownToken,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl crate::error::Kinded for AdminAuthError {
+    fn kind(&self) -> Kind {
+        match self {
+            AdminAuthError::Store(_) => Kind::Unavailable,
+            _ => Kind::Unauthorized,
+        }
+    }
 }
 
 /// One node in the list: what the boot plane saw of it and, once it asked for a boot script,
@@ -109,13 +130,13 @@ pub async fn get(
         (None, Err(_)) if id.parse::<i64>().is_ok() => None,
         (None, Err(_)) => {
             return Ok(error(
-                StatusCode::BAD_REQUEST,
+                Kind::BadRequest,
                 format!("`{id}` is neither a node number nor a MAC address"),
             ));
         }
     };
     let Some(mac) = mac else {
-        return Ok(error(StatusCode::NOT_FOUND, format!("no node {id}")));
+        return Ok(error(Kind::NotFound, format!("no node {id}")));
     };
     // A node asking about itself is calling back: that is a boot event too.
     if let std::net::IpAddr::V4(ip) = peer.ip()
@@ -131,7 +152,7 @@ pub async fn get(
     let seen = crate::store::nodes::get(&st.journal, mac).await?;
     if lc.is_none() && seen.is_none() {
         return Ok(error(
-            StatusCode::NOT_FOUND,
+            Kind::NotFound,
             format!("node {mac} has not been seen"),
         ));
     }
@@ -173,18 +194,14 @@ pub struct ActionRequest {
     action: Action,
 }
 
-/// The operator behind an admin bearer token, or the response refusing the call.
-pub async fn operator(st: &AppState, headers: &HeaderMap) -> Result<Actor, Response> {
+/// The operator behind an admin bearer token.
+pub async fn operator(st: &AppState, headers: &HeaderMap) -> Result<Actor, AdminAuthError> {
     let Some(token) = super::agent::bearer(headers).filter(|t| !t.is_empty()) else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "this call needs an admin token (Authorization: Bearer; `provisioner token create`)",
-        ));
+        return Err(AdminAuthError::NoToken);
     };
-    match db::admin_token(&st.store, &hash_token(token)).await {
-        Ok(Some(name)) => Ok(Actor::Operator(name)),
-        Ok(None) => Err(error(StatusCode::UNAUTHORIZED, "unknown admin token")),
-        Err(e) => Err(ApiError::from(e).into_response()),
+    match db::admin_token(&st.store, &hash_token(token)).await? {
+        Some(name) => Ok(Actor::Operator(name)),
+        None => Err(AdminAuthError::UnknownToken),
     }
 }
 
@@ -216,7 +233,7 @@ pub async fn action(
 ) -> Response {
     let actor = match operator(&st, &headers).await {
         Ok(a) => a,
-        Err(resp) => {
+        Err(e) => {
             refuse_node_call(
                 &st,
                 peer,
@@ -225,14 +242,14 @@ pub async fn action(
                 "admin call without a valid admin token",
             )
             .await;
-            return resp;
+            return ApiError::from(e).into_response();
         }
     };
     let req = match body {
         Ok(Json(r)) => r,
         Err(e) => {
             return error(
-                StatusCode::BAD_REQUEST,
+                Kind::BadRequest,
                 format!(
                     "bad action (hold, release, retry, reprovision, retire): {}",
                     e.body_text()
@@ -246,8 +263,6 @@ pub async fn action(
             "detail": state.to_string(),
         }))
         .into_response(),
-        Err(ActionError::NotFound(n)) => error(StatusCode::NOT_FOUND, format!("no node {n}")),
-        Err(ActionError::Refused(r)) => error(StatusCode::CONFLICT, r.to_string()),
-        Err(ActionError::Store(e)) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -18,24 +18,10 @@ use axum::http::header::{
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use tracing::error;
 
 use crate::lifecycle::machine::State;
-use crate::store::StoreError;
 
-/// Why a page cannot be shown, each with its status code and an HTML page saying so.
-#[derive(Debug, thiserror::Error)]
-pub enum PageError {
-    #[error("no {0}")]
-    NotFound(String),
-    #[error("the appliance's store is unavailable: {0}")]
-    Store(#[from] StoreError),
-    #[error("cannot render the page: {0}")]
-    Render(#[from] askama::Error),
-    /// A form refused: not signed in, a stale form, a step the state does not allow.
-    #[error("{1}")]
-    Refused(StatusCode, String),
-}
+pub use super::error::PageError;
 
 /// The operator signed in to the pages, and the value their forms must carry.
 #[derive(Clone, Debug)]
@@ -53,31 +39,20 @@ struct ErrorPage<'a> {
     message: String,
 }
 
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        let (status, title) = match &self {
-            PageError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-            PageError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
-            PageError::Render(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Page error"),
-            PageError::Refused(status, _) => (*status, "Not done"),
-        };
-        if status.is_server_error() {
-            error!(error = %self, "status page failed");
+/// The page that says why a request was not done, with `status`.
+pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let page = ErrorPage {
+        viewer: None,
+        title,
+        message: message.to_string(),
+    };
+    // The error page has two strings; should it fail, the reason still goes out as text.
+    match html(&page) {
+        Ok(mut resp) => {
+            *resp.status_mut() = status;
+            resp
         }
-        let message = self.to_string();
-        let page = ErrorPage {
-            viewer: None,
-            title,
-            message: message.clone(),
-        };
-        // The error page has two strings; should it fail, the reason still goes out as text.
-        match html(&page) {
-            Ok(mut resp) => {
-                *resp.status_mut() = status;
-                resp
-            }
-            Err(_) => (status, message).into_response(),
-        }
+        Err(_) => (status, message.to_string()).into_response(),
     }
 }
 
@@ -192,14 +167,15 @@ mod tests {
 
     #[test]
     fn a_store_error_is_a_503_page() {
-        let resp = PageError::Store(StoreError::Corrupt("node state `x`".into())).into_response();
+        let resp = PageError::from(crate::store::StoreError::Corrupt("node state `x`".into()))
+            .into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         let ct = resp.headers().get(axum::http::header::CONTENT_TYPE);
         assert_eq!(
             ct.and_then(|v| v.to_str().ok()),
             Some("text/html; charset=utf-8")
         );
-        let resp = PageError::NotFound("node 7".into()).into_response();
+        let resp = PageError::not_found("node 7").into_response();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
 

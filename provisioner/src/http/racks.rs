@@ -5,29 +5,21 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::checklist::{self, ChecklistError};
+use crate::error::Kind;
 use crate::lifecycle::machine::Actor;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+fn error(kind: Kind, msg: impl Into<String>) -> Response {
+    ApiError::new(kind, msg).into_response()
 }
 
 fn refused(e: ChecklistError) -> Response {
-    let status = match &e {
-        ChecklistError::NotStarted(_) => StatusCode::NOT_FOUND,
-        ChecklistError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ChecklistError::AlreadyStarted(_)
-        | ChecklistError::AlreadyTicked(_)
-        | ChecklistError::NotTicked(_)
-        | ChecklistError::Automatic(_) => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    error(status, e.to_string())
+    ApiError::from(e).into_response()
 }
 
 #[derive(Deserialize)]
@@ -81,7 +73,10 @@ pub struct Tick {
 
 /// "alice (token ci)": the person, and the admin token that let them.
 async fn who(st: &AppState, headers: &HeaderMap, by: &str) -> Result<String, Response> {
-    match super::nodes::operator(st, headers).await? {
+    match super::nodes::operator(st, headers)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?
+    {
         Actor::Operator(token) => checklist::signed(by, &token).map_err(refused),
         other => Ok(other.to_string()),
     }
@@ -94,10 +89,7 @@ pub async fn start(
     body: Result<Json<Start>, JsonRejection>,
 ) -> Response {
     let Ok(Json(req)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "want {\"rack_type\": ..., \"by\": ...}",
-        );
+        return error(Kind::BadRequest, "want {\"rack_type\": ..., \"by\": ...}");
     };
     let by = match who(&st, &headers, &req.by).await {
         Ok(b) => b,
@@ -130,7 +122,7 @@ async fn change(
 ) -> Response {
     let Ok(Json(req)) = body else {
         return error(
-            StatusCode::BAD_REQUEST,
+            Kind::BadRequest,
             "want {\"step\": ..., \"slot\": ..., \"by\": ...} (and \"reason\" to untick)",
         );
     };

@@ -21,10 +21,11 @@ use tracing::info;
 
 use super::AppState;
 use super::pages::{PageError, Viewer};
-use crate::checklist::{self, ChecklistError};
+use crate::checklist;
+use crate::error::Kind;
 use crate::events::now_ms;
 use crate::lifecycle::machine::{Action, Actor};
-use crate::lifecycle::{ActionError, Change, hash_token, new_token};
+use crate::lifecycle::{Change, hash_token, new_token};
 use crate::store::{StoreError, lifecycle as db, sessions};
 
 /// The session cookie's name.
@@ -106,8 +107,8 @@ impl Guard {
 /// A form the page did not send (a field missing or malformed): a clear page, not axum's
 /// plain-text rejection.
 fn bad_form(e: FormRejection) -> PageError {
-    PageError::Refused(
-        StatusCode::BAD_REQUEST,
+    PageError::new(
+        Kind::BadRequest,
         format!(
             "this form is not one of the appliance's pages: {}",
             e.body_text()
@@ -189,20 +190,20 @@ pub async fn viewer(st: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>
 /// The signed-in operator of a form, checked against the form's CSRF value.
 async fn operator(st: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Viewer, PageError> {
     if cross_site(headers) {
-        return Err(PageError::Refused(
-            StatusCode::FORBIDDEN,
-            "a form posted from another site".into(),
+        return Err(PageError::new(
+            Kind::Forbidden,
+            "a form posted from another site",
         ));
     }
     match viewer(st, headers).await? {
         Some(v) if constant_time_eq(v.csrf.as_bytes(), csrf.as_bytes()) => Ok(v),
-        Some(_) => Err(PageError::Refused(
-            StatusCode::FORBIDDEN,
-            "this form is stale or came from another site: reload the page and try again".into(),
+        Some(_) => Err(PageError::new(
+            Kind::Forbidden,
+            "this form is stale or came from another site: reload the page and try again",
         )),
-        None => Err(PageError::Refused(
-            StatusCode::UNAUTHORIZED,
-            "sign in with an admin token first (Log in, top right)".into(),
+        None => Err(PageError::new(
+            Kind::Unauthorized,
+            "sign in with an admin token first (Log in, top right)",
         )),
     }
 }
@@ -285,15 +286,15 @@ pub async fn login(
 ) -> Result<Response, PageError> {
     let Form(form) = form.map_err(bad_form)?;
     if cross_site(&headers) {
-        return Err(PageError::Refused(
-            StatusCode::FORBIDDEN,
-            "a sign-in posted from another site".into(),
+        return Err(PageError::new(
+            Kind::Forbidden,
+            "a sign-in posted from another site",
         ));
     }
     let now = Instant::now();
     if !st.web.attempt(peer.ip(), now) {
-        return Err(PageError::Refused(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(PageError::new(
+            Kind::TooManyRequests,
             format!(
                 "more than {FAILED_LOGINS_PER_MINUTE} failed sign-ins from {} in a minute: wait a minute",
                 peer.ip()
@@ -385,10 +386,8 @@ pub async fn node_action(
     let who = match operator(&st, &headers, csrf).await {
         Ok(v) => v,
         Err(e) => {
-            let why = match &e {
-                PageError::Refused(StatusCode::FORBIDDEN, _) => {
-                    "page action with a stale or foreign form"
-                }
+            let why = match e.kind {
+                Kind::Forbidden => "page action with a stale or foreign form",
                 _ => "page action without a signed-in operator",
             };
             let path = format!("/nodes/{id}/actions");
@@ -405,11 +404,7 @@ pub async fn node_action(
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/nodes/{id}")).into_response()),
-        Err(ActionError::NotFound(n)) => Err(PageError::NotFound(format!("node {n}"))),
-        Err(ActionError::Refused(r)) => {
-            Err(PageError::Refused(StatusCode::CONFLICT, r.to_string()))
-        }
-        Err(ActionError::Store(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -434,14 +429,6 @@ fn checklist_page(site: &str, row: &str, rack: &str) -> String {
     format!("{}/checklist", super::pages::rack_href(site, row, rack))
 }
 
-fn checklist_refused(e: ChecklistError) -> PageError {
-    match e {
-        ChecklistError::Store(e) => PageError::Store(e),
-        ChecklistError::NotStarted(r) => PageError::NotFound(format!("checklist of rack {r}")),
-        other => PageError::Refused(StatusCode::CONFLICT, other.to_string()),
-    }
-}
-
 pub async fn checklist_start(
     State(st): State<AppState>,
     Path((site, row, rack)): Path<(String, String, String)>,
@@ -450,11 +437,11 @@ pub async fn checklist_start(
 ) -> Result<Response, PageError> {
     let Form(form) = form.map_err(bad_form)?;
     let who = operator(&st, &headers, &form.csrf).await?;
-    let by = checklist::signed(&form.by, &who.name).map_err(checklist_refused)?;
+    let by = checklist::signed(&form.by, &who.name).map_err(PageError::from)?;
     let name = format!("{site}/{row}/{rack}");
     checklist::start(&st.store, &st.checklists, &name, &form.rack_type, &by)
         .await
-        .map_err(checklist_refused)?;
+        .map_err(PageError::from)?;
     st.boot.lifecycle.announce(Change {
         rack: Some(name),
         ..Change::default()
@@ -470,7 +457,7 @@ async fn checklist_change(
     undo: bool,
 ) -> Result<Response, PageError> {
     let who = operator(&st, &headers, &form.csrf).await?;
-    let by = checklist::signed(&form.by, &who.name).map_err(checklist_refused)?;
+    let by = checklist::signed(&form.by, &who.name).map_err(PageError::from)?;
     let name = format!("{site}/{row}/{rack}");
     let slot = form.slot.as_deref().filter(|s| !s.is_empty());
     let done = if undo {
@@ -488,7 +475,7 @@ async fn checklist_change(
     } else {
         checklist::tick(&st.store, &st.checklists, &name, &form.step, slot, &by).await
     };
-    done.map_err(checklist_refused)?;
+    done.map_err(PageError::from)?;
     st.boot.lifecycle.announce(Change {
         rack: Some(name),
         ..Change::default()

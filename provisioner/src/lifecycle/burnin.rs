@@ -9,7 +9,7 @@ use provisioner_protocol::{Instruction, ProgressReport};
 use tracing::info;
 
 use super::machine::{Actor, Input, State};
-use super::{ActionError, AgentRefusal, Lifecycle, apply};
+use super::{ActionError, AgentError, Lifecycle, apply};
 use crate::burnin::judge::{Cohort, CohortKey, Expected, Judgement, Level, judge};
 use crate::events::now_ms;
 use crate::store::StoreError;
@@ -54,7 +54,7 @@ impl Lifecycle {
         &self,
         bearer: Option<&str>,
         report: &BurnInReport,
-    ) -> Result<Judgement, AgentRefusal> {
+    ) -> Result<Judgement, AgentError> {
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -62,21 +62,18 @@ impl Lifecycle {
             .calling_node(&mut tx, bearer, &report.mac, false)
             .await?;
         if node.state != State::BurningIn {
-            return Err(AgentRefusal::Conflict(format!(
-                "node {mac} is {}; a burn-in report is not taken now",
-                node.state.name()
-            )));
+            return Err(AgentError::NotNow {
+                mac,
+                state: node.state.name().to_string(),
+                what: "a burn-in report",
+            });
         }
         let slot = node.slot.clone().unwrap_or_default();
         let Some(sku) = db::slot_sku(&mut tx, &slot).await? else {
-            return Err(AgentRefusal::Conflict(format!(
-                "node {mac} has no slot in the rack plan"
-            )));
+            return Err(AgentError::NoSlot(mac));
         };
         let Some(profile) = self.profiles.by_sku.get(&sku) else {
-            return Err(AgentRefusal::Conflict(format!(
-                "no burn-in profile for SKU {sku}"
-            )));
+            return Err(AgentError::NoProfile(sku));
         };
         // A retry's report carries only the checks run again: they replace the last report's.
         let last = this_burn_in(&mut tx, &node).await?;
@@ -167,9 +164,7 @@ impl Lifecycle {
         };
         let (mut state, mut slot) = (node.state.clone(), node.slot.clone());
         if let Some(input) = input {
-            let applied = apply(&mut tx, &node, &input, &Actor::Agent, now)
-                .await?
-                .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
+            let applied = apply(&mut tx, &node, &input, &Actor::Agent, now).await??;
             (state, slot) = (applied.state, applied.slot);
         }
         tx.commit().await?;
@@ -184,7 +179,7 @@ impl Lifecycle {
         &self,
         bearer: Option<&str>,
         p: &ProgressReport,
-    ) -> Result<usize, AgentRefusal> {
+    ) -> Result<usize, AgentError> {
         let mut tx = self.pool.begin().await?;
         let (_, _, node) = self.calling_node(&mut tx, bearer, &p.mac, false).await?;
         let lines: Vec<String> = p

@@ -224,6 +224,12 @@ pub struct Refused {
     pub what: String,
 }
 
+impl crate::error::Kinded for Refused {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Conflict
+    }
+}
+
 fn describe(input: &Input) -> String {
     match input {
         Input::DiscoveryBooted => "boot the discovery image".into(),

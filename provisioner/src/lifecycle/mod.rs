@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::boot::{Available, BootDecision, BootTarget};
 use crate::burnin::profile::Profiles;
+use crate::error::Kind;
 use crate::events::{Identity, now_ms};
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
@@ -42,19 +43,69 @@ impl Default for Timeouts {
     }
 }
 
-/// Why an agent's call was refused: the HTTP status and the reason, both recorded.
+/// Why an agent's credential was refused; the refusal is recorded against the MAC it claimed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AgentAuthError {
+    #[error("no agent token (Authorization: Bearer)")]
+    NoToken,
+    #[error("unknown agent token")]
+    UnknownToken,
+    #[error("this token belongs to another node, not {0}")]
+    OtherNode(MacAddr),
+    #[error("token of an earlier boot (replayed); the node has booted since")]
+    EarlierBoot,
+    #[error("token already carried this boot's report (replayed)")]
+    AlreadyReported,
+}
+
+impl crate::error::Kinded for AgentAuthError {
+    fn kind(&self) -> Kind {
+        match self {
+            AgentAuthError::NoToken | AgentAuthError::UnknownToken => Kind::Unauthorized,
+            _ => Kind::Forbidden,
+        }
+    }
+}
+
+/// Why an agent's call (a report, a question) was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum AgentRefusal {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Conflict(String),
+pub enum AgentError {
+    #[error(transparent)]
+    Auth(#[from] AgentAuthError),
+    #[error("`{0}` is not a MAC address")]
+    BadMac(String),
+    #[error("node {0} is not known")]
+    UnknownNode(MacAddr),
+    /// The node's state does not take this call now.
+    #[error("node {mac} is {state}; {what} is not taken now")]
+    NotNow {
+        mac: MacAddr,
+        state: String,
+        what: &'static str,
+    },
+    #[error("node {0} has no slot in the rack plan")]
+    NoSlot(MacAddr),
+    #[error("no burn-in profile for SKU {0}")]
+    NoProfile(String),
+    #[error(transparent)]
+    Refused(#[from] machine::Refused),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl crate::error::Kinded for AgentError {
+    fn kind(&self) -> Kind {
+        match self {
+            AgentError::Auth(e) => e.kind(),
+            AgentError::BadMac(_) => Kind::BadRequest,
+            AgentError::Store(_) => Kind::Unavailable,
+            AgentError::UnknownNode(_)
+            | AgentError::NotNow { .. }
+            | AgentError::NoSlot(_)
+            | AgentError::NoProfile(_)
+            | AgentError::Refused(_) => Kind::Conflict,
+        }
+    }
 }
 
 /// Why an operator's action was not done.
@@ -68,9 +119,19 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
-impl From<sqlx::Error> for AgentRefusal {
+impl From<sqlx::Error> for AgentError {
     fn from(e: sqlx::Error) -> Self {
-        AgentRefusal::Store(StoreError::Query(e))
+        AgentError::Store(StoreError::Query(e))
+    }
+}
+
+impl crate::error::Kinded for ActionError {
+    fn kind(&self) -> Kind {
+        match self {
+            ActionError::NotFound(_) => Kind::NotFound,
+            ActionError::Refused(_) => Kind::Conflict,
+            ActionError::Store(_) => Kind::Unavailable,
+        }
     }
 }
 
@@ -330,28 +391,20 @@ impl Lifecycle {
         bearer: Option<&str>,
         mac: MacAddr,
         for_report: bool,
-    ) -> Result<String, AgentRefusal> {
+    ) -> Result<String, AgentError> {
         let Some(token) = bearer.filter(|t| !t.is_empty()) else {
-            return Err(AgentRefusal::Unauthorized(
-                "no agent token (Authorization: Bearer)".into(),
-            ));
+            return Err(AgentAuthError::NoToken.into());
         };
         let hash = hash_token(token);
         let Some(rec) = db::agent_token(tx, &hash).await? else {
-            return Err(AgentRefusal::Unauthorized("unknown agent token".into()));
+            return Err(AgentAuthError::UnknownToken.into());
         };
         if rec.mac != mac.to_string() {
-            return Err(AgentRefusal::Forbidden(format!(
-                "this token belongs to another node, not {mac}"
-            )));
+            return Err(AgentAuthError::OtherNode(mac).into());
         }
-        match rec.status.as_str() {
-            "superseded" => Err(AgentRefusal::Forbidden(
-                "token of an earlier boot (replayed); the node has booted since".into(),
-            )),
-            "reported" if for_report => Err(AgentRefusal::Forbidden(
-                "token already carried this boot's report (replayed)".into(),
-            )),
+        match rec.status {
+            db::TokenStatus::Superseded => Err(AgentAuthError::EarlierBoot.into()),
+            db::TokenStatus::Reported if for_report => Err(AgentAuthError::AlreadyReported.into()),
             _ => Ok(hash),
         }
     }
@@ -386,13 +439,13 @@ impl Lifecycle {
         bearer: Option<&str>,
         mac: &str,
         for_report: bool,
-    ) -> Result<(MacAddr, String, db::NodeRecord), AgentRefusal> {
+    ) -> Result<(MacAddr, String, db::NodeRecord), AgentError> {
         let mac: MacAddr = mac
             .parse()
-            .map_err(|_| AgentRefusal::BadRequest(format!("`{mac}` is not a MAC address")))?;
+            .map_err(|_| AgentError::BadMac(mac.to_string()))?;
         let hash = self.authenticate(tx, bearer, mac, for_report).await?;
         let Some(node) = db::node_by_mac(tx, mac).await? else {
-            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+            return Err(AgentError::UnknownNode(mac));
         };
         Ok((mac, hash, node))
     }
@@ -403,7 +456,7 @@ impl Lifecycle {
         &self,
         bearer: Option<&str>,
         report: &InspectionReport,
-    ) -> Result<State, AgentRefusal> {
+    ) -> Result<State, AgentError> {
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -411,10 +464,11 @@ impl Lifecycle {
             .calling_node(&mut tx, bearer, &report.mac, true)
             .await?;
         if node.state != State::Inspecting {
-            return Err(AgentRefusal::Conflict(format!(
-                "node {mac} is {}; an inspection report is not taken now",
-                node.state
-            )));
+            return Err(AgentError::NotNow {
+                mac,
+                state: node.state.to_string(),
+                what: "an inspection report",
+            });
         }
         let facts = serde_json::to_string(&report.facts).expect("facts serialize");
         db::set_facts(&mut tx, node.id, Some(&facts), Some(now)).await?;
@@ -438,9 +492,7 @@ impl Lifecycle {
                 }
             }
         };
-        let applied = apply(&mut tx, &node, &input, &Actor::Agent, now)
-            .await?
-            .map_err(|e| AgentRefusal::Conflict(e.to_string()))?;
+        let applied = apply(&mut tx, &node, &input, &Actor::Agent, now).await??;
         // The holder of a contested slot stops where it is until an operator decides.
         let mut held = None;
         if let Some((holder, reason)) = contested
@@ -481,15 +533,15 @@ impl Lifecycle {
         &self,
         bearer: Option<&str>,
         mac: MacAddr,
-    ) -> Result<Instruction, AgentRefusal> {
+    ) -> Result<Instruction, AgentError> {
         let mut tx = self.pool.begin().await?;
         let hash = self.authenticate(&mut tx, bearer, mac, false).await?;
         let reported = db::agent_token(&mut tx, &hash)
             .await?
-            .is_some_and(|t| t.status == "reported");
+            .is_some_and(|t| t.status == db::TokenStatus::Reported);
         let node = db::node_by_mac(&mut tx, mac).await?;
         let Some(node) = node else {
-            return Err(AgentRefusal::Conflict(format!("node {mac} is not known")));
+            return Err(AgentError::UnknownNode(mac));
         };
         let next = match node.state {
             State::BurningIn => self.burnin_instruction(&mut tx, &node).await?,

@@ -256,6 +256,30 @@ impl Skus {
     }
 }
 
+/// Why a new rack plan cannot replace the one in use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplaceError {
+    #[error(
+        "slot {slot} is held by node {mac} and is not in the new plan: reprovision or retire the node first"
+    )]
+    SlotHeld { slot: String, mac: String },
+}
+
+/// A new plan may replace the old only if every slot a node holds (`taken`: slot, MAC) is in
+/// it: a node's slot never vanishes under it.
+pub fn may_replace(slots: &[Slot], taken: &[(String, String)]) -> Result<(), ReplaceError> {
+    match taken
+        .iter()
+        .find(|(slot, _)| !slots.iter().any(|s| s.id() == *slot))
+    {
+        Some((slot, mac)) => Err(ReplaceError::SlotHeld {
+            slot: slot.clone(),
+            mac: mac.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A slot that is taken, and by which node.
 #[derive(Clone, Debug)]
 pub struct Taken {

@@ -321,24 +321,17 @@ pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreEr
         .collect()
 }
 
-/// Replaces the rack plan. A slot that a node holds must stay in the plan.
+/// Replaces the rack plan inside `tx`, and records the import. Whether the new plan may
+/// replace the old (no held slot may vanish) is the lifecycle's to decide, before this.
 pub async fn replace_plan(
-    pool: &Pool,
+    tx: &mut Transaction<'_, Sqlite>,
     slots: &[Slot],
     source: &str,
     skus_version: u32,
     now_ms: i64,
-) -> Result<Result<(), String>, StoreError> {
-    let mut tx = pool.begin().await?;
-    for (slot, mac) in taken_slots(&mut tx).await? {
-        if !slots.iter().any(|s| s.id() == slot) {
-            return Ok(Err(format!(
-                "slot {slot} is held by node {mac} and is not in the new plan: reprovision or retire the node first"
-            )));
-        }
-    }
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM plan_slots")
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     for s in slots {
         sqlx::query(
@@ -355,7 +348,7 @@ pub async fn replace_plan(
         .bind(&s.sku)
         .bind(s.nics.map(i64::from))
         .bind(s.nic_mbps.map(i64::from))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     sqlx::query(
@@ -365,17 +358,38 @@ pub async fn replace_plan(
     .bind(source)
     .bind(slots.len() as i64)
     .bind(i64::from(skus_version))
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
-    Ok(Ok(()))
+    Ok(())
 }
 
-/// An agent token's record: its node's MAC and whether it is still good.
+/// Where an agent token stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// Issued for the node's current boot, not used for its report yet.
+    Issued,
+    /// It carried this boot's inspection report.
+    Reported,
+    /// An earlier boot's, or the node started over.
+    Superseded,
+}
+
+impl TokenStatus {
+    fn parse(s: &str) -> Result<TokenStatus, StoreError> {
+        match s {
+            "issued" => Ok(TokenStatus::Issued),
+            "reported" => Ok(TokenStatus::Reported),
+            "superseded" => Ok(TokenStatus::Superseded),
+            other => Err(StoreError::Corrupt(format!("agent token status `{other}`"))),
+        }
+    }
+}
+
+/// An agent token's record: its node's MAC and where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentToken {
     pub mac: String,
-    pub status: String,
+    pub status: TokenStatus,
 }
 
 /// How long a superseded token is kept, so that its replay is named as one; after that it is
@@ -457,7 +471,7 @@ pub async fn agent_token(
     row.map(|r| {
         Ok(AgentToken {
             mac: r.try_get("mac")?,
-            status: r.try_get("status")?,
+            status: TokenStatus::parse(&r.try_get::<String, _>("status")?)?,
         })
     })
     .transpose()

@@ -160,14 +160,7 @@ pub async fn checklist_page(
     let started = match checklist::view(&st.store, &st.checklists, &name).await {
         Ok(v) => Some(started(v)),
         Err(ChecklistError::NotStarted(_)) => None,
-        Err(ChecklistError::Store(e)) => return Err(e.into()),
-        Err(ChecklistError::BadRack(r)) => return Err(PageError::NotFound(format!("rack {r}"))),
-        Err(e) => {
-            return Err(PageError::Refused(
-                axum::http::StatusCode::CONFLICT,
-                e.to_string(),
-            ));
-        }
+        Err(e) => return Err(e.into()),
     };
     // A new checklist starts on its rack type's latest version.
     let mut latest = std::collections::BTreeMap::new();

@@ -337,7 +337,7 @@ pub async fn node(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let Some(n) = st.boot.lifecycle.find(&id).await? else {
-        return Err(PageError::NotFound(format!("node {id}")));
+        return Err(PageError::not_found(format!("node {id}")));
     };
     let (facts, facts_note) = match db::facts(&st.store, n.id).await? {
         None => (None, "not inspected yet".to_string()),

@@ -305,7 +305,7 @@ pub async fn rack(
     let plan = db::rack_plan_rows(&st.store, &site, &row, &rack).await?;
     let name = format!("{site}/{row}/{rack}");
     if plan.is_empty() {
-        return Err(PageError::NotFound(format!("rack {name} in the plan")));
+        return Err(PageError::not_found(format!("rack {name} in the plan")));
     }
     let nodes = db::rack_nodes(&st.store, &site, &row, &rack).await?;
     let held = by_slot(&nodes);
