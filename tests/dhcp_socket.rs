@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType};
 use provisioner::boot::{BootMap, BootServer};
-use provisioner::config::{DhcpMode, SyncMode};
+use provisioner::config::DhcpMode;
 use provisioner::dhcp::leases::{LeaseTable, Subnet};
 use provisioner::dhcp::serve::Listener;
 use provisioner::dhcp::{Interface, LocalBoot, Port, ReplyPorts, Server};
 use provisioner::events::{Events, Neighbors};
 use provisioner::metrics::Metrics;
 use provisioner::store;
+use provisioner::store::SyncMode;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 

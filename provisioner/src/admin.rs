@@ -6,11 +6,12 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use crate::config::{Config, SyncMode};
-use crate::events::now_ms;
+use crate::clock::now_ms;
+use crate::config::Config;
 use crate::lifecycle::plan;
 use crate::lifecycle::{hash_token, new_token};
 use crate::store;
+use crate::store::SyncMode;
 
 /// `provisioner plan import FILE`: checks the plan against the SKU definitions and replaces
 /// the stored one. Returns how many slots it holds.

@@ -121,7 +121,11 @@ impl Appliance {
 
         let skus = load_skus(config.skus.as_deref())?;
         let profiles = load_profiles(config.burnin_profiles.as_deref())?;
-        let new_nodes = NewNodes::new(&limits, metrics.limits.clone());
+        let new_nodes = NewNodes::new(
+            limits.new_nodes_per_peer_per_minute,
+            limits.new_nodes_per_minute,
+            metrics.limits.clone(),
+        );
         let lifecycle = Lifecycle::open(
             pool.clone(),
             skus,

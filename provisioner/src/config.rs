@@ -9,6 +9,7 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 
 use crate::boot::{BootFile, BootMap};
+use crate::store::SyncMode;
 use crate::types::{AddrRange, MacAddr};
 
 /// How the DHCP server behaves on the provisioning network.
@@ -216,17 +217,6 @@ pub struct DiscoveryFile {
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
     pub sync: Option<SyncMode>,
-}
-
-/// How hard the store pushes a commit to the disk before an ACK leaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    /// Survives the process being killed, not a power cut (Kea memfile's guarantee).
-    Normal,
-    /// Every commit reaches the disk (fsync) before it is acknowledged.
-    #[default]
-    Full,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::now_ms;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
@@ -90,18 +92,6 @@ fn truncate(mut detail: String) -> String {
         detail.push_str("… (cut)");
     }
     detail
-}
-
-/// Unix ms as an RFC 3339 UTC time, to the second.
-pub fn format_ms(ms: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// MACs the boot journal keeps: far more than any site has nodes.
@@ -196,6 +186,20 @@ async fn write(store: &store::Pool, batch: &[BootEvent]) -> Result<Vec<MacAddr>,
 #[derive(Clone, Debug, Default)]
 pub struct Neighbors(Arc<RwLock<Learnt>>);
 
+impl Neighbors {
+    /// The requester at `addr` asking for `mac`'s boot script, as the network knows it.
+    pub fn requester(
+        &self,
+        addr: std::net::IpAddr,
+        mac: MacAddr,
+    ) -> crate::lifecycle::admission::Requester {
+        crate::lifecycle::admission::Requester {
+            addr: crate::net::canonical(addr),
+            identity: self.identify(addr, mac),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Learnt {
     /// Address → MAC, from DHCP (and, for event attribution only, the neighbour table).
@@ -208,17 +212,7 @@ struct Learnt {
 /// Entries each map keeps. A flood of spoofed DHCP requests can churn them, never grow them.
 const MAX_NEIGHBORS: usize = 65_536;
 
-/// What the appliance knows of the peer at an address, against the MAC it speaks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// The network says the peer is this MAC.
-    Confirmed,
-    /// The network says the peer is another MAC.
-    Other(MacAddr),
-    /// The appliance knows nothing of the peer (a routed or loopback peer that DHCP did not
-    /// answer at this address).
-    Unknown,
-}
+pub use crate::lifecycle::admission::Identity;
 
 fn bounded_insert<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, k: K, v: V) {
     if m.len() >= MAX_NEIGHBORS && !m.contains_key(&k) {
@@ -256,7 +250,7 @@ impl Neighbors {
     /// peer's own frames came from. For a peer beyond a router it has no entry, and the
     /// address the appliance's DHCP gave decides.
     pub fn identify(&self, ip: std::net::IpAddr, mac: MacAddr) -> Identity {
-        let std::net::IpAddr::V4(ip) = canonical(ip) else {
+        let std::net::IpAddr::V4(ip) = crate::net::canonical(ip) else {
             return Identity::Unknown;
         };
         let seen = arp_table_lookup(ip).or_else(|| self.0.read().ok()?.dhcp.get(&ip).copied());

@@ -407,7 +407,7 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             .with_context(|| format!("cannot start {qemu} (apt-get install {packages})"))?;
         info!(node = i, %mac, console = %console.display(), "node powered on");
         lab.children.push(child);
-        nodes.push((mac, console, crate::events::now_ms()));
+        nodes.push((mac, console, crate::clock::now_ms()));
     }
 
     // Wait for every node to power off, the timeout, or Ctrl-C / SIGTERM.

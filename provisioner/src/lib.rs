@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod boot;
 pub mod burnin;
 pub mod checklist;
+pub mod clock;
 pub mod config;
 pub mod dhcp;
 pub mod error;

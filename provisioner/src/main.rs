@@ -582,7 +582,7 @@ fn checklist(cmd: ChecklistCommand) -> anyhow::Result<()> {
         let config = store.config()?;
         Ok(runtime.block_on(provisioner::store::open(
             &config.data_dir,
-            provisioner::config::SyncMode::Full,
+            provisioner::store::SyncMode::Full,
         ))?)
     };
     match cmd {

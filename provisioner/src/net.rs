@@ -21,6 +21,14 @@ pub enum NetError {
     },
 }
 
+/// An IPv4 peer seen through an IPv6 socket is still an IPv4 peer.
+pub fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The first IPv4 address of interface `name`, with its network.
 pub fn interface_ipv4(name: &str) -> Result<Ipv4Net, NetError> {
     let mut seen = false;

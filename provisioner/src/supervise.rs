@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::events::now_ms;
+use crate::clock::now_ms;
 use crate::metrics::{Metrics, PartLabel};
 
 /// The first pause before a restart; it doubles up to `MAX_PAUSE` while restarts keep failing.

@@ -248,7 +248,7 @@ pub fn burned_in(
         .build()
         .expect("a runtime");
     rt.block_on(async {
-        let pool = provisioner::store::open(data, provisioner::config::SyncMode::Normal)
+        let pool = provisioner::store::open(data, provisioner::store::SyncMode::Normal)
             .await
             .expect("the store");
         let skus =

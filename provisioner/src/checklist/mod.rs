@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::events::now_ms;
+use crate::clock::now_ms;
 use crate::store::checklists as db;
 use crate::store::lifecycle as nodes;
 use crate::store::{Pool, StoreError};
@@ -294,7 +294,7 @@ async fn seen(pool: &Pool, auto: Auto, slot: &str, plans_nics: bool) -> Result<S
         return Ok(Status::Open);
     };
     let link = format!("/api/v1/nodes/{}", node.id);
-    let at = |ms: i64| crate::events::format_ms(ms);
+    let at = |ms: i64| crate::clock::format_ms(ms);
     let status = match auto {
         Auto::PxeBooted => Some(format!(
             "node {} network-booted from the appliance at {}",
@@ -456,9 +456,7 @@ pub fn to_csv(v: &ChecklistView) -> String {
     for s in &v.steps {
         let (status, who, at) = match &s.status {
             Status::Open => ("open", String::new(), String::new()),
-            Status::Ticked { by, at_ms } => {
-                ("ticked", by.clone(), crate::events::format_ms(*at_ms))
-            }
+            Status::Ticked { by, at_ms } => ("ticked", by.clone(), crate::clock::format_ms(*at_ms)),
             Status::Seen { evidence, .. } => ("seen", evidence.clone(), String::new()),
         };
         let _ = writeln!(
@@ -493,7 +491,7 @@ pub fn to_text(v: &ChecklistView) -> String {
         let mark = match &s.status {
             Status::Open => "[ ]".to_string(),
             Status::Ticked { by, at_ms } => {
-                format!("[x] {by} {}", crate::events::format_ms(*at_ms))
+                format!("[x] {by} {}", crate::clock::format_ms(*at_ms))
             }
             Status::Seen { evidence, .. } => format!("[=] {evidence}"),
         };

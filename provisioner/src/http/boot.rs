@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::boot;
-use crate::lifecycle::admission::Requester;
 use crate::store::nodes::EventKind;
 use crate::types::{MacAddr, Sha256};
 
@@ -53,7 +52,7 @@ pub async fn script(
             boot::error_script(&format!("`{name}` names no MAC address"), &retry_generic),
         );
     };
-    let who = Requester::seen(st.events.neighbors(), peer.ip(), mac);
+    let who = st.events.neighbors().requester(peer.ip(), mac);
     let script = st.boot.script_for(mac, &who, &server).await;
     // Recorded once the lifecycle took the node: a request for a made-up MAC that it refused
     // leaves nothing in the journal.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::Limits;
-use crate::events::canonical;
 use crate::metrics::Metrics;
+use crate::net::canonical;
 
 /// The connections of the appliance's HTTP and HTTPS listeners together.
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use crate::config::Limits;
-use crate::events::canonical;
+use crate::net::canonical;
 
 /// The live streams open at once: a bounded number per peer address, and a share of the
 /// whole that only signed-in operators may take, so that anonymous pages (any peer on the

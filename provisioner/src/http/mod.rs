@@ -319,7 +319,8 @@ fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Limits, SyncMode};
+    use crate::config::Limits;
+    use crate::store::SyncMode;
     use crate::supervise::{Health, supervise};
 
     /// The appliance's router on a fresh store in `dir`, with `health`, as `app::up` builds it.

@@ -22,8 +22,8 @@ use tracing::info;
 use super::AppState;
 use super::pages::{PageError, Viewer};
 use crate::checklist;
+use crate::clock::now_ms;
 use crate::error::Kind;
-use crate::events::now_ms;
 use crate::lifecycle::machine::{Action, Actor};
 use crate::lifecycle::{Change, hash_token, new_token};
 use crate::store::{StoreError, lifecycle as db, sessions};
@@ -82,7 +82,7 @@ impl Guard {
             failed.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
         }
         let entry = failed
-            .entry(crate::events::canonical(peer))
+            .entry(crate::net::canonical(peer))
             .or_insert((now, 0));
         if now.duration_since(entry.0) >= Duration::from_secs(60) {
             *entry = (now, 0);
@@ -97,7 +97,7 @@ impl Guard {
     /// A sign-in succeeded: its attempt does not count against the peer.
     fn succeeded(&self, peer: IpAddr) {
         if let Ok(mut failed) = self.failed.lock()
-            && let Some(entry) = failed.get_mut(&crate::events::canonical(peer))
+            && let Some(entry) = failed.get_mut(&crate::net::canonical(peer))
         {
             entry.1 = entry.1.saturating_sub(1);
         }

@@ -11,9 +11,20 @@ use std::sync::Mutex;
 
 use tracing::warn;
 
-use crate::config::Limits;
-use crate::events::Identity;
 use crate::metrics::LimitMetrics;
+use crate::types::MacAddr;
+
+/// What the network says of the peer at an address, against the MAC it speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The network says the peer is this MAC.
+    Confirmed,
+    /// The network says the peer is another MAC.
+    Other(MacAddr),
+    /// Nothing is known of the peer (a routed or loopback peer the appliance's DHCP did not
+    /// give its address).
+    Unknown,
+}
 
 /// Who asks for a node's boot script, as the boot plane saw them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,22 +36,10 @@ pub struct Requester {
 }
 
 impl Requester {
-    /// The requester at `addr` asking for `mac`'s script, as the network knows it.
-    pub fn seen(
-        neighbors: &crate::events::Neighbors,
-        addr: IpAddr,
-        mac: crate::types::MacAddr,
-    ) -> Requester {
-        Requester {
-            addr: crate::events::canonical(addr),
-            identity: neighbors.identify(addr, mac),
-        }
-    }
-
     /// A requester the appliance knows nothing of, at `addr` (the API's own tools, tests).
     pub fn unknown(addr: IpAddr) -> Requester {
         Requester {
-            addr: crate::events::canonical(addr),
+            addr: crate::net::canonical(addr),
             identity: Identity::Unknown,
         }
     }
@@ -82,10 +81,12 @@ pub enum NotTaken {
 }
 
 impl NewNodes {
-    pub fn new(limits: &Limits, metrics: LimitMetrics) -> NewNodes {
+    /// `per_peer` new nodes a minute from one peer the network does not vouch for, `site`
+    /// from all together (`[limits] new_nodes_per_peer_per_minute`, `new_nodes_per_minute`).
+    pub fn new(per_peer: u32, site: u32, metrics: LimitMetrics) -> NewNodes {
         NewNodes {
-            per_peer: limits.new_nodes_per_peer_per_minute,
-            site: limits.new_nodes_per_minute,
+            per_peer,
+            site,
             counts: Mutex::default(),
             metrics,
         }
@@ -140,8 +141,9 @@ impl NewNodes {
 }
 
 impl Default for NewNodes {
+    /// The defaults of `[limits]`.
     fn default() -> Self {
-        NewNodes::new(&Limits::default(), LimitMetrics::default())
+        NewNodes::new(30, 5000, LimitMetrics::default())
     }
 }
 
@@ -158,12 +160,7 @@ mod tests {
 
     #[test]
     fn new_nodes_are_limited_per_peer_and_for_the_site() {
-        let limits = Limits {
-            new_nodes_per_peer_per_minute: 2,
-            new_nodes_per_minute: 5,
-            ..Limits::default()
-        };
-        let n = NewNodes::new(&limits, LimitMetrics::default());
+        let n = NewNodes::new(2, 5, LimitMetrics::default());
         let t = 1_000_000;
         let a = who(1, Identity::Unknown);
         assert!(n.take(&a, t).is_ok());
@@ -192,11 +189,7 @@ mod tests {
 
     #[test]
     fn zero_takes_no_new_node_from_a_peer_the_network_does_not_vouch_for() {
-        let limits = Limits {
-            new_nodes_per_peer_per_minute: 0,
-            ..Limits::default()
-        };
-        let n = NewNodes::new(&limits, LimitMetrics::default());
+        let n = NewNodes::new(0, 5000, LimitMetrics::default());
         assert!(n.take(&who(1, Identity::Unknown), 0).is_err());
         assert!(n.take(&who(1, Identity::Confirmed), 0).is_ok());
     }

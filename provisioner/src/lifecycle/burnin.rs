@@ -11,7 +11,7 @@ use tracing::info;
 use super::machine::{Actor, Input, State};
 use super::{ActionError, AgentError, Lifecycle, apply};
 use crate::burnin::judge::{Cohort, CohortKey, Expected, Judgement, Level, judge};
-use crate::events::now_ms;
+use crate::clock::now_ms;
 use crate::store::StoreError;
 use crate::store::burnin as runs;
 use crate::store::lifecycle as db;

@@ -19,11 +19,12 @@ use tracing::{info, warn};
 
 use crate::boot::{Available, BootDecision, BootTarget};
 use crate::burnin::profile::Profiles;
+use crate::clock::now_ms;
 use crate::error::Kind;
-use crate::events::{Identity, now_ms};
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
 use crate::types::MacAddr;
+use admission::Identity;
 use admission::{NewNodes, Requester};
 use machine::{Action, Actor, Effect, Input, State, Step};
 use plan::{Claim, Skus, Taken};

@@ -138,7 +138,7 @@ pub async fn all(pool: &Pool) -> Result<Vec<Lease>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SyncMode;
+    use crate::store::SyncMode;
 
     fn lease(ip: &str, mac: u8, state: LeaseState) -> Lease {
         Lease {

@@ -692,7 +692,7 @@ pub async fn rack_plan_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SyncMode;
+    use crate::store::SyncMode;
 
     #[tokio::test]
     async fn refusals_older_than_kept_are_forgotten_when_another_is_recorded() {

@@ -17,9 +17,20 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::config::SyncMode;
+use serde::Deserialize;
 
 pub type Pool = SqlitePool;
+
+/// How hard the store pushes a commit to the disk before an ACK leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Survives the process being killed, not a power cut (Kea memfile's guarantee).
+    Normal,
+    /// Every commit reaches the disk (fsync) before it is acknowledged.
+    #[default]
+    Full,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -196,11 +196,7 @@ impl Files {
                 // The lifecycle lives on the main runtime; this thread runs TFTP's own. The
                 // decision runs there, and this transfer awaits it without holding up others.
                 let boot = self.boot.clone();
-                let who = crate::lifecycle::admission::Requester::seen(
-                    self.events.neighbors(),
-                    client.ip(),
-                    mac,
-                );
+                let who = self.events.neighbors().requester(client.ip(), mac);
                 let body = self
                     .boot
                     .runtime
