@@ -246,7 +246,7 @@ fn a_wrong_collective_result_fails_a_trainium_node() {
         ..Default::default()
     };
     let r = BurnInReport {
-        mac: "52:54:00:00:00:02".into(),
+        mac: "52:54:00:00:00:02".parse().ok(),
         devices: (0..16).map(|i| neuron(i, u64::from(i == 9))).collect(),
     };
     let expected = Expected {

@@ -95,7 +95,7 @@ async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
         .token
         .unwrap();
     let report = InspectionReport {
-        mac: mac.into(),
+        mac: mac.parse().unwrap(),
         facts: h100_facts(serial),
     };
     let state = lc.report(Some(&token), &report).await.unwrap();
@@ -121,7 +121,7 @@ async fn burn_in_plan(lc: &Lifecycle, token: &str, mac: &str) -> BurnInPlan {
 
 fn report(mac: &str) -> BurnInReport {
     BurnInReport {
-        mac: mac.into(),
+        mac: mac.parse().ok(),
         ..node("h100-sxm5-80gb")
     }
 }
@@ -233,7 +233,7 @@ async fn progress_lines_are_kept_with_the_node_and_need_its_token() {
     let token = to_burning_in(&s.lc, mac, "SN-1").await;
     let long = "x".repeat(2000);
     let p = provisioner_protocol::ProgressReport {
-        mac: mac.into(),
+        mac: mac.parse().unwrap(),
         lines: vec!["gemm 12/600 s, 671 TFLOP/s".into(), long],
     };
     assert_eq!(s.lc.progress(Some(&token), &p).await.unwrap(), 2);

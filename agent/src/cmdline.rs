@@ -2,44 +2,7 @@
 //! (`provisioner.url`), which interface the node booted from (`provisioner.mac`) and the
 //! token that proves this boot (`provisioner.token`).
 
-use std::fmt;
-use std::str::FromStr;
-
-/// A MAC address, lower-case and colon-separated as sysfs writes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MacAddr(String);
-
-#[derive(Debug, PartialEq, thiserror::Error)]
-#[error("{0:?} is not a MAC address (six hex octets separated by ':' or '-')")]
-pub struct BadMac(pub String);
-
-impl FromStr for MacAddr {
-    type Err = BadMac;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let octets: Vec<&str> = s.split([':', '-']).collect();
-        let valid = octets.len() == 6
-            && octets
-                .iter()
-                .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !valid {
-            return Err(BadMac(s.to_string()));
-        }
-        Ok(MacAddr(octets.join(":").to_ascii_lowercase()))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl MacAddr {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use provisioner_protocol::{BadMac, MacAddr};
 
 /// The `provisioner.*` parameters of one boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,7 +100,7 @@ mod tests {
     fn parameters_from_a_real_looking_command_line() {
         let params = BootParams::parse(CMDLINE).unwrap();
         assert_eq!(params.url, "http://10.99.0.1:8080");
-        assert_eq!(params.mac.as_str(), "52:54:00:12:34:56");
+        assert_eq!(params.mac.to_string(), "52:54:00:12:34:56");
         assert_eq!(params.token, "tok-123");
     }
 

@@ -134,7 +134,7 @@ fn run(options: &Options) -> Result<(), String> {
     let appliance = Appliance::new(&params.url, &params.token, CALL_TIMEOUT);
     let mut node = Console {
         root: options.root.clone(),
-        progress: Progress::new(&appliance, params.mac.as_str(), PROGRESS_EVERY),
+        progress: Progress::new(&appliance, params.mac, PROGRESS_EVERY),
     };
     let ending = session::run(&appliance, &params.mac, &mut node);
     go_down(ending, options.really_power_off)

@@ -112,7 +112,8 @@ pub fn interface_with_mac(root: &Path, mac: &MacAddr) -> io::Result<Option<Strin
     names.sort();
     Ok(names.into_iter().find(|name| {
         let address = root.join("sys/class/net").join(name).join("address");
-        fs::read_to_string(address).is_ok_and(|a| a.trim().eq_ignore_ascii_case(mac.as_str()))
+        fs::read_to_string(address)
+            .is_ok_and(|a| a.trim().parse::<MacAddr>().is_ok_and(|a| a == *mac))
     }))
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use provisioner_protocol::ProgressReport;
+use provisioner_protocol::{MacAddr, ProgressReport};
 
 use crate::appliance::Answer;
 
@@ -18,7 +18,7 @@ const HELD: usize = 200;
 
 pub struct Progress<S: Sink> {
     sink: S,
-    mac: String,
+    mac: MacAddr,
     every: Duration,
     pending: Vec<String>,
     last_sent: Option<Instant>,
@@ -27,10 +27,10 @@ pub struct Progress<S: Sink> {
 }
 
 impl<S: Sink> Progress<S> {
-    pub fn new(sink: S, mac: &str, every: Duration) -> Self {
+    pub fn new(sink: S, mac: MacAddr, every: Duration) -> Self {
         Progress {
             sink,
-            mac: mac.to_string(),
+            mac,
             every,
             pending: Vec::new(),
             last_sent: None,
@@ -59,7 +59,7 @@ impl<S: Sink> Progress<S> {
         }
         self.last_sent = Some(now);
         let report = ProgressReport {
-            mac: self.mac.clone(),
+            mac: self.mac,
             lines: std::mem::take(&mut self.pending),
         };
         match self.sink.progress(&report) {
@@ -106,7 +106,11 @@ mod tests {
     #[test]
     fn lines_are_batched_and_held_while_the_appliance_is_away() {
         let rec = Recorder::default();
-        let mut p = Progress::new(&rec, "52:54:00:00:00:01", Duration::from_secs(5));
+        let mut p = Progress::new(
+            &rec,
+            "52:54:00:00:00:01".parse().unwrap(),
+            Duration::from_secs(5),
+        );
         let t0 = Instant::now();
         assert_eq!(p.line("a", t0), None); // the first line goes at once
         p.line("b", t0 + Duration::from_secs(1));
@@ -130,7 +134,11 @@ mod tests {
     fn an_appliance_away_for_long_costs_only_the_oldest_lines() {
         let rec = Recorder::default();
         *rec.down.borrow_mut() = true;
-        let mut p = Progress::new(&rec, "m", Duration::from_secs(5));
+        let mut p = Progress::new(
+            &rec,
+            "52:54:00:00:00:02".parse().unwrap(),
+            Duration::from_secs(5),
+        );
         let t0 = Instant::now();
         for i in 0..500 {
             p.line(&format!("{i}"), t0 + Duration::from_secs(i));

@@ -87,7 +87,7 @@ pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
             Instruction::BurnIn { plan } => {
                 report_due = false;
                 let mut results = node.burn_in(&plan);
-                results.mac = mac.to_string();
+                results.mac = Some(*mac);
                 send_burnin(api, &results, node);
             }
             Instruction::PowerOff { reason } => return Ending::PowerOff { reason },
@@ -99,7 +99,7 @@ pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
 /// Sends the report until the appliance takes it (true) or refuses it (false).
 fn report(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> bool {
     let report = InspectionReport {
-        mac: mac.to_string(),
+        mac: *mac,
         facts: node.facts(),
     };
     let mut backoff = Backoff::default();
@@ -150,7 +150,7 @@ fn send_burnin(api: &impl Api, results: &BurnInReport, node: &mut impl Node) {
 fn ask(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Instruction {
     let mut backoff = Backoff::default();
     loop {
-        match api.next(mac.as_str()) {
+        match api.next(&mac.to_string()) {
             Answer::Done(instruction) => return instruction,
             Answer::Refused(why) | Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
         }
@@ -192,7 +192,7 @@ mod tests {
         fn burnin(&self, report: &BurnInReport) -> Answer<()> {
             self.sent.borrow_mut().push(format!(
                 "burnin {} ({} devices)",
-                report.mac,
+                report.mac.map(|m| m.to_string()).unwrap_or_default(),
                 report.devices.len()
             ));
             self.reports
@@ -237,7 +237,7 @@ mod tests {
             self.lines
                 .push(format!("burn-in for {}s of GEMM", plan.gemm_seconds));
             BurnInReport {
-                mac: String::new(),
+                mac: None,
                 devices: vec![Default::default(); 2],
             }
         }

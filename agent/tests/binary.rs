@@ -211,7 +211,7 @@ fn reports_through_503s_then_obeys_power_off_without_doing_it() {
         assert_eq!(post.authorization.as_deref(), Some("Bearer t0ken"));
     }
     let report: InspectionReport = serde_json::from_slice(&seen[2].body).unwrap();
-    assert_eq!(report.mac, "02:fc:00:00:00:01");
+    assert_eq!(report.mac.to_string(), "02:fc:00:00:00:01");
     assert_eq!(report.facts, collect(&root));
     assert_eq!(
         seen[3].request_line,

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// `POST /api/v1/agent/burnin`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BurnInReport {
-    pub mac: String,
+    /// The node's boot MAC; none (`""`) for a run without an appliance.
+    #[serde(with = "crate::ids::optional_mac", default)]
+    pub mac: Option<crate::MacAddr>,
     pub devices: Vec<DeviceResult>,
 }
 

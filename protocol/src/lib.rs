@@ -11,6 +11,9 @@
 use serde::{Deserialize, Serialize};
 
 pub mod burnin;
+pub mod ids;
+
+pub use ids::{BadId, BadMac, MacAddr, RackId, SlotId};
 
 /// PCI vendor id of NVIDIA.
 pub const VENDOR_NVIDIA: u16 = 0x10de;
@@ -27,14 +30,14 @@ pub const PATH_PROGRESS: &str = "/api/v1/agent/progress";
 /// so the appliance shows where a node is before its report.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProgressReport {
-    pub mac: String,
+    pub mac: MacAddr,
     pub lines: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InspectionReport {
     /// The boot interface's MAC, as given in `provisioner.mac`.
-    pub mac: String,
+    pub mac: MacAddr,
     pub facts: Facts,
 }
 

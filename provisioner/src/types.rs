@@ -6,70 +6,14 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An Ethernet hardware address, written `aa:bb:cc:dd:ee:ff` (lower case) everywhere we print it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
+pub use provisioner_protocol::{MacAddr, RackId, SlotId};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
-    #[error("`{0}` is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)")]
-    Mac(String),
     #[error("`{0}` is not an address range (expected FIRST-LAST, e.g. 10.0.0.100-10.0.0.200)")]
     Range(String),
     #[error("address range `{0}` ends before it starts")]
     RangeOrder(String),
-}
-
-impl MacAddr {
-    /// The form used in URLs and file names, where `:` is awkward: `52-54-00-12-34-56`.
-    pub fn dashed(&self) -> String {
-        self.to_string().replace(':', "-")
-    }
-}
-
-impl FromStr for MacAddr {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseError::Mac(s.to_string());
-        let parts: Vec<&str> = s.split([':', '-']).collect();
-        if parts.len() != 6 {
-            return Err(bad());
-        }
-        let mut out = [0u8; 6];
-        for (slot, part) in out.iter_mut().zip(parts) {
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// An inclusive range of IPv4 addresses, written `FIRST-LAST`.
@@ -124,27 +68,6 @@ impl<'de> Deserialize<'de> for AddrRange {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_parses_both_separators_and_prints_lower_case() {
-        let m: MacAddr = "52:54:00:AB:cd:0F".parse().unwrap();
-        assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
-        assert_eq!("52-54-00-ab-cd-0f".parse::<MacAddr>().unwrap(), m);
-        assert_eq!(m.dashed(), "52-54-00-ab-cd-0f");
-    }
-
-    #[test]
-    fn mac_rejects_garbage() {
-        for bad in [
-            "",
-            "52:54:00:ab:cd",
-            "52:54:00:ab:cd:0f:11",
-            "5:54:00:ab:cd:0f",
-            "zz:54:00:ab:cd:0f",
-        ] {
-            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn range_parses_and_checks_order() {

@@ -79,7 +79,7 @@ pub fn gpu(card: &str, id: &str) -> DeviceResult {
 /// An 8-GPU node of the fixture's card: the one measured card at eight addresses.
 pub fn node(card: &str) -> BurnInReport {
     BurnInReport {
-        mac: "52:54:00:00:00:01".into(),
+        mac: "52:54:00:00:00:01".parse().ok(),
         devices: (0..8)
             .map(|i| gpu(card, &format!("0000:{:02x}:00.0", 0x18 + i)))
             .collect(),

@@ -229,7 +229,7 @@ pub fn h100_report(mac: &str, ids: &[String]) -> provisioner_protocol::burnin::B
         .collect();
     devices.extend(others);
     BurnInReport {
-        mac: mac.into(),
+        mac: mac.parse().ok(),
         devices,
     }
 }
@@ -282,7 +282,7 @@ pub fn burned_in(
             .token
             .expect("an agent token");
         let inspection = provisioner_protocol::InspectionReport {
-            mac: mac.into(),
+            mac: mac.parse().expect("a MAC"),
             facts: h100_facts(serial),
         };
         lc.report(Some(&token), &inspection)

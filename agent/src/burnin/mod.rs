@@ -26,8 +26,5 @@ pub fn run(plan: &BurnInPlan, facts: &Facts, say: &mut dyn FnMut(&str)) -> BurnI
     }
     say("burn-in: host (CPUs, memory, disks, NICs)");
     devices.extend(host::run(plan, facts, say));
-    BurnInReport {
-        mac: String::new(),
-        devices,
-    }
+    BurnInReport { mac: None, devices }
 }

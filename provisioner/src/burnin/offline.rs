@@ -150,7 +150,7 @@ mod tests {
             ..DeviceResult::default()
         };
         let report = BurnInReport {
-            mac: String::new(),
+            mac: None,
             devices: vec![gpu],
         };
         let j = judge_report(&profiles, &skus, "hgx-h100", &report).unwrap();

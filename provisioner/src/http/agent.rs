@@ -38,19 +38,14 @@ fn refuse(kind: Kind, error: String) -> Response {
 async fn refused(
     st: &AppState,
     e: AgentError,
-    mac: &str,
+    mac: Option<MacAddr>,
     peer: SocketAddr,
     path: &str,
 ) -> Response {
     if let AgentError::Auth(auth) = &e {
         st.boot
             .lifecycle
-            .record_refusal(
-                mac.parse().ok(),
-                &peer.ip().to_string(),
-                path,
-                &auth.to_string(),
-            )
+            .record_refusal(mac, &peer.ip().to_string(), path, &auth.to_string())
             .await;
     }
     ApiError::from(e).into_response()
@@ -63,8 +58,8 @@ fn body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, String
 }
 
 /// An authenticated agent call is a boot event of its node.
-fn note(st: &AppState, mac: &str, peer: SocketAddr, detail: String) {
-    if let Ok(mac) = mac.parse::<MacAddr>()
+fn note(st: &AppState, mac: Option<MacAddr>, peer: SocketAddr, detail: String) {
+    if let Some(mac) = mac
         && let std::net::IpAddr::V4(ip) = peer.ip()
     {
         st.events.record(mac, Some(ip), EventKind::Http, detail);
@@ -85,14 +80,19 @@ pub async fn inspection(
     match st.boot.lifecycle.report(bearer(&headers), &report).await {
         Ok(state) => {
             // Only an authenticated report is a boot event; the others are refusals.
-            note(&st, &report.mac, peer, format!("POST {PATH_INSPECTION}"));
+            note(
+                &st,
+                Some(report.mac),
+                peer,
+                format!("POST {PATH_INSPECTION}"),
+            );
             (
                 StatusCode::ACCEPTED,
                 Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
             )
                 .into_response()
         }
-        Err(e) => refused(&st, e, &report.mac, peer, PATH_INSPECTION).await,
+        Err(e) => refused(&st, e, Some(report.mac), peer, PATH_INSPECTION).await,
     }
 }
 
@@ -121,7 +121,7 @@ pub async fn next(
         .await
     {
         Ok(i) => Json(i).into_response(),
-        Err(e) => refused(&st, e, &q.mac, peer, PATH_NEXT).await,
+        Err(e) => refused(&st, e, Some(mac), peer, PATH_NEXT).await,
     }
 }
 
@@ -139,10 +139,10 @@ pub async fn burnin(
     match st.boot.lifecycle.burnin(bearer(&headers), &report).await {
         Ok(judgement) => {
             let detail = format!("POST {PATH_BURNIN} ({:?})", judgement.level);
-            note(&st, &report.mac, peer, detail);
+            note(&st, report.mac, peer, detail);
             (StatusCode::ACCEPTED, Json(judgement)).into_response()
         }
-        Err(e) => refused(&st, e, &report.mac, peer, PATH_BURNIN).await,
+        Err(e) => refused(&st, e, report.mac, peer, PATH_BURNIN).await,
     }
 }
 
@@ -163,6 +163,6 @@ pub async fn progress(
             Json(serde_json::json!({ "lines": n })),
         )
             .into_response(),
-        Err(e) => refused(&st, e, &report.mac, peer, PATH_PROGRESS).await,
+        Err(e) => refused(&st, e, Some(report.mac), peer, PATH_PROGRESS).await,
     }
 }

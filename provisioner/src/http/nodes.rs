@@ -77,16 +77,18 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<NodeSummary>>, 
         );
     }
     for n in db::all_nodes(&st.store).await? {
-        let e = by_mac.entry(n.mac.clone()).or_insert_with(|| NodeSummary {
-            mac: n.mac.clone(),
-            id: None,
-            state: None,
-            detail: None,
-            slot: None,
-            first_seen: None,
-            last_seen: None,
-            last_ip: None,
-        });
+        let e = by_mac
+            .entry(n.mac.to_string())
+            .or_insert_with(|| NodeSummary {
+                mac: n.mac.to_string(),
+                id: None,
+                state: None,
+                detail: None,
+                slot: None,
+                first_seen: None,
+                last_seen: None,
+                last_ip: None,
+            });
         e.id = Some(n.id);
         e.state = Some(n.state.name().into());
         e.detail = Some(n.state.to_string());
@@ -125,7 +127,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let lc = st.boot.lifecycle.find(&id).await?;
     let mac = match (&lc, id.parse::<MacAddr>()) {
-        (Some(n), _) => n.mac.parse::<MacAddr>().ok(),
+        (Some(n), _) => Some(n.mac),
         (None, Ok(mac)) => Some(mac),
         (None, Err(_)) if id.parse::<i64>().is_ok() => None,
         (None, Err(_)) => {
@@ -215,7 +217,7 @@ pub(crate) async fn refuse_node_call(
     why: &str,
 ) {
     let mac = match st.boot.lifecycle.find(id).await {
-        Ok(Some(n)) => n.mac.parse().ok(),
+        Ok(Some(n)) => Some(n.mac),
         _ => id.parse::<MacAddr>().ok(),
     };
     st.boot

@@ -15,7 +15,6 @@ use crate::clock::now_ms;
 use crate::store::StoreError;
 use crate::store::burnin as runs;
 use crate::store::lifecycle as db;
-use crate::types::MacAddr;
 
 impl Lifecycle {
     /// The burn-in a node in burning_in is to run: its SKU's plan, or only the checks its
@@ -59,7 +58,7 @@ impl Lifecycle {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let (mac, _, node) = self
-            .calling_node(&mut tx, bearer, &report.mac, false)
+            .calling_node(&mut tx, bearer, report.mac, false)
             .await?;
         if node.state != State::BurningIn {
             return Err(AgentError::NotNow {
@@ -181,7 +180,9 @@ impl Lifecycle {
         p: &ProgressReport,
     ) -> Result<usize, AgentError> {
         let mut tx = self.pool.begin().await?;
-        let (_, _, node) = self.calling_node(&mut tx, bearer, &p.mac, false).await?;
+        let (_, _, node) = self
+            .calling_node(&mut tx, bearer, Some(p.mac), false)
+            .await?;
         let lines: Vec<String> = p
             .lines
             .iter()
@@ -191,7 +192,7 @@ impl Lifecycle {
         runs::add_progress(&mut tx, node.id, now_ms(), &lines).await?;
         tx.commit().await?;
         self.announce(super::Change {
-            node: Some(node.mac.clone()),
+            node: Some(node.mac.to_string()),
             state: None,
             rack: node
                 .slot
@@ -247,10 +248,7 @@ impl Lifecycle {
             .find(node)
             .await?
             .ok_or_else(|| ActionError::NotFound(node.to_string()))?;
-        let mac: MacAddr = rec
-            .mac
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", rec.mac)))?;
+        let mac = rec.mac;
         let mut tx = self.pool.begin().await?;
         let applied = apply(&mut tx, &rec, &input, actor, now_ms()).await??;
         tx.commit().await?;
@@ -337,13 +335,13 @@ mod tests {
     #[test]
     fn a_retry_replaces_only_its_checks_and_counts_as_the_second_attempt() {
         let last = BurnInReport {
-            mac: "m".into(),
+            mac: None,
             devices: vec![device("a", 670.0, 1), device("b", 530.0, 1)],
         };
         let mut again = device("b", 668.0, 1);
         again.counters.insert("gemm_mismatches".into(), 1);
         let retry = BurnInReport {
-            mac: "m".into(),
+            mac: None,
             devices: vec![again],
         };
         let merged = merge_retry(

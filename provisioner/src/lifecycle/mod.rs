@@ -73,8 +73,8 @@ impl crate::error::Kinded for AgentAuthError {
 pub enum AgentError {
     #[error(transparent)]
     Auth(#[from] AgentAuthError),
-    #[error("`{0}` is not a MAC address")]
-    BadMac(String),
+    #[error("the call names no node (no MAC)")]
+    NoMac,
     #[error("node {0} is not known")]
     UnknownNode(MacAddr),
     /// The node's state does not take this call now.
@@ -98,7 +98,7 @@ impl crate::error::Kinded for AgentError {
     fn kind(&self) -> Kind {
         match self {
             AgentError::Auth(e) => e.kind(),
-            AgentError::BadMac(_) => Kind::BadRequest,
+            AgentError::NoMac => Kind::BadRequest,
             AgentError::Store(_) => Kind::Unavailable,
             AgentError::UnknownNode(_)
             | AgentError::NotNow { .. }
@@ -200,11 +200,7 @@ impl Lifecycle {
     ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
         for n in db::all_nodes(&pool).await? {
-            let mac: MacAddr = n
-                .mac
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("node MAC `{}`", n.mac)))?;
-            states.insert(mac, n.state);
+            states.insert(n.mac, n.state);
         }
         Ok(Arc::new(Lifecycle {
             pool,
@@ -400,7 +396,7 @@ impl Lifecycle {
         let Some(rec) = db::agent_token(tx, &hash).await? else {
             return Err(AgentAuthError::UnknownToken.into());
         };
-        if rec.mac != mac.to_string() {
+        if rec.mac != mac {
             return Err(AgentAuthError::OtherNode(mac).into());
         }
         match rec.status {
@@ -438,12 +434,10 @@ impl Lifecycle {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         bearer: Option<&str>,
-        mac: &str,
+        mac: Option<MacAddr>,
         for_report: bool,
     ) -> Result<(MacAddr, String, db::NodeRecord), AgentError> {
-        let mac: MacAddr = mac
-            .parse()
-            .map_err(|_| AgentError::BadMac(mac.to_string()))?;
+        let mac = mac.ok_or(AgentError::NoMac)?;
         let hash = self.authenticate(tx, bearer, mac, for_report).await?;
         let Some(node) = db::node_by_mac(tx, mac).await? else {
             return Err(AgentError::UnknownNode(mac));
@@ -462,7 +456,7 @@ impl Lifecycle {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let (mac, hash, node) = self
-            .calling_node(&mut tx, bearer, &report.mac, true)
+            .calling_node(&mut tx, bearer, Some(report.mac), true)
             .await?;
         if node.state != State::Inspecting {
             return Err(AgentError::NotNow {
@@ -609,14 +603,12 @@ impl Lifecycle {
             if let Ok(applied) = apply(&mut tx, &node, &input, &Actor::Appliance, now).await? {
                 tx.commit().await?;
                 warn!(mac = %node.mac, state = %applied.state, "step timed out");
-                if let Ok(mac) = node.mac.parse() {
-                    self.cache(
-                        mac,
-                        applied.state,
-                        node.slot.as_deref(),
-                        applied.slot.as_deref(),
-                    );
-                }
+                self.cache(
+                    node.mac,
+                    applied.state,
+                    node.slot.as_deref(),
+                    applied.slot.as_deref(),
+                );
                 failed += 1;
             }
         }
@@ -676,7 +668,7 @@ async fn apply(
     }
     if matches!(t.to, State::Discovered | State::Retired) {
         // Starting over (retry, reprovision) or retired: no token of an earlier boot stands.
-        db::end_agent_tokens(tx, &node.mac).await?;
+        db::end_agent_tokens(tx, node.mac).await?;
     }
     db::set_state(tx, node.id, &t.to, now).await?;
     db::add_transition(

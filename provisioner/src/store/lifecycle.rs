@@ -14,7 +14,7 @@ use crate::types::MacAddr;
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeRecord {
     pub id: i64,
-    pub mac: String,
+    pub mac: MacAddr,
     pub state: State,
     pub state_since_ms: i64,
     pub slot: Option<String>,
@@ -43,9 +43,12 @@ fn node_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> 
     let json: String = r.try_get("state_json")?;
     let state = serde_json::from_str(&json)
         .map_err(|e| StoreError::Corrupt(format!("node state `{json}`: {e}")))?;
+    let mac: String = r.try_get("mac")?;
     Ok(NodeRecord {
         id: r.try_get("id")?,
-        mac: r.try_get("mac")?,
+        mac: mac
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("node MAC `{mac}`")))?,
         state,
         state_since_ms: r.try_get("state_since_ms")?,
         slot: r.try_get("slot")?,
@@ -143,7 +146,7 @@ pub async fn insert_node(
     .await?;
     Ok(NodeRecord {
         id,
-        mac: mac.to_string(),
+        mac,
         state: state.clone(),
         state_since_ms: now_ms,
         slot: None,
@@ -388,7 +391,7 @@ impl TokenStatus {
 /// An agent token's record: its node's MAC and where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentToken {
-    pub mac: String,
+    pub mac: MacAddr,
     pub status: TokenStatus,
 }
 
@@ -449,12 +452,12 @@ pub async fn unreported_agent_token(
 /// Supersedes every token of the node `mac` (it starts over, or is retired).
 pub async fn end_agent_tokens(
     tx: &mut Transaction<'_, Sqlite>,
-    mac: &str,
+    mac: MacAddr,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE agent_tokens SET status = 'superseded' WHERE mac = ? AND status != 'superseded'",
     )
-    .bind(mac)
+    .bind(mac.to_string())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -469,8 +472,11 @@ pub async fn agent_token(
         .fetch_optional(&mut **tx)
         .await?;
     row.map(|r| {
+        let mac: String = r.try_get("mac")?;
         Ok(AgentToken {
-            mac: r.try_get("mac")?,
+            mac: mac
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("agent token MAC `{mac}`")))?,
             status: TokenStatus::parse(&r.try_get::<String, _>("status")?)?,
         })
     })

@@ -19,7 +19,6 @@ use crate::http::{AppState, web};
 use crate::lifecycle::machine::{Action, State as NodeState};
 use crate::store::lifecycle as db;
 use crate::store::{Pool, StoreError};
-use crate::types::MacAddr;
 
 /// Boot events shown: the latest, so that a node that loops on its boot keeps a small page.
 const EVENTS_SHOWN: usize = 200;
@@ -360,10 +359,7 @@ pub async fn node(
     if let (Some(view), Some(last)) = (burnin.as_mut(), runs.last()) {
         add_charts(&st, n.id, last, view).await?;
     }
-    let seen = match n.mac.parse::<MacAddr>() {
-        Ok(mac) => crate::store::nodes::get(&st.journal, mac).await?,
-        Err(_) => None,
-    };
+    let seen = crate::store::nodes::get(&st.journal, n.mac).await?;
     let all = seen.map(|(_, e)| e).unwrap_or_default();
     let events_total = all.len();
     let events = all
@@ -408,7 +404,7 @@ pub async fn node(
         since: when(n.state_since_ms),
         rack_href: n.slot.as_deref().and_then(slot_rack_href),
         slot: n.slot.unwrap_or_else(|| "not in any slot".into()),
-        mac: n.mac,
+        mac: n.mac.to_string(),
         facts,
         facts_note,
         timeline,
@@ -483,7 +479,7 @@ mod tests {
             ..Default::default()
         };
         let report = BurnInReport {
-            mac: String::new(),
+            mac: None,
             devices: vec![gpu, cpu],
         };
         let profiles = Profiles::parse(SHIPPED_PROFILES).unwrap();

@@ -83,7 +83,7 @@ fn attention(nodes: &[NodeRecord]) -> Vec<Attention> {
     out.into_iter()
         .map(|n| Attention {
             id: n.id,
-            mac: n.mac.clone(),
+            mac: n.mac.to_string(),
             class: class(Some(&n.state)),
             detail: n.state.to_string(),
             slot: n.slot.clone().unwrap_or_else(|| "not in any slot".into()),
@@ -323,7 +323,7 @@ pub async fn rack(
                 sku: p.sku.clone(),
                 node: node.map(|n| Actual {
                     id: n.id,
-                    mac: n.mac.clone(),
+                    mac: n.mac.to_string(),
                     detail: n.state.to_string(),
                     step: current_step(&n.state),
                     progress: progress
@@ -411,7 +411,7 @@ mod tests {
     fn node(id: i64, state: NodeState, slot: Option<&str>) -> NodeRecord {
         NodeRecord {
             id,
-            mac: format!("52:54:00:00:00:{id:02x}"),
+            mac: crate::types::MacAddr([0x52, 0x54, 0, 0, 0, id as u8]),
             state,
             state_since_ms: 0,
             slot: slot.map(String::from),
