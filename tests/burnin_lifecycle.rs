@@ -57,7 +57,7 @@ async fn setup() -> Setup {
     let skus = Skus::parse(SHIPPED_SKUS).unwrap();
     let slots = parse_plan(std::path::Path::new("plan.csv"), PLAN, &skus).unwrap();
     let mut tx = pool.begin().await.unwrap();
-    provisioner::store::lifecycle::replace_plan(&mut tx, &slots, "plan.csv", skus.version, 0)
+    provisioner::store::plan::replace_plan(&mut tx, &slots, "plan.csv", skus.version, 0)
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -42,6 +42,13 @@ impl FromStr for MacAddr {
     }
 }
 
+impl TryFrom<String> for MacAddr {
+    type Error = BadMac;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;

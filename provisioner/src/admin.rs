@@ -22,11 +22,11 @@ pub async fn import_plan(config: &Config, file: &Path) -> anyhow::Result<usize> 
     let slots = plan::parse_plan(file, &text, &skus)?;
     let pool = store::open(&config.data_dir, SyncMode::Full).await?;
     let mut tx = pool.begin().await?;
-    let taken = store::lifecycle::taken_slots(&mut tx).await?;
+    let taken = store::nodes::taken_slots(&mut tx).await?;
     if let Err(why) = plan::may_replace(&slots, &taken) {
         bail!("rack plan {} not imported: {why}", file.display());
     }
-    store::lifecycle::replace_plan(
+    store::plan::replace_plan(
         &mut tx,
         &slots,
         &file.display().to_string(),
@@ -43,7 +43,7 @@ pub async fn import_plan(config: &Config, file: &Path) -> anyhow::Result<usize> 
 /// the pages (its sign-in sessions end with it).
 pub async fn delete_token(config: &Config, name: &str) -> anyhow::Result<()> {
     let pool = store::open(&config.data_dir, SyncMode::Full).await?;
-    let deleted = store::lifecycle::delete_admin_token(&pool, name).await;
+    let deleted = store::tokens::delete_admin_token(&pool, name).await;
     pool.close().await;
     if !deleted? {
         bail!("no admin token named `{name}`");
@@ -58,8 +58,7 @@ pub async fn create_token(config: &Config, name: &str) -> anyhow::Result<String>
     }
     let pool = store::open(&config.data_dir, SyncMode::Full).await?;
     let token = new_token();
-    let added =
-        store::lifecycle::add_admin_token(&pool, &hash_token(&token), name, now_ms()).await?;
+    let added = store::tokens::add_admin_token(&pool, &hash_token(&token), name, now_ms()).await?;
     pool.close().await;
     if !added {
         bail!("a token named `{name}` already exists");

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tracing::error;
 
-use crate::store::nodes::{BootEvent, EventKind};
+use crate::store::journal::{BootEvent, EventKind};
 use crate::store::{self, StoreError};
 use crate::types::MacAddr;
 
@@ -124,7 +124,7 @@ async fn write_loop(mut rx: mpsc::Receiver<BootEvent>, store: store::Pool, per_n
         if every {
             pruned = std::time::Instant::now();
             let now = now_ms() / 1000;
-            match store::nodes::forget_unseen(&store, now, MAX_MACS).await {
+            match store::journal::forget_unseen(&store, now, MAX_MACS).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     forgotten = n,
@@ -134,7 +134,7 @@ async fn write_loop(mut rx: mpsc::Receiver<BootEvent>, store: store::Pool, per_n
             }
         }
         if !due.is_empty() {
-            if let Err(e) = store::nodes::keep_latest(&store, &due, per_node).await {
+            if let Err(e) = store::journal::keep_latest(&store, &due, per_node).await {
                 error!(error = %e, "cannot trim boot events");
             }
             for m in &due {
@@ -174,7 +174,7 @@ fn coalesce(batch: &[BootEvent]) -> Vec<BootEvent> {
 async fn write(store: &store::Pool, batch: &[BootEvent]) -> Result<Vec<MacAddr>, StoreError> {
     let batch = coalesce(batch);
     let mut tx = store.begin().await?;
-    store::nodes::record(&mut tx, &batch).await?;
+    store::journal::record(&mut tx, &batch).await?;
     tx.commit().await?;
     Ok(batch.iter().map(|e| e.mac).collect())
 }
@@ -319,7 +319,10 @@ mod tests {
         );
         drop(events);
         task.await.unwrap();
-        let (node, evs) = crate::store::nodes::get(&pool, mac).await.unwrap().unwrap();
+        let (node, evs) = crate::store::journal::get(&pool, mac)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(node.last_ip.as_deref(), Some("10.0.0.5"));
         assert_eq!(evs.len(), 2);
         assert_eq!(evs[1].kind, "tftp");
@@ -341,7 +344,10 @@ mod tests {
         }
         drop(events);
         task.await.unwrap();
-        let (_, evs) = crate::store::nodes::get(&pool, mac).await.unwrap().unwrap();
+        let (_, evs) = crate::store::journal::get(&pool, mac)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(evs.len() <= 8 + 10, "{} events kept", evs.len());
         assert_eq!(
             evs.last().unwrap().detail,
@@ -372,13 +378,15 @@ mod tests {
             });
         }
         let mut tx = pool.begin().await.unwrap();
-        crate::store::nodes::record(&mut tx, &batch).await.unwrap();
+        crate::store::journal::record(&mut tx, &batch)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        let gone = crate::store::nodes::forget_unseen(&pool, now / 1000, 5)
+        let gone = crate::store::journal::forget_unseen(&pool, now / 1000, 5)
             .await
             .unwrap();
         assert_eq!(gone, 5, "2 too old, then 3 past the 5 kept");
-        let left: Vec<String> = crate::store::nodes::list(&pool)
+        let left: Vec<String> = crate::store::journal::list(&pool)
             .await
             .unwrap()
             .into_iter()

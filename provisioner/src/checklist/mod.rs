@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::store::checklists as db;
-use crate::store::lifecycle as nodes;
 use crate::store::{Pool, StoreError};
+use crate::store::{nodes, plan as plan_db};
 use template::{Auto, Template};
 
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +236,7 @@ pub async fn view(
 ) -> Result<ChecklistView, ChecklistError> {
     let (site, row, rk) = parse_rack(rack)?;
     let (c, t) = started(pool, templates, rack).await?;
-    let slots = nodes::rack_slots(pool, &site, &row, &rk).await?;
+    let slots = plan_db::rack_slots(pool, &site, &row, &rk).await?;
     let ticks = db::ticks(pool, rack).await?;
     let mut steps = Vec::new();
     for g in &t.group {
@@ -350,7 +350,7 @@ async fn checked_step<'t>(
     if s.auto.is_some() {
         return Err(ChecklistError::Automatic(step.into()));
     }
-    let slots = nodes::rack_slots(pool, &site, &row, &rk).await?;
+    let slots = plan_db::rack_slots(pool, &site, &row, &rk).await?;
     match (s.per_slot, slot) {
         (true, None) => Err(ChecklistError::SlotNeeded {
             step: step.into(),

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::{ApiError, AppState};
 use crate::error::Kind;
 use crate::lifecycle::AgentError;
-use crate::store::nodes::EventKind;
+use crate::store::journal::EventKind;
 use crate::types::MacAddr;
 
 /// The token of `Authorization: Bearer TOKEN`, when there is one.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::boot;
-use crate::store::nodes::EventKind;
+use crate::store::journal::EventKind;
 use crate::types::{MacAddr, Sha256};
 
 fn client_ip(addr: &SocketAddr) -> Option<Ipv4Addr> {

@@ -17,8 +17,8 @@ use super::{ApiError, AppState};
 use crate::error::Kind;
 use crate::lifecycle::hash_token;
 use crate::lifecycle::machine::{Action, Actor, State as NodeState};
-use crate::store::lifecycle as db;
-use crate::store::nodes::{EventKind, EventRow, NodeRow};
+use crate::store as db;
+use crate::store::journal::{EventKind, EventRow, NodeRow};
 use crate::types::MacAddr;
 
 fn error(kind: Kind, msg: impl Into<String>) -> Response {
@@ -61,7 +61,7 @@ pub struct NodeSummary {
 
 pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<NodeSummary>>, ApiError> {
     let mut by_mac: BTreeMap<String, NodeSummary> = BTreeMap::new();
-    for n in crate::store::nodes::list(&st.journal).await? {
+    for n in crate::store::journal::list(&st.journal).await? {
         by_mac.insert(
             n.mac.clone(),
             NodeSummary {
@@ -76,7 +76,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Json<Vec<NodeSummary>>, 
             },
         );
     }
-    for n in db::all_nodes(&st.store).await? {
+    for n in db::nodes::all_nodes(&st.store).await? {
         let e = by_mac
             .entry(n.mac.to_string())
             .or_insert_with(|| NodeSummary {
@@ -108,13 +108,13 @@ struct NodeView {
     slot: Option<String>,
     inspected_at_ms: Option<i64>,
     facts: Option<serde_json::Value>,
-    timeline: Vec<db::TransitionRow>,
+    timeline: Vec<db::nodes::TransitionRow>,
     /// Burn-in reports with their judgements, oldest first.
     burnin: Vec<crate::store::burnin::RunRow>,
     /// The agent's last progress lines.
     progress: Vec<crate::store::burnin::ProgressRow>,
     /// Agent calls refused for this MAC.
-    refusals: Vec<db::RefusalRow>,
+    refusals: Vec<db::refusals::RefusalRow>,
     #[serde(flatten)]
     seen: Option<NodeRow>,
     events: Vec<EventRow>,
@@ -151,7 +151,7 @@ pub async fn get(
             format!("GET /api/v1/nodes/{mac} (callback)"),
         );
     }
-    let seen = crate::store::nodes::get(&st.journal, mac).await?;
+    let seen = crate::store::journal::get(&st.journal, mac).await?;
     if lc.is_none() && seen.is_none() {
         return Ok(error(
             Kind::NotFound,
@@ -171,7 +171,7 @@ pub async fn get(
         timeline: Vec::new(),
         burnin: Vec::new(),
         progress: Vec::new(),
-        refusals: db::refusals(&st.store, &mac.to_string()).await?,
+        refusals: db::refusals::refusals(&st.store, &mac.to_string()).await?,
         seen,
         events,
     };
@@ -182,8 +182,8 @@ pub async fn get(
         view.state_since_ms = Some(n.state_since_ms);
         view.slot = n.slot;
         view.inspected_at_ms = n.inspected_at_ms;
-        view.facts = db::facts(&st.store, n.id).await?;
-        view.timeline = db::timeline(&st.store, n.id).await?;
+        view.facts = db::nodes::facts(&st.store, n.id).await?;
+        view.timeline = db::nodes::timeline(&st.store, n.id).await?;
         view.burnin = crate::store::burnin::runs(&st.store, n.id).await?;
         view.progress = crate::store::burnin::progress(&st.store, n.id, 100).await?;
     }
@@ -201,7 +201,7 @@ pub async fn operator(st: &AppState, headers: &HeaderMap) -> Result<Actor, Admin
     let Some(token) = super::agent::bearer(headers).filter(|t| !t.is_empty()) else {
         return Err(AdminAuthError::NoToken);
     };
-    match db::admin_token(&st.store, &hash_token(token)).await? {
+    match db::tokens::admin_token(&st.store, &hash_token(token)).await? {
         Some(name) => Ok(Actor::Operator(name)),
         None => Err(AdminAuthError::UnknownToken),
     }

@@ -26,7 +26,7 @@ use crate::clock::now_ms;
 use crate::error::Kind;
 use crate::lifecycle::machine::{Action, Actor};
 use crate::lifecycle::{Change, hash_token, new_token};
-use crate::store::{StoreError, lifecycle as db, sessions};
+use crate::store::{self as db, StoreError, sessions};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "__Host-provisioner_session";
@@ -53,7 +53,7 @@ pub struct Guard {
     /// was rendered at.
     pub overview: Mutex<Option<Kept<(u64, i64), String>>>,
     /// The rack plan as last read, and the import it was read at.
-    pub plan: Mutex<Option<Kept<i64, Vec<crate::store::lifecycle::PlanRow>>>>,
+    pub plan: Mutex<Option<Kept<i64, Vec<crate::store::plan::PlanRow>>>>,
 }
 
 /// Something kept in memory, and the version of the store it was made from.
@@ -303,7 +303,7 @@ pub async fn login(
     }
     let next = local(form.next.as_deref());
     let token = form.token.trim();
-    let Some(name) = db::admin_token(&st.store, &hash_token(token)).await? else {
+    let Some(name) = db::tokens::admin_token(&st.store, &hash_token(token)).await? else {
         st.boot
             .lifecycle
             .record_refusal(

@@ -12,9 +12,9 @@ use super::machine::{Actor, Input, State};
 use super::{ActionError, AgentError, Lifecycle, apply};
 use crate::burnin::judge::{Cohort, CohortKey, Expected, Judgement, Level, judge};
 use crate::clock::now_ms;
+use crate::store as db;
 use crate::store::StoreError;
 use crate::store::burnin as runs;
-use crate::store::lifecycle as db;
 
 impl Lifecycle {
     /// The burn-in a node in burning_in is to run: its SKU's plan, or only the checks its
@@ -22,10 +22,10 @@ impl Lifecycle {
     pub(super) async fn burnin_instruction(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        node: &db::NodeRecord,
+        node: &db::nodes::NodeRecord,
     ) -> Result<Instruction, StoreError> {
         let sku = match &node.slot {
-            Some(slot) => db::slot_sku(tx, slot).await?,
+            Some(slot) => db::plan::slot_sku(tx, slot).await?,
             None => None,
         };
         let Some(profile) = sku.as_ref().and_then(|s| self.profiles.by_sku.get(s)) else {
@@ -39,7 +39,7 @@ impl Lifecycle {
         };
         let mut plan = profile.plan.clone();
         if let Some(slot) = &node.slot {
-            plan.nic_speed_mbps = db::slot_nics(tx, slot).await?.map(|(_, mbps)| mbps);
+            plan.nic_speed_mbps = db::plan::slot_nics(tx, slot).await?.map(|(_, mbps)| mbps);
         }
         if let Some(last) = this_burn_in(tx, node).await? {
             plan.only = last.retry;
@@ -68,7 +68,7 @@ impl Lifecycle {
             });
         }
         let slot = node.slot.clone().unwrap_or_default();
-        let Some(sku) = db::slot_sku(&mut tx, &slot).await? else {
+        let Some(sku) = db::plan::slot_sku(&mut tx, &slot).await? else {
             return Err(AgentError::NoSlot(mac));
         };
         let Some(profile) = self.profiles.by_sku.get(&sku) else {
@@ -82,7 +82,7 @@ impl Lifecycle {
         };
         let expected = Expected::of_sku(
             self.skus.sku.get(&sku),
-            db::slot_nics(&mut tx, &slot).await?,
+            db::plan::slot_nics(&mut tx, &slot).await?,
         );
         let cohort = self.cohort(&mut tx, &sku, &merged, node.id).await?;
         let judgement = judge(&merged, profile, &expected, &cohort);
@@ -267,7 +267,7 @@ impl Lifecycle {
 /// earlier one (before a failure and a reprovision) must not cut a new burn-in short.
 async fn this_burn_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    node: &db::NodeRecord,
+    node: &db::nodes::NodeRecord,
 ) -> Result<Option<runs::RunRow>, StoreError> {
     Ok(runs::last_run(tx, node.id)
         .await?

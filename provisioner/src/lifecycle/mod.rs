@@ -21,7 +21,7 @@ use crate::boot::{Available, BootDecision, BootTarget};
 use crate::burnin::profile::Profiles;
 use crate::clock::now_ms;
 use crate::error::Kind;
-use crate::store::lifecycle as db;
+use crate::store as db;
 use crate::store::{Pool, StoreError};
 use crate::types::MacAddr;
 use admission::Identity;
@@ -199,7 +199,7 @@ impl Lifecycle {
         new_nodes: NewNodes,
     ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
-        for n in db::all_nodes(&pool).await? {
+        for n in db::nodes::all_nodes(&pool).await? {
             states.insert(n.mac, n.state);
         }
         Ok(Arc::new(Lifecycle {
@@ -264,7 +264,7 @@ impl Lifecycle {
         let one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let mut node = match db::node_by_mac(&mut tx, mac).await? {
+        let mut node = match db::nodes::node_by_mac(&mut tx, mac).await? {
             Some(n) => n,
             None => {
                 if let Err(limited) = self.new_nodes.take(who, now) {
@@ -273,11 +273,11 @@ impl Lifecycle {
                         token: None,
                     });
                 }
-                let n = db::insert_node(&mut tx, mac, &State::Discovered, now).await?;
-                db::add_transition(
+                let n = db::nodes::insert_node(&mut tx, mac, &State::Discovered, now).await?;
+                db::nodes::add_transition(
                     &mut tx,
                     n.id,
-                    &db::TransitionRow {
+                    &db::nodes::TransitionRow {
                         at_ms: now,
                         from: "(new)".into(),
                         to: State::Discovered.name().into(),
@@ -294,7 +294,7 @@ impl Lifecycle {
         if target == BootTarget::Discovery {
             let addr = who.addr.to_string();
             if who.identity != Identity::Confirmed
-                && let Some(holder) = db::unreported_agent_token(&mut tx, mac).await?
+                && let Some(holder) = db::tokens::unreported_agent_token(&mut tx, mac).await?
                 && holder != addr
             {
                 drop(tx);
@@ -317,7 +317,7 @@ impl Lifecycle {
                 .state;
             }
             let t = new_token();
-            db::issue_agent_token(&mut tx, &hash_token(&t), mac, &addr, now).await?;
+            db::tokens::issue_agent_token(&mut tx, &hash_token(&t), mac, &addr, now).await?;
             token = Some(t);
         }
         tx.commit().await?;
@@ -393,15 +393,17 @@ impl Lifecycle {
             return Err(AgentAuthError::NoToken.into());
         };
         let hash = hash_token(token);
-        let Some(rec) = db::agent_token(tx, &hash).await? else {
+        let Some(rec) = db::tokens::agent_token(tx, &hash).await? else {
             return Err(AgentAuthError::UnknownToken.into());
         };
         if rec.mac != mac {
             return Err(AgentAuthError::OtherNode(mac).into());
         }
         match rec.status {
-            db::TokenStatus::Superseded => Err(AgentAuthError::EarlierBoot.into()),
-            db::TokenStatus::Reported if for_report => Err(AgentAuthError::AlreadyReported.into()),
+            db::tokens::TokenStatus::Superseded => Err(AgentAuthError::EarlierBoot.into()),
+            db::tokens::TokenStatus::Reported if for_report => {
+                Err(AgentAuthError::AlreadyReported.into())
+            }
             _ => Ok(hash),
         }
     }
@@ -418,12 +420,14 @@ impl Lifecycle {
             "call refused"
         );
         let now = now_ms();
-        match db::refusals_since(&self.pool, peer, now - 60_000).await {
+        match db::refusals::refusals_since(&self.pool, peer, now - 60_000).await {
             Ok(n) if n >= REFUSALS_PER_MINUTE => return,
             Ok(_) => {}
             Err(e) => warn!(error = %e, "cannot count refused calls"),
         }
-        if let Err(e) = db::add_refusal(&self.pool, mac.as_deref(), peer, path, why, now).await {
+        if let Err(e) =
+            db::refusals::add_refusal(&self.pool, mac.as_deref(), peer, path, why, now).await
+        {
             warn!(error = %e, "cannot record a refused call");
         }
     }
@@ -436,10 +440,10 @@ impl Lifecycle {
         bearer: Option<&str>,
         mac: Option<MacAddr>,
         for_report: bool,
-    ) -> Result<(MacAddr, String, db::NodeRecord), AgentError> {
+    ) -> Result<(MacAddr, String, db::nodes::NodeRecord), AgentError> {
         let mac = mac.ok_or(AgentError::NoMac)?;
         let hash = self.authenticate(tx, bearer, mac, for_report).await?;
-        let Some(node) = db::node_by_mac(tx, mac).await? else {
+        let Some(node) = db::nodes::node_by_mac(tx, mac).await? else {
             return Err(AgentError::UnknownNode(mac));
         };
         Ok((mac, hash, node))
@@ -466,9 +470,9 @@ impl Lifecycle {
             });
         }
         let facts = serde_json::to_string(&report.facts).expect("facts serialize");
-        db::set_facts(&mut tx, node.id, Some(&facts), Some(now)).await?;
-        let plan = db::plan(&mut tx).await?;
-        let taken: Vec<Taken> = db::taken_slots(&mut tx)
+        db::nodes::set_facts(&mut tx, node.id, Some(&facts), Some(now)).await?;
+        let plan = db::plan::plan(&mut tx).await?;
+        let taken: Vec<Taken> = db::nodes::taken_slots(&mut tx)
             .await?
             .into_iter()
             .filter_map(|(slot, m)| m.parse().ok().map(|by| Taken { slot, by }))
@@ -491,7 +495,7 @@ impl Lifecycle {
         // The holder of a contested slot stops where it is until an operator decides.
         let mut held = None;
         if let Some((holder, reason)) = contested
-            && let Some(h) = db::node_by_mac(&mut tx, holder).await?
+            && let Some(h) = db::nodes::node_by_mac(&mut tx, holder).await?
         {
             let why = format!("conflict: {reason}; held until an operator decides");
             if let Ok(done) = apply(
@@ -506,7 +510,7 @@ impl Lifecycle {
                 held = Some((holder, h.slot.clone(), done));
             }
         }
-        db::mark_token_reported(&mut tx, &hash).await?;
+        db::tokens::mark_token_reported(&mut tx, &hash).await?;
         tx.commit().await?;
         info!(%mac, state = %applied.state, "inspection report taken");
         let state = applied.state.clone();
@@ -531,10 +535,10 @@ impl Lifecycle {
     ) -> Result<Instruction, AgentError> {
         let mut tx = self.pool.begin().await?;
         let hash = self.authenticate(&mut tx, bearer, mac, false).await?;
-        let reported = db::agent_token(&mut tx, &hash)
+        let reported = db::tokens::agent_token(&mut tx, &hash)
             .await?
-            .is_some_and(|t| t.status == db::TokenStatus::Reported);
-        let node = db::node_by_mac(&mut tx, mac).await?;
+            .is_some_and(|t| t.status == db::tokens::TokenStatus::Reported);
+        let node = db::nodes::node_by_mac(&mut tx, mac).await?;
         let Some(node) = node else {
             return Err(AgentError::UnknownNode(mac));
         };
@@ -561,15 +565,15 @@ impl Lifecycle {
     }
 
     /// A node by its id or its MAC.
-    pub async fn find(&self, node: &str) -> Result<Option<db::NodeRecord>, StoreError> {
+    pub async fn find(&self, node: &str) -> Result<Option<db::nodes::NodeRecord>, StoreError> {
         if let Ok(id) = node.parse::<i64>() {
-            return db::node_by_id(&self.pool, id).await;
+            return db::nodes::node_by_id(&self.pool, id).await;
         }
         let Ok(mac) = node.parse::<MacAddr>() else {
             return Ok(None);
         };
         let mut tx = self.pool.begin().await?;
-        let n = db::node_by_mac(&mut tx, mac).await?;
+        let n = db::nodes::node_by_mac(&mut tx, mac).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -588,7 +592,7 @@ impl Lifecycle {
             .filter(|s| self.timeouts.0.contains_key(s))
             .map(|s| s.as_str())
             .collect();
-        for node in db::nodes_in_states(&self.pool, &timed).await? {
+        for node in db::nodes::nodes_in_states(&self.pool, &timed).await? {
             let Some(step) = node.state.step() else {
                 continue;
             };
@@ -643,7 +647,7 @@ struct Applied {
 /// The outer error is the store's; the inner one a transition the state does not allow.
 async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    node: &db::NodeRecord,
+    node: &db::nodes::NodeRecord,
     input: &Input,
     actor: &Actor,
     now: i64,
@@ -656,25 +660,25 @@ async fn apply(
     for effect in &t.effects {
         match effect {
             Effect::AssignSlot(s) => {
-                db::set_slot(tx, node.id, Some(s)).await?;
+                db::nodes::set_slot(tx, node.id, Some(s)).await?;
                 slot = Some(s.clone());
             }
             Effect::ReleaseSlot => {
-                db::set_slot(tx, node.id, None).await?;
+                db::nodes::set_slot(tx, node.id, None).await?;
                 slot = None;
             }
-            Effect::ClearFacts => db::set_facts(tx, node.id, None, None).await?,
+            Effect::ClearFacts => db::nodes::set_facts(tx, node.id, None, None).await?,
         }
     }
     if matches!(t.to, State::Discovered | State::Retired) {
         // Starting over (retry, reprovision) or retired: no token of an earlier boot stands.
-        db::end_agent_tokens(tx, node.mac).await?;
+        db::tokens::end_agent_tokens(tx, node.mac).await?;
     }
-    db::set_state(tx, node.id, &t.to, now).await?;
-    db::add_transition(
+    db::nodes::set_state(tx, node.id, &t.to, now).await?;
+    db::nodes::add_transition(
         tx,
         node.id,
-        &db::TransitionRow {
+        &db::nodes::TransitionRow {
             at_ms: now,
             from: node.state.name().into(),
             to: t.to.name().into(),

@@ -2,11 +2,11 @@
 //! each rack's audit trail.
 
 use serde::Serialize;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{Pool, StoreError};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct ChecklistRow {
     pub rack: String,
     pub rack_type: String,
@@ -15,7 +15,7 @@ pub struct ChecklistRow {
     pub started_by: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct TickRow {
     pub step: String,
     pub slot: Option<String>,
@@ -26,7 +26,7 @@ pub struct TickRow {
     pub undo_reason: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub at_ms: i64,
     pub actor: String,
@@ -35,23 +35,13 @@ pub struct AuditRow {
 }
 
 pub async fn get(pool: &Pool, rack: &str) -> Result<Option<ChecklistRow>, StoreError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT rack, rack_type, template_version, started_at_ms, started_by
          FROM checklists WHERE rack = ?",
     )
     .bind(rack)
     .fetch_optional(pool)
-    .await?;
-    row.map(|r| {
-        Ok(ChecklistRow {
-            rack: r.try_get("rack")?,
-            rack_type: r.try_get("rack_type")?,
-            template_version: r.try_get("template_version")?,
-            started_at_ms: r.try_get("started_at_ms")?,
-            started_by: r.try_get("started_by")?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// Starts a rack's checklist; false when it has one already.
@@ -74,26 +64,13 @@ pub async fn start(
 }
 
 pub async fn ticks(pool: &Pool, rack: &str) -> Result<Vec<TickRow>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT step, slot, by, at_ms, undone_by, undone_at_ms, undo_reason
          FROM checklist_ticks WHERE rack = ? ORDER BY id",
     )
     .bind(rack)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(TickRow {
-                step: r.try_get("step")?,
-                slot: r.try_get("slot")?,
-                by: r.try_get("by")?,
-                at_ms: r.try_get("at_ms")?,
-                undone_by: r.try_get("undone_by")?,
-                undone_at_ms: r.try_get("undone_at_ms")?,
-                undo_reason: r.try_get("undo_reason")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// The id of the standing (not undone) tick of a step, if any.
@@ -174,20 +151,10 @@ pub async fn audit(
 }
 
 pub async fn audit_trail(pool: &Pool, rack: &str) -> Result<Vec<AuditRow>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT at_ms, actor, action, detail FROM checklist_audit WHERE rack = ? ORDER BY id",
     )
     .bind(rack)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AuditRow {
-                at_ms: r.try_get("at_ms")?,
-                actor: r.try_get("actor")?,
-                action: r.try_get("action")?,
-                detail: r.try_get("detail")?,
-            })
-        })
-        .collect()
+    .await?)
 }

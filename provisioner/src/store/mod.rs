@@ -4,10 +4,13 @@
 
 pub mod burnin;
 pub mod checklists;
+pub mod journal;
 pub mod leases;
-pub mod lifecycle;
 pub mod nodes;
+pub mod plan;
+pub mod refusals;
 pub mod sessions;
+pub mod tokens;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,197 +1,237 @@
-//! Nodes seen while booting and their boot events (DHCP, TFTP, HTTP), recorded against MACs.
-
-use std::net::Ipv4Addr;
+//! The lifecycle's nodes in `provisioner.db`: each node's state, slot and facts, and its
+//! timeline of transitions. What they mean is decided in `crate::lifecycle`; this is how they
+//! are kept.
 
 use serde::Serialize;
-use std::collections::HashMap;
-
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Sqlite, Transaction};
 
 use super::{Pool, StoreError};
+use crate::lifecycle::machine::State;
 use crate::types::MacAddr;
 
-/// Which part of the boot plane saw the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Dhcp,
-    Tftp,
-    Http,
-}
-
-impl EventKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Dhcp => "dhcp",
-            EventKind::Tftp => "tftp",
-            EventKind::Http => "http",
-        }
-    }
-}
-
-/// One thing that happened to a node while it booted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BootEvent {
+/// A node as stored.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct NodeRecord {
+    pub id: i64,
+    #[sqlx(try_from = "String")]
     pub mac: MacAddr,
-    pub ip: Option<Ipv4Addr>,
-    /// Unix milliseconds.
+    #[sqlx(json, rename = "state_json")]
+    pub state: State,
+    pub state_since_ms: i64,
+    pub slot: Option<String>,
+    pub inspected_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct TransitionRow {
     pub at_ms: i64,
-    pub kind: EventKind,
-    pub detail: String,
+    #[sqlx(rename = "from_state")]
+    pub from: String,
+    #[sqlx(rename = "to_state")]
+    pub to: String,
+    pub cause: String,
+    pub actor: String,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct NodeRow {
-    pub mac: String,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub last_ip: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct EventRow {
-    pub at_ms: i64,
-    pub kind: String,
-    pub detail: String,
-}
-
-/// Rows per multi-row INSERT: well under SQLite's limit on bound parameters.
-const ROWS_PER_STATEMENT: usize = 500;
-
-/// Records `events` in the caller's transaction: each node row is created or touched once,
-/// the events appended, a few hundred rows per statement (a busy boot network sends
-/// thousands a second).
-pub async fn record(conn: &mut SqliteConnection, events: &[BootEvent]) -> Result<(), StoreError> {
-    let mut latest: HashMap<MacAddr, (i64, Option<Ipv4Addr>)> = HashMap::new();
-    for ev in events {
-        let e = latest.entry(ev.mac).or_insert((ev.at_ms / 1000, ev.ip));
-        e.0 = e.0.max(ev.at_ms / 1000);
-        if ev.ip.is_some() {
-            e.1 = ev.ip;
-        }
-    }
-    let nodes: Vec<_> = latest.into_iter().collect();
-    for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO nodes (mac, first_seen, last_seen, last_ip) ");
-        q.push_values(chunk, |mut row, (mac, (secs, ip))| {
-            row.push_bind(mac.to_string())
-                .push_bind(*secs)
-                .push_bind(*secs)
-                .push_bind(ip.map(|ip| ip.to_string()));
-        });
-        q.push(
-            " ON CONFLICT (mac) DO UPDATE SET last_seen = MAX(nodes.last_seen, excluded.last_seen), \
-             last_ip = COALESCE(excluded.last_ip, nodes.last_ip)",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO boot_events (mac, at_ms, kind, detail) ");
-        q.push_values(chunk, |mut row, ev| {
-            row.push_bind(ev.mac.to_string())
-                .push_bind(ev.at_ms)
-                .push_bind(ev.kind.as_str())
-                .push_bind(ev.detail.clone());
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Forgets all but the latest `keep` events of each of `macs`.
-pub async fn keep_latest(pool: &Pool, macs: &[MacAddr], keep: u32) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    for mac in macs {
-        let mac = mac.to_string();
-        sqlx::query(
-            "DELETE FROM boot_events WHERE mac = ?1 AND id < (
-               SELECT id FROM boot_events WHERE mac = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+macro_rules! node_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, mac, state_json, state_since_ms, slot, inspected_at_ms, created_at_ms FROM nodes ",
+            $rest
         )
-        .bind(&mac)
-        .bind(i64::from(keep.max(1)) - 1)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// How long the journal keeps a MAC it has not seen since.
-pub const SEEN_KEPT_SECS: i64 = 30 * 24 * 3600;
-
-/// Forgets MACs not seen for `SEEN_KEPT_SECS`, and past `max` MACs the longest unseen ones,
-/// with their events: a flood of made-up MACs on the wire churns the journal, never grows
-/// it past that. Returns how many were forgotten.
-pub async fn forget_unseen(pool: &Pool, now_secs: i64, max: u32) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut gone: Vec<String> =
-        sqlx::query_scalar("DELETE FROM nodes WHERE last_seen < ? RETURNING mac")
-            .bind(now_secs - SEEN_KEPT_SECS)
-            .fetch_all(&mut *tx)
-            .await?;
-    gone.extend(
-        sqlx::query_scalar::<_, String>(
-            "DELETE FROM nodes WHERE mac IN (
-               SELECT mac FROM nodes ORDER BY last_seen DESC LIMIT -1 OFFSET ?) RETURNING mac",
-        )
-        .bind(i64::from(max))
-        .fetch_all(&mut *tx)
-        .await?,
-    );
-    for mac in &gone {
-        sqlx::query("DELETE FROM boot_events WHERE mac = ?")
-            .bind(mac)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(gone.len() as u64)
-}
-
-pub async fn list(pool: &Pool) -> Result<Vec<NodeRow>, StoreError> {
-    let rows = sqlx::query("SELECT mac, first_seen, last_seen, last_ip FROM nodes ORDER BY mac")
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(node_row).collect()
-}
-
-pub async fn get(
-    pool: &Pool,
-    mac: MacAddr,
-) -> Result<Option<(NodeRow, Vec<EventRow>)>, StoreError> {
-    let mac = mac.to_string();
-    let Some(row) =
-        sqlx::query("SELECT mac, first_seen, last_seen, last_ip FROM nodes WHERE mac = ?1")
-            .bind(&mac)
-            .fetch_optional(pool)
-            .await?
-    else {
-        return Ok(None);
     };
-    let events =
-        sqlx::query("SELECT at_ms, kind, detail FROM boot_events WHERE mac = ?1 ORDER BY id")
-            .bind(&mac)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(EventRow {
-                    at_ms: r.try_get("at_ms")?,
-                    kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(Some((node_row(&row)?, events)))
 }
 
-fn node_row(r: &sqlx::sqlite::SqliteRow) -> Result<NodeRow, StoreError> {
-    Ok(NodeRow {
-        mac: r.try_get("mac")?,
-        first_seen: r.try_get("first_seen")?,
-        last_seen: r.try_get("last_seen")?,
-        last_ip: r.try_get("last_ip")?,
+pub async fn all_nodes(pool: &Pool) -> Result<Vec<NodeRecord>, StoreError> {
+    Ok(sqlx::query_as(node_select!("ORDER BY id"))
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The nodes that hold a slot of the rack `site/row/rack`.
+pub async fn rack_nodes(
+    pool: &Pool,
+    site: &str,
+    row: &str,
+    rack: &str,
+) -> Result<Vec<NodeRecord>, StoreError> {
+    Ok(sqlx::query_as(node_select!(
+        "WHERE slot IN (SELECT slot FROM plan_slots WHERE site = ? AND row = ? AND rack = ?)
+         ORDER BY id"
+    ))
+    .bind(site)
+    .bind(row)
+    .bind(rack)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The nodes whose state is one of `states` (by name).
+pub async fn nodes_in_states(pool: &Pool, states: &[&str]) -> Result<Vec<NodeRecord>, StoreError> {
+    // One query per name keeps the SQL static; the names are the lifecycle's own.
+    let mut out = Vec::new();
+    for state in states {
+        out.extend(
+            sqlx::query_as::<_, NodeRecord>(node_select!("WHERE state = ? ORDER BY id"))
+                .bind(state)
+                .fetch_all(pool)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+pub async fn node_by_mac(
+    tx: &mut Transaction<'_, Sqlite>,
+    mac: MacAddr,
+) -> Result<Option<NodeRecord>, StoreError> {
+    Ok(sqlx::query_as(node_select!("WHERE mac = ?"))
+        .bind(mac.to_string())
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+pub async fn node_by_id(pool: &Pool, id: i64) -> Result<Option<NodeRecord>, StoreError> {
+    Ok(sqlx::query_as(node_select!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn insert_node(
+    tx: &mut Transaction<'_, Sqlite>,
+    mac: MacAddr,
+    state: &State,
+    now_ms: i64,
+) -> Result<NodeRecord, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO nodes (mac, state, state_json, state_since_ms, created_at_ms)
+         VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(mac.to_string())
+    .bind(state.name())
+    .bind(state_json(state))
+    .bind(now_ms)
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(NodeRecord {
+        id,
+        mac,
+        state: state.clone(),
+        state_since_ms: now_ms,
+        slot: None,
+        inspected_at_ms: None,
+        created_at_ms: now_ms,
     })
+}
+
+fn state_json(state: &State) -> String {
+    serde_json::to_string(state).expect("a state serializes")
+}
+
+pub async fn set_state(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    state: &State,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE nodes SET state = ?, state_json = ?, state_since_ms = ? WHERE id = ?")
+        .bind(state.name())
+        .bind(state_json(state))
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_slot(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    slot: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE nodes SET slot = ? WHERE id = ?")
+        .bind(slot)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_facts(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    facts: Option<&str>,
+    now_ms: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE nodes SET facts = ?, inspected_at_ms = ? WHERE id = ?")
+        .bind(facts)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn facts(pool: &Pool, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = sqlx::query_scalar("SELECT facts FROM nodes WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .flatten();
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("node facts: {e}")))
+    })
+    .transpose()
+}
+
+pub async fn add_transition(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+    row: &TransitionRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO transitions (node_id, at_ms, from_state, to_state, cause, actor)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(row.at_ms)
+    .bind(&row.from)
+    .bind(&row.to)
+    .bind(&row.cause)
+    .bind(&row.actor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn timeline(pool: &Pool, id: i64) -> Result<Vec<TransitionRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT at_ms, from_state, to_state, cause, actor FROM transitions
+         WHERE node_id = ? ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The slots taken, and by which node's MAC.
+pub async fn taken_slots(
+    tx: &mut Transaction<'_, Sqlite>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT slot, mac FROM nodes WHERE slot IS NOT NULL")
+            .fetch_all(&mut **tx)
+            .await?,
+    )
+}
+
+/// The node matched to `slot`, if any.
+pub async fn node_by_slot(pool: &Pool, slot: &str) -> Result<Option<NodeRecord>, StoreError> {
+    Ok(sqlx::query_as(node_select!("WHERE slot = ?"))
+        .bind(slot)
+        .fetch_optional(pool)
+        .await?)
 }

@@ -20,7 +20,7 @@ use crate::boot::Boot;
 use crate::config::Limits;
 use crate::events::Events;
 use crate::metrics::Metrics;
-use crate::store::nodes::EventKind;
+use crate::store::journal::EventKind;
 use crate::types::MacAddr;
 
 pub use packet::{Options, PacketError, Reply, parse_reply};

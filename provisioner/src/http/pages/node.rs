@@ -17,7 +17,7 @@ use crate::burnin::judge::{Judgement, Level, MIN_COHORT, median};
 use crate::burnin::profile::Profile;
 use crate::http::{AppState, web};
 use crate::lifecycle::machine::{Action, State as NodeState};
-use crate::store::lifecycle as db;
+use crate::store as db;
 use crate::store::{Pool, StoreError};
 
 /// Boot events shown: the latest, so that a node that loops on its boot keeps a small page.
@@ -338,14 +338,14 @@ pub async fn node(
     let Some(n) = st.boot.lifecycle.find(&id).await? else {
         return Err(PageError::not_found(format!("node {id}")));
     };
-    let (facts, facts_note) = match db::facts(&st.store, n.id).await? {
+    let (facts, facts_note) = match db::nodes::facts(&st.store, n.id).await? {
         None => (None, "not inspected yet".to_string()),
         Some(v) => match serde_json::from_value::<Facts>(v) {
             Ok(f) => (Some(facts_view(&f)), String::new()),
             Err(e) => (None, format!("the facts cannot be read: {e}")),
         },
     };
-    let timeline = db::timeline(&st.store, n.id)
+    let timeline = db::nodes::timeline(&st.store, n.id)
         .await?
         .into_iter()
         .map(|t| Line {
@@ -359,7 +359,7 @@ pub async fn node(
     if let (Some(view), Some(last)) = (burnin.as_mut(), runs.last()) {
         add_charts(&st, n.id, last, view).await?;
     }
-    let seen = crate::store::nodes::get(&st.journal, n.mac).await?;
+    let seen = crate::store::journal::get(&st.journal, n.mac).await?;
     let all = seen.map(|(_, e)| e).unwrap_or_default();
     let events_total = all.len();
     let events = all

@@ -12,7 +12,9 @@ use super::{PageError, Viewer, class, current_step, html, rack_href, when};
 use crate::checklist::{self, ChecklistError};
 use crate::http::{AppState, web};
 use crate::lifecycle::machine::{STATE_NAMES, State as NodeState};
-use crate::store::lifecycle::{self as db, NodeRecord, PlanRow};
+use crate::store as db;
+use crate::store::nodes::NodeRecord;
+use crate::store::plan::PlanRow;
 
 /// A node that needs a person: failed or held.
 struct Attention {
@@ -158,7 +160,7 @@ async fn plan_at(st: &AppState, version: i64) -> Result<Arc<Vec<PlanRow>>, PageE
     {
         return Ok(plan);
     }
-    let plan = Arc::new(db::plan_rows(&st.store).await?);
+    let plan = Arc::new(db::plan::plan_rows(&st.store).await?);
     *st.web.plan.lock().expect("not poisoned") = Some((version, plan.clone()));
     Ok(plan)
 }
@@ -180,7 +182,7 @@ pub async fn overview(
     // request render again.
     let key = (
         st.boot.lifecycle.generation(),
-        db::plan_version(&st.store).await?,
+        db::plan::plan_version(&st.store).await?,
     );
     let cached = st
         .web
@@ -194,7 +196,7 @@ pub async fn overview(
         Some(c) => c,
         None => {
             let plan = plan_at(&st, key.1).await?;
-            let nodes = db::all_nodes(&st.store).await?;
+            let nodes = db::nodes::all_nodes(&st.store).await?;
             let held = by_slot(&nodes);
             let empty = plan
                 .iter()
@@ -302,12 +304,12 @@ pub async fn rack(
     Path((site, row, rack)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let plan = db::rack_plan_rows(&st.store, &site, &row, &rack).await?;
+    let plan = db::plan::rack_plan_rows(&st.store, &site, &row, &rack).await?;
     let name = format!("{site}/{row}/{rack}");
     if plan.is_empty() {
         return Err(PageError::not_found(format!("rack {name} in the plan")));
     }
-    let nodes = db::rack_nodes(&st.store, &site, &row, &rack).await?;
+    let nodes = db::nodes::rack_nodes(&st.store, &site, &row, &rack).await?;
     let held = by_slot(&nodes);
     let progress = crate::store::burnin::rack_progress(&st.store, &site, &row, &rack).await?;
     let slots = plan
