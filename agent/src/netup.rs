@@ -86,7 +86,7 @@ pub fn bring_up(root: &Path, mac: &MacAddr, say: &mut dyn FnMut(&str)) -> Up {
 fn try_bring_up(root: &Path, mac: &MacAddr) -> Result<Up, NetError> {
     let name = interface_with_mac(root, mac)
         .map_err(NetError::Interfaces)?
-        .ok_or_else(|| NetError::NoInterface(mac.clone()))?;
+        .ok_or(NetError::NoInterface(*mac))?;
     if has_ipv4(&name).map_err(NetError::Interfaces)? {
         return Ok(Up::AlreadyUp(name));
     }

@@ -9,7 +9,7 @@ use provisioner_protocol::{Instruction, ProgressReport};
 use tracing::info;
 
 use super::machine::{Actor, Input, State};
-use super::{ActionError, AgentError, Lifecycle, apply};
+use super::{AgentError, Applied, Lifecycle, apply};
 use crate::burnin::judge::{Cohort, CohortKey, Expected, Judgement, Level, judge};
 use crate::clock::now_ms;
 use crate::store as db;
@@ -161,14 +161,12 @@ impl Lifecycle {
             _ if provisional => None,
             _ => Some(Input::BurnInPassed),
         };
-        let (mut state, mut slot) = (node.state.clone(), node.slot.clone());
-        if let Some(input) = input {
-            let applied = apply(&mut tx, &node, &input, &Actor::Agent, now).await??;
-            (state, slot) = (applied.state, applied.slot);
-        }
-        tx.commit().await?;
-        info!(%mac, level, retry = judgement.retry.len(), state = %state, "burn-in judged");
-        self.cache(mac, state, node.slot.as_deref(), slot.as_deref());
+        let done = match input {
+            Some(input) => apply(&mut tx, &node, &input, &Actor::Agent, now).await??,
+            None => Applied::unchanged(&node),
+        };
+        info!(%mac, level, retry = judgement.retry.len(), state = %done.state, "burn-in judged");
+        self.commit(tx, [done]).await?;
         Ok(judgement)
     }
 
@@ -234,33 +232,6 @@ impl Lifecycle {
         }
         Ok(cohort)
     }
-
-    /// An input from outside the agent's calls (the installer's progress, a test's setup):
-    /// the same transitions, from the same machine.
-    pub async fn apply_input(
-        &self,
-        node: &str,
-        input: Input,
-        actor: &Actor,
-    ) -> Result<State, ActionError> {
-        let _one = self.write.lock().await;
-        let rec = self
-            .find(node)
-            .await?
-            .ok_or_else(|| ActionError::NotFound(node.to_string()))?;
-        let mac = rec.mac;
-        let mut tx = self.pool.begin().await?;
-        let applied = apply(&mut tx, &rec, &input, actor, now_ms()).await??;
-        tx.commit().await?;
-        let state = applied.state.clone();
-        self.cache(
-            mac,
-            applied.state,
-            rec.slot.as_deref(),
-            applied.slot.as_deref(),
-        );
-        Ok(state)
-    }
 }
 
 /// The node's last run, if it belongs to this stay in burning_in: a retry left over from an
@@ -306,7 +277,7 @@ fn merge_retry(
             old.conditions = d.conditions.clone();
         }
     }
-    merged.mac = retry.mac.clone();
+    merged.mac = retry.mac;
     merged
 }
 

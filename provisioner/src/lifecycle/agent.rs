@@ -1,0 +1,202 @@
+//! The agent's calls: its token checked against the node and the boot, its inspection report
+//! matched against the rack plan, its next instruction. A refused credential is recorded.
+
+use super::*;
+
+/// The agent's next instruction for a node in `state`.
+pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> Instruction {
+    match state {
+        State::Inspecting if !reported => Instruction::Report,
+        State::Inspecting => Instruction::Wait {
+            seconds: 10,
+            reason: "report received; waiting for the appliance".into(),
+        },
+        State::Inspected => Instruction::PowerOff {
+            reason: format!(
+                "inspected and matched to slot {}; powering off until installation",
+                slot.unwrap_or("?")
+            ),
+        },
+        State::Held { .. } => Instruction::Wait {
+            seconds: 30,
+            reason: "held by an operator".into(),
+        },
+        s @ (State::Failed { .. } | State::Retired) => Instruction::PowerOff {
+            reason: format!("this node is {s}"),
+        },
+        s @ (State::Discovered | State::Installing | State::BurningIn | State::Enrolled) => {
+            Instruction::Reboot {
+                reason: format!("this node is {}; rebooting into what that needs", s.name()),
+            }
+        }
+    }
+}
+
+/// Refused calls recorded per peer and minute; more are only logged.
+pub const REFUSALS_PER_MINUTE: i64 = 30;
+
+impl Lifecycle {
+    /// Checks an agent's bearer token against the MAC it speaks for. Refusals are recorded.
+    pub(super) async fn authenticate(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        bearer: Option<&str>,
+        mac: MacAddr,
+        for_report: bool,
+    ) -> Result<String, AgentError> {
+        let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+            return Err(AgentAuthError::NoToken.into());
+        };
+        let hash = hash_token(token);
+        let Some(rec) = db::tokens::agent_token(tx, &hash).await? else {
+            return Err(AgentAuthError::UnknownToken.into());
+        };
+        if rec.mac != mac {
+            return Err(AgentAuthError::OtherNode(mac).into());
+        }
+        match rec.status {
+            db::tokens::TokenStatus::Superseded => Err(AgentAuthError::EarlierBoot.into()),
+            db::tokens::TokenStatus::Reported if for_report => {
+                Err(AgentAuthError::AlreadyReported.into())
+            }
+            _ => Ok(hash),
+        }
+    }
+
+    /// Records a refused call against the MAC it claimed. A peer that keeps being refused is
+    /// only logged past [`REFUSALS_PER_MINUTE`], so it cannot fill the store.
+    pub async fn record_refusal(&self, mac: Option<MacAddr>, peer: &str, path: &str, why: &str) {
+        let mac = mac.map(|m| m.to_string());
+        warn!(
+            mac = mac.as_deref().unwrap_or("-"),
+            peer,
+            path,
+            reason = why,
+            "call refused"
+        );
+        let now = now_ms();
+        match db::refusals::refusals_since(&self.pool, peer, now - 60_000).await {
+            Ok(n) if n >= REFUSALS_PER_MINUTE => return,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot count refused calls"),
+        }
+        if let Err(e) =
+            db::refusals::add_refusal(&self.pool, mac.as_deref(), peer, path, why, now).await
+        {
+            warn!(error = %e, "cannot record a refused call");
+        }
+    }
+
+    /// The node an agent's call speaks for: its MAC parsed, its token checked, the node found,
+    /// all inside `tx`. Returns the MAC, the token's hash and the node.
+    pub(super) async fn calling_node(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        bearer: Option<&str>,
+        mac: Option<MacAddr>,
+        for_report: bool,
+    ) -> Result<(MacAddr, String, db::nodes::NodeRecord), AgentError> {
+        let mac = mac.ok_or(AgentError::NoMac)?;
+        let hash = self.authenticate(tx, bearer, mac, for_report).await?;
+        let Some(node) = db::nodes::node_by_mac(tx, mac).await? else {
+            return Err(AgentError::UnknownNode(mac));
+        };
+        Ok((mac, hash, node))
+    }
+
+    /// The agent's inspection report: matched against the rack plan, it moves the node to
+    /// inspected or fails it with the reason.
+    pub async fn report(
+        &self,
+        bearer: Option<&str>,
+        report: &InspectionReport,
+    ) -> Result<State, AgentError> {
+        let _one = self.write.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let (mac, hash, node) = self
+            .calling_node(&mut tx, bearer, Some(report.mac), true)
+            .await?;
+        if node.state != State::Inspecting {
+            return Err(AgentError::NotNow {
+                mac,
+                state: node.state.to_string(),
+                what: "an inspection report",
+            });
+        }
+        let facts = serde_json::to_string(&report.facts).expect("facts serialize");
+        db::nodes::set_facts(&mut tx, node.id, Some(&facts), Some(now)).await?;
+        let plan = db::plan::plan(&mut tx).await?;
+        let taken: Vec<Taken> = db::nodes::taken_slots(&mut tx)
+            .await?
+            .into_iter()
+            .filter_map(|(slot, m)| m.parse().ok().map(|by| Taken { slot, by }))
+            .collect();
+        let mut contested = None;
+        let input = match plan::match_slot(mac, &report.facts, &plan, &self.skus, &taken) {
+            Claim::Matched(slot) => Input::Matched { slot },
+            Claim::Mismatch(reason) => Input::Mismatched { reason },
+            Claim::Conflict { reason, hold } => {
+                warn!(%mac, reason = %reason, "slot conflict: an operator decides");
+                if let Some(holder) = hold {
+                    contested = Some((holder, reason.clone()));
+                }
+                Input::Mismatched {
+                    reason: format!("conflict: {reason}"),
+                }
+            }
+        };
+        let applied = apply(&mut tx, &node, &input, &Actor::Agent, now).await??;
+        // The holder of a contested slot stops where it is until an operator decides.
+        let mut held = None;
+        if let Some((holder, reason)) = contested
+            && let Some(h) = db::nodes::node_by_mac(&mut tx, holder).await?
+        {
+            let why = format!("conflict: {reason}; held until an operator decides");
+            if let Ok(done) = apply(
+                &mut tx,
+                &h,
+                &Input::Contested { reason: why },
+                &Actor::Appliance,
+                now,
+            )
+            .await?
+            {
+                held = Some(done);
+            }
+        }
+        db::tokens::mark_token_reported(&mut tx, &hash).await?;
+        let state = applied.state.clone();
+        let holder = held.as_ref().map(|h| h.mac);
+        self.commit(tx, std::iter::once(applied).chain(held))
+            .await?;
+        info!(%mac, %state, "inspection report taken");
+        if let Some(holder) = holder {
+            warn!(mac = %holder, "held: its slot is contested");
+        }
+        Ok(state)
+    }
+
+    /// What the agent on `mac` should do now, from the node's state.
+    pub async fn next_for_agent(
+        &self,
+        bearer: Option<&str>,
+        mac: MacAddr,
+    ) -> Result<Instruction, AgentError> {
+        let mut tx = self.pool.begin().await?;
+        let hash = self.authenticate(&mut tx, bearer, mac, false).await?;
+        let reported = db::tokens::agent_token(&mut tx, &hash)
+            .await?
+            .is_some_and(|t| t.status == db::tokens::TokenStatus::Reported);
+        let node = db::nodes::node_by_mac(&mut tx, mac).await?;
+        let Some(node) = node else {
+            return Err(AgentError::UnknownNode(mac));
+        };
+        let next = match node.state {
+            State::BurningIn => self.burnin_instruction(&mut tx, &node).await?,
+            _ => instruction(&node.state, node.slot.as_deref(), reported),
+        };
+        tx.commit().await?;
+        Ok(next)
+    }
+}
