@@ -543,3 +543,91 @@ fn a_rack_checklist_is_ticked_by_people_and_by_what_the_appliance_saw() {
         "{text}"
     );
 }
+
+/// A checklist change is one action whichever door it comes through: the API and the command
+/// line take the same request the same way (an empty slot is none), the API's change reaches
+/// the live pages as the pages' own does, and a rack name is checked at every door.
+#[test]
+fn a_checklist_change_is_the_same_action_from_every_door() {
+    let f = start("");
+    let data = data(&f);
+    let rack = "lab/r1/a01";
+    let (ok, _, stderr) = cli(&[
+        "checklist",
+        "start",
+        rack,
+        "--type",
+        "hgx-b200-air",
+        "--by",
+        "alice",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(ok, "{stderr}");
+    let url = "/api/v1/racks/lab/r1/a01/checklist";
+    let view = f.get_json(url);
+    let rack_steps: Vec<String> = view["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["slot"].is_null() && s["auto"] == false)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(rack_steps.len() >= 2, "{view:#}");
+    let (_, token, _) = cli(&["token", "create", "floor", "--data-dir", &data]);
+    let token = token.trim();
+
+    // Over the API, an empty slot on a rack-wide step is no slot, as on the pages; the live
+    // pages of the rack hear of it.
+    let mut feed = f.changes();
+    let body = format!(r#"{{"step":"{}","slot":"","by":"carol"}}"#, rack_steps[0]);
+    let (code, text) = post_json(&f, Some(token), &format!("{url}/ticks"), &body);
+    assert_eq!(code, 200, "{text}");
+    let told = feed
+        .try_recv()
+        .expect("the API's tick is told to the live pages");
+    assert_eq!(told.rack.as_deref(), Some(rack));
+    assert_eq!(told.state, None);
+
+    // At the terminal, the same.
+    let (ok, _, stderr) = cli(&[
+        "checklist",
+        "tick",
+        rack,
+        &rack_steps[1],
+        "--slot",
+        "",
+        "--by",
+        "bob",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = cli(&[
+        "checklist",
+        "tick",
+        rack,
+        &rack_steps[1],
+        "--by",
+        "bob",
+        "--data-dir",
+        &data,
+    ]);
+    assert!(!ok && stderr.contains("is already ticked"), "{stderr}");
+    let view = f.get_json(url);
+    let ticked = view["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "ticked")
+        .count();
+    assert_eq!(ticked, 2, "{view:#}");
+
+    // A rack that cannot be a rack is refused at each door, before anything is looked up.
+    let bad = "/api/v1/racks/lab/r1/a%0101/checklist";
+    let (code, text) = status_body(f.get(bad));
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("is not a rack"), "{text}");
+    let (ok, _, stderr) = cli(&["checklist", "show", "lab/r1", "--data-dir", &data]);
+    assert!(!ok && stderr.contains("is not a rack"), "{stderr}");
+}

@@ -119,14 +119,15 @@ pub enum BadId {
     Slot(String),
 }
 
-/// A part of a rack's name: not empty, no `/`, nothing a person could not type.
-fn part_ok(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 64 && !p.chars().any(|c| c == '/' || c.is_control())
-}
-
 impl RackId {
+    /// A part of a rack's name (its site, row or rack): not empty, at most 64 bytes, no `/`,
+    /// nothing a person could not type. The rack plan and every front door hold to it.
+    pub fn part_ok(p: &str) -> bool {
+        !p.is_empty() && p.len() <= 64 && !p.chars().any(|c| c == '/' || c.is_control())
+    }
+
     pub fn new(site: &str, row: &str, rack: &str) -> Result<RackId, BadId> {
-        if [site, row, rack].iter().all(|p| part_ok(p)) {
+        if [site, row, rack].iter().all(|p| RackId::part_ok(p)) {
             Ok(RackId {
                 site: site.to_string(),
                 row: row.to_string(),

@@ -171,7 +171,7 @@ enum ChecklistCommand {
     Types,
     /// Start a rack's checklist (RACK is site/row/rack).
     Start {
-        rack: String,
+        rack: provisioner::types::RackId,
         #[arg(long = "type", value_name = "RACK_TYPE")]
         rack_type: String,
         /// Who starts it.
@@ -182,7 +182,7 @@ enum ChecklistCommand {
     },
     /// Show a rack's checklist: where every step stands.
     Show {
-        rack: String,
+        rack: provisioner::types::RackId,
         #[arg(long, value_enum, default_value = "text")]
         format: ChecklistFormat,
         #[command(flatten)]
@@ -190,7 +190,7 @@ enum ChecklistCommand {
     },
     /// Tick a physical step (per-slot steps name the slot, e.g. dc1/r1/a01/U10).
     Tick {
-        rack: String,
+        rack: provisioner::types::RackId,
         step: String,
         #[arg(long)]
         slot: Option<String>,
@@ -202,7 +202,7 @@ enum ChecklistCommand {
     },
     /// Undo a tick; it stays in the audit trail with the reason.
     Untick {
-        rack: String,
+        rack: provisioner::types::RackId,
         step: String,
         #[arg(long)]
         slot: Option<String>,
@@ -628,14 +628,13 @@ fn checklist(cmd: ChecklistCommand) -> anyhow::Result<()> {
             store,
         } => {
             let pool = open(store)?;
-            runtime.block_on(cl::tick(
-                &pool,
-                &templates,
-                &rack,
-                &step,
-                slot.as_deref(),
-                &by,
-            ))?;
+            let c = cl::StepChange {
+                step: step.clone(),
+                slot,
+                by,
+                mark: cl::Mark::Tick,
+            };
+            runtime.block_on(cl::change(&pool, &templates, &rack, &c))?;
             println!("ticked {step} on {rack}");
         }
         ChecklistCommand::Untick {
@@ -647,15 +646,13 @@ fn checklist(cmd: ChecklistCommand) -> anyhow::Result<()> {
             store,
         } => {
             let pool = open(store)?;
-            runtime.block_on(cl::untick(
-                &pool,
-                &templates,
-                &rack,
-                &step,
-                slot.as_deref(),
-                &by,
-                &reason,
-            ))?;
+            let c = cl::StepChange {
+                step: step.clone(),
+                slot,
+                by,
+                mark: cl::Mark::Untick { reason },
+            };
+            runtime.block_on(cl::change(&pool, &templates, &rack, &c))?;
             println!("unticked {step} on {rack}");
         }
     }

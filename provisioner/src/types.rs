@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use provisioner_protocol::{MacAddr, RackId, SlotId};
+pub use provisioner_protocol::{BadId, MacAddr, RackId, SlotId};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {

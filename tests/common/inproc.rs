@@ -123,6 +123,11 @@ impl App {
         }
     }
 
+    /// The live feed the pages follow: every change told after this call.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<provisioner::lifecycle::Change> {
+        self.app.as_ref().expect("open").boot.lifecycle.changes()
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

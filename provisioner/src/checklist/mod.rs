@@ -14,6 +14,7 @@ use crate::clock::now_ms;
 use crate::store::checklists as db;
 use crate::store::{Pool, StoreError};
 use crate::store::{nodes, plan as plan_db};
+use crate::types::RackId;
 use template::{Auto, Template};
 
 #[derive(Debug, thiserror::Error)]
@@ -97,15 +98,33 @@ pub fn signed(person: &str, token: &str) -> Result<String, ChecklistError> {
     Ok(format!("{person} (token {token})"))
 }
 
-/// `site/row/rack`.
-pub fn parse_rack(s: &str) -> Result<(String, String, String), ChecklistError> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts[..] {
-        [site, row, rack] if parts.iter().all(|p| !p.is_empty()) => {
-            Ok((site.into(), row.into(), rack.into()))
+impl From<crate::types::BadId> for ChecklistError {
+    fn from(e: crate::types::BadId) -> Self {
+        match e {
+            crate::types::BadId::Rack(s) | crate::types::BadId::Slot(s) => {
+                ChecklistError::BadRack(s)
+            }
         }
-        _ => Err(ChecklistError::BadRack(s.to_string())),
     }
+}
+
+/// A technician's change to one step, as every front door (the API, the pages, the command
+/// line) asks for it: [`change`] is the one function that carries it out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepChange {
+    pub step: String,
+    /// The slot of a per-slot step; empty is none.
+    pub slot: Option<String>,
+    /// Who did it, as the audit trail keeps it (see [`signed`]).
+    pub by: String,
+    pub mark: Mark,
+}
+
+/// Ticking a step, or undoing a tick with the reason.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mark {
+    Tick,
+    Untick { reason: String },
 }
 
 /// Where a step stands.
@@ -184,15 +203,19 @@ impl Templates {
 pub async fn start(
     pool: &Pool,
     templates: &Templates,
-    rack: &str,
+    rack: &RackId,
     rack_type: &str,
     by: &str,
 ) -> Result<(), ChecklistError> {
-    parse_rack(rack)?;
+    if by.trim().is_empty() {
+        return Err(ChecklistError::NoName);
+    }
     let t = templates
         .latest(rack_type)
         .ok_or_else(|| ChecklistError::UnknownType(rack_type.into(), templates.names()))?;
     let now = now_ms();
+    let rack = rack.to_string();
+    let rack = rack.as_str();
     let mut tx = pool.begin().await?;
     let row = db::ChecklistRow {
         rack: rack.into(),
@@ -232,11 +255,12 @@ async fn started<'t>(
 pub async fn view(
     pool: &Pool,
     templates: &Templates,
-    rack: &str,
+    id: &RackId,
 ) -> Result<ChecklistView, ChecklistError> {
-    let (site, row, rk) = parse_rack(rack)?;
+    let rack = id.to_string();
+    let rack = rack.as_str();
     let (c, t) = started(pool, templates, rack).await?;
-    let slots = plan_db::rack_slots(pool, &site, &row, &rk).await?;
+    let slots = plan_db::rack_slots(pool, &id.site, &id.row, &id.rack).await?;
     let ticks = db::ticks(pool, rack).await?;
     let mut steps = Vec::new();
     for g in &t.group {
@@ -335,11 +359,12 @@ async fn seen(pool: &Pool, auto: Auto, slot: &str, plans_nics: bool) -> Result<S
 async fn checked_step<'t>(
     pool: &Pool,
     templates: &'t Templates,
-    rack: &str,
+    id: &RackId,
     step: &str,
     slot: Option<&str>,
 ) -> Result<&'t template::Step, ChecklistError> {
-    let (site, row, rk) = parse_rack(rack)?;
+    let rack = id.to_string();
+    let rack = rack.as_str();
     let (c, t) = started(pool, templates, rack).await?;
     let s = t.step(step).ok_or_else(|| ChecklistError::UnknownStep {
         rack: rack.into(),
@@ -350,7 +375,7 @@ async fn checked_step<'t>(
     if s.auto.is_some() {
         return Err(ChecklistError::Automatic(step.into()));
     }
-    let slots = plan_db::rack_slots(pool, &site, &row, &rk).await?;
+    let slots = plan_db::rack_slots(pool, &id.site, &id.row, &id.rack).await?;
     match (s.per_slot, slot) {
         (true, None) => Err(ChecklistError::SlotNeeded {
             step: step.into(),
@@ -378,58 +403,46 @@ fn what(step: &str, slot: Option<&str>) -> String {
     }
 }
 
-/// A technician ticks a physical step.
-pub async fn tick(
+/// A technician's change to a step: a tick (with who and when), or the undoing of a standing
+/// tick with a reason. Both are checked against the checklist's template and the rack plan,
+/// and both go into the rack's audit trail.
+pub async fn change(
     pool: &Pool,
     templates: &Templates,
-    rack: &str,
-    step: &str,
-    slot: Option<&str>,
-    by: &str,
+    rack: &RackId,
+    c: &StepChange,
 ) -> Result<(), ChecklistError> {
+    let (step, by) = (c.step.as_str(), c.by.as_str());
+    let slot = c.slot.as_deref().filter(|s| !s.is_empty());
     if by.trim().is_empty() {
         return Err(ChecklistError::NoName);
     }
-    checked_step(pool, templates, rack, step, slot).await?;
-    let now = now_ms();
-    let mut tx = pool.begin().await?;
-    if db::standing_tick(&mut tx, rack, step, slot)
-        .await?
-        .is_some()
+    if let Mark::Untick { reason } = &c.mark
+        && reason.trim().is_empty()
     {
-        return Err(ChecklistError::AlreadyTicked(what(step, slot)));
-    }
-    db::add_tick(&mut tx, rack, step, slot, by, now).await?;
-    db::audit(&mut tx, rack, now, by, "tick", &what(step, slot)).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Undoes a tick, with a reason.
-pub async fn untick(
-    pool: &Pool,
-    templates: &Templates,
-    rack: &str,
-    step: &str,
-    slot: Option<&str>,
-    by: &str,
-    reason: &str,
-) -> Result<(), ChecklistError> {
-    if by.trim().is_empty() {
-        return Err(ChecklistError::NoName);
-    }
-    if reason.trim().is_empty() {
         return Err(ChecklistError::NoReason);
     }
     checked_step(pool, templates, rack, step, slot).await?;
+    let rack = rack.to_string();
+    let rack = rack.as_str();
     let now = now_ms();
     let mut tx = pool.begin().await?;
-    let Some(id) = db::standing_tick(&mut tx, rack, step, slot).await? else {
-        return Err(ChecklistError::NotTicked(what(step, slot)));
-    };
-    db::undo_tick(&mut tx, id, by, reason, now).await?;
-    let detail = format!("{}: {reason}", what(step, slot));
-    db::audit(&mut tx, rack, now, by, "untick", &detail).await?;
+    let standing = db::standing_tick(&mut tx, rack, step, slot).await?;
+    match (&c.mark, standing) {
+        (Mark::Tick, Some(_)) => return Err(ChecklistError::AlreadyTicked(what(step, slot))),
+        (Mark::Tick, None) => {
+            db::add_tick(&mut tx, rack, step, slot, by, now).await?;
+            db::audit(&mut tx, rack, now, by, "tick", &what(step, slot)).await?;
+        }
+        (Mark::Untick { .. }, None) => {
+            return Err(ChecklistError::NotTicked(what(step, slot)));
+        }
+        (Mark::Untick { reason }, Some(id)) => {
+            db::undo_tick(&mut tx, id, by, reason, now).await?;
+            let detail = format!("{}: {reason}", what(step, slot));
+            db::audit(&mut tx, rack, now, by, "untick", &detail).await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -120,12 +120,8 @@ pub(crate) fn rack_href(site: &str, row: &str, rack: &str) -> String {
 
 /// `site/row/rack/U12` → the rack's link, when the slot id has that shape.
 fn slot_rack_href(slot: &str) -> Option<String> {
-    let (rack, _u) = slot.rsplit_once('/')?;
-    let mut parts = rack.split('/');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(site), Some(row), Some(rack), None) => Some(rack_href(site, row, rack)),
-        _ => None,
-    }
+    let r = crate::lifecycle::rack_of(slot)?;
+    Some(rack_href(&r.site, &r.row, &r.rack))
 }
 
 #[cfg(test)]

@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::checklist::{self, ChecklistError};
+use crate::checklist::{self, ChecklistError, Mark, StepChange};
 use crate::error::Kind;
+use crate::lifecycle::Change;
 use crate::lifecycle::machine::Actor;
+use crate::types::RackId;
 
 fn error(kind: Kind, msg: impl Into<String>) -> Response {
     ApiError::new(kind, msg).into_response()
@@ -27,12 +29,53 @@ pub struct Format {
     format: Option<String>,
 }
 
+/// The rack a path names, parsed at the door.
+pub(super) fn rack_id(
+    (site, row, rack): &(String, String, String),
+) -> Result<RackId, ChecklistError> {
+    Ok(RackId::new(site, row, rack)?)
+}
+
+/// Starts a rack's checklist and tells the rack's live pages: the API and the pages call this.
+pub(super) async fn start_checklist(
+    st: &AppState,
+    rack: &RackId,
+    rack_type: &str,
+    by: &str,
+) -> Result<(), ChecklistError> {
+    checklist::start(&st.store, &st.checklists, rack, rack_type, by).await?;
+    told(st, rack);
+    Ok(())
+}
+
+/// A technician's change to a step, and the rack's live pages told: the API and the pages
+/// call this; the command line calls `checklist::change` (it has no live pages to tell).
+pub(super) async fn change_checklist(
+    st: &AppState,
+    rack: &RackId,
+    c: &StepChange,
+) -> Result<(), ChecklistError> {
+    checklist::change(&st.store, &st.checklists, rack, c).await?;
+    told(st, rack);
+    Ok(())
+}
+
+fn told(st: &AppState, rack: &RackId) {
+    st.boot.lifecycle.announce(Change {
+        rack: Some(rack.to_string()),
+        ..Change::default()
+    });
+}
+
 pub async fn get(
     State(st): State<AppState>,
-    Path((site, row, rack)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     Query(q): Query<Format>,
 ) -> Response {
-    let rack = format!("{site}/{row}/{rack}");
+    let rack = match rack_id(&path) {
+        Ok(r) => r,
+        Err(e) => return refused(e),
+    };
     match checklist::view(&st.store, &st.checklists, &rack).await {
         Ok(v) if q.format.as_deref() == Some("csv") => (
             [
@@ -41,7 +84,7 @@ pub async fn get(
                     header::CONTENT_DISPOSITION,
                     format!(
                         "attachment; filename=\"checklist-{}.csv\"",
-                        rack.replace('/', "-")
+                        rack.to_string().replace('/', "-")
                     ),
                 ),
             ],
@@ -84,7 +127,7 @@ async fn who(st: &AppState, headers: &HeaderMap, by: &str) -> Result<String, Res
 
 pub async fn start(
     State(st): State<AppState>,
-    Path((site, row, rack)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Result<Json<Start>, JsonRejection>,
 ) -> Response {
@@ -95,27 +138,19 @@ pub async fn start(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let rack = format!("{site}/{row}/{rack}");
-    match checklist::start(&st.store, &st.checklists, &rack, &req.rack_type, &by).await {
-        Ok(()) => {
-            get(
-                State(st),
-                Path((site, row, rack_name(&rack))),
-                Query(Format { format: None }),
-            )
-            .await
-        }
+    let rack = match rack_id(&path) {
+        Ok(r) => r,
+        Err(e) => return refused(e),
+    };
+    match start_checklist(&st, &rack, &req.rack_type, &by).await {
+        Ok(()) => get(State(st), Path(path), Query(Format { format: None })).await,
         Err(e) => refused(e),
     }
 }
 
-fn rack_name(rack: &str) -> String {
-    rack.rsplit('/').next().unwrap_or_default().to_string()
-}
-
 async fn change(
     st: AppState,
-    rack: (String, String, String),
+    path: (String, String, String),
     headers: HeaderMap,
     body: Result<Json<Tick>, JsonRejection>,
     undo: bool,
@@ -130,33 +165,23 @@ async fn change(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let (site, row, name) = rack;
-    let rack = format!("{site}/{row}/{name}");
-    let slot = req.slot.as_deref();
-    let done = if undo {
-        let reason = req.reason.as_deref().unwrap_or("");
-        checklist::untick(
-            &st.store,
-            &st.checklists,
-            &rack,
-            &req.step,
-            slot,
-            &by,
-            reason,
-        )
-        .await
-    } else {
-        checklist::tick(&st.store, &st.checklists, &rack, &req.step, slot, &by).await
+    let rack = match rack_id(&path) {
+        Ok(r) => r,
+        Err(e) => return refused(e),
     };
-    match done {
-        Ok(()) => {
-            get(
-                State(st),
-                Path((site, row, name)),
-                Query(Format { format: None }),
-            )
-            .await
-        }
+    let c = StepChange {
+        step: req.step,
+        slot: req.slot,
+        by,
+        mark: match undo {
+            false => Mark::Tick,
+            true => Mark::Untick {
+                reason: req.reason.unwrap_or_default(),
+            },
+        },
+    };
+    match change_checklist(&st, &rack, &c).await {
+        Ok(()) => get(State(st), Path(path), Query(Format { format: None })).await,
         Err(e) => refused(e),
     }
 }

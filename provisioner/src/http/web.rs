@@ -21,11 +21,11 @@ use tracing::info;
 
 use super::AppState;
 use super::pages::{PageError, Viewer};
-use crate::checklist;
+use crate::checklist::{self, Mark, StepChange};
 use crate::clock::now_ms;
 use crate::error::Kind;
 use crate::lifecycle::machine::{Action, Actor};
-use crate::lifecycle::{Change, hash_token, new_token};
+use crate::lifecycle::{hash_token, new_token};
 use crate::store::{self as db, StoreError, sessions};
 
 /// The session cookie's name.
@@ -431,56 +431,50 @@ fn checklist_page(site: &str, row: &str, rack: &str) -> String {
 
 pub async fn checklist_start(
     State(st): State<AppState>,
-    Path((site, row, rack)): Path<(String, String, String)>,
+    Path(path): Path<(String, String, String)>,
     headers: HeaderMap,
     form: Result<Form<StartForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let Form(form) = form.map_err(bad_form)?;
     let who = operator(&st, &headers, &form.csrf).await?;
     let by = checklist::signed(&form.by, &who.name).map_err(PageError::from)?;
-    let name = format!("{site}/{row}/{rack}");
-    checklist::start(&st.store, &st.checklists, &name, &form.rack_type, &by)
+    let rack = super::racks::rack_id(&path).map_err(PageError::from)?;
+    super::racks::start_checklist(&st, &rack, &form.rack_type, &by)
         .await
         .map_err(PageError::from)?;
-    st.boot.lifecycle.announce(Change {
-        rack: Some(name),
-        ..Change::default()
-    });
+    let (site, row, rack) = path;
     Ok(Redirect::to(&checklist_page(&site, &row, &rack)).into_response())
 }
 
 async fn checklist_change(
     st: AppState,
-    (site, row, rack): (String, String, String),
+    path: (String, String, String),
     headers: HeaderMap,
     form: TickForm,
     undo: bool,
 ) -> Result<Response, PageError> {
     let who = operator(&st, &headers, &form.csrf).await?;
     let by = checklist::signed(&form.by, &who.name).map_err(PageError::from)?;
-    let name = format!("{site}/{row}/{rack}");
-    let slot = form.slot.as_deref().filter(|s| !s.is_empty());
-    let done = if undo {
-        let reason = form.reason.as_deref().unwrap_or("");
-        checklist::untick(
-            &st.store,
-            &st.checklists,
-            &name,
-            &form.step,
-            slot,
-            &by,
-            reason,
-        )
-        .await
-    } else {
-        checklist::tick(&st.store, &st.checklists, &name, &form.step, slot, &by).await
+    let rack = super::racks::rack_id(&path).map_err(PageError::from)?;
+    let anchor = format!(
+        "#{}",
+        super::pages::step_anchor(&form.step, form.slot.as_deref().filter(|s| !s.is_empty()))
+    );
+    let c = StepChange {
+        step: form.step,
+        slot: form.slot,
+        by,
+        mark: match undo {
+            false => Mark::Tick,
+            true => Mark::Untick {
+                reason: form.reason.unwrap_or_default(),
+            },
+        },
     };
-    done.map_err(PageError::from)?;
-    st.boot.lifecycle.announce(Change {
-        rack: Some(name),
-        ..Change::default()
-    });
-    let anchor = format!("#{}", super::pages::step_anchor(&form.step, slot));
+    super::racks::change_checklist(&st, &rack, &c)
+        .await
+        .map_err(PageError::from)?;
+    let (site, row, rack) = path;
     Ok(Redirect::to(&(checklist_page(&site, &row, &rack) + &anchor)).into_response())
 }
 

@@ -196,7 +196,7 @@ impl Lifecycle {
                 .slot
                 .as_deref()
                 .and_then(super::rack_of)
-                .map(str::to_string),
+                .map(|r| r.to_string()),
         });
         Ok(lines.len())
     }

@@ -159,16 +159,17 @@ impl Lifecycle {
             .insert(d.mac, d.state);
         let before = d.slot_before.as_deref().and_then(rack_of);
         let after = d.slot.as_deref().and_then(rack_of);
+        let left = before.filter(|b| Some(b) != after.as_ref());
         self.announce(Change {
             node: Some(d.mac.to_string()),
             state: Some(name),
-            rack: after.map(str::to_string),
+            rack: after.map(|r| r.to_string()),
         });
-        if before.is_some() && before != after {
+        if let Some(left) = left {
             self.announce(Change {
                 node: Some(d.mac.to_string()),
                 state: None,
-                rack: before.map(str::to_string),
+                rack: Some(left.to_string()),
             });
         }
     }
@@ -249,8 +250,8 @@ async fn apply(
 }
 
 /// The rack (`site/row/rack`) of a slot (`site/row/rack/U10`).
-pub fn rack_of(slot: &str) -> Option<&str> {
-    slot.rsplit_once('/').map(|(rack, _)| rack)
+pub fn rack_of(slot: &str) -> Option<crate::types::RackId> {
+    slot.parse::<crate::types::SlotId>().ok().map(|s| s.rack)
 }
 
 #[cfg(test)]
@@ -260,8 +261,12 @@ mod tests {
 
     #[test]
     fn a_slot_names_its_rack() {
-        assert_eq!(rack_of("dc1/r1/a01/U10"), Some("dc1/r1/a01"));
+        assert_eq!(
+            rack_of("dc1/r1/a01/U10").map(|r| r.to_string()),
+            Some("dc1/r1/a01".to_string())
+        );
         assert_eq!(rack_of("U10"), None);
+        assert_eq!(rack_of("dc1/r1/a01/10"), None);
     }
 
     #[test]

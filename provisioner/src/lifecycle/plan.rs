@@ -95,9 +95,9 @@ pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, Pla
     for (i, s) in slots.iter().enumerate() {
         let at = format!("slot {} ({})", i + 1, s.id());
         for (field, value) in [("site", &s.site), ("row", &s.row), ("rack", &s.rack)] {
-            if value.is_empty() || value.contains('/') {
+            if !crate::types::RackId::part_ok(value) {
                 return Err(invalid(format!(
-                    "{at}: {field} must be a non-empty name without '/'"
+                    "{at}: {field} must be a name of 1 to 64 characters without '/' or control characters"
                 )));
             }
         }

@@ -155,7 +155,7 @@ pub async fn checklist_page(
     Path((site, row, rack)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let name = format!("{site}/{row}/{rack}");
+    let name = crate::types::RackId::new(&site, &row, &rack).map_err(ChecklistError::from)?;
     let href = rack_href(&site, &row, &rack);
     let started = match checklist::view(&st.store, &st.checklists, &name).await {
         Ok(v) => Some(started(v)),
@@ -181,7 +181,7 @@ pub async fn checklist_page(
         viewer: web::viewer(&st, &headers).await?,
         api: format!("/api/v1{href}/checklist"),
         base: format!("{href}/checklist"),
-        rack: name,
+        rack: name.to_string(),
         rack_href: href,
         started,
         types,

@@ -304,11 +304,12 @@ pub async fn rack(
     Path((site, row, rack)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let plan = db::plan::rack_plan_rows(&st.store, &site, &row, &rack).await?;
     let name = format!("{site}/{row}/{rack}");
-    if plan.is_empty() {
-        return Err(PageError::not_found(format!("rack {name} in the plan")));
-    }
+    let plan = db::plan::rack_plan_rows(&st.store, &site, &row, &rack).await?;
+    let id = match crate::types::RackId::new(&site, &row, &rack) {
+        Ok(id) if !plan.is_empty() => id,
+        _ => return Err(PageError::not_found(format!("rack {name} in the plan"))),
+    };
     let nodes = db::nodes::rack_nodes(&st.store, &site, &row, &rack).await?;
     let held = by_slot(&nodes);
     let progress = crate::store::burnin::rack_progress(&st.store, &site, &row, &rack).await?;
@@ -337,8 +338,7 @@ pub async fn rack(
             }
         })
         .collect();
-    let (checklist, checklist_note) = match checklist::view(&st.store, &st.checklists, &name).await
-    {
+    let (checklist, checklist_note) = match checklist::view(&st.store, &st.checklists, &id).await {
         Ok(v) => (
             Some(Progress {
                 title: v.title,
