@@ -22,7 +22,11 @@ pub async fn import_plan(config: &Config, file: &Path) -> anyhow::Result<usize> 
     let slots = plan::parse_plan(file, &text, &skus)?;
     let pool = store::open(&config.data_dir, SyncMode::Full).await?;
     let mut tx = pool.begin().await?;
-    let taken = store::nodes::taken_slots(&mut tx).await?;
+    let taken: Vec<plan::Taken> = store::nodes::taken_slots(&mut tx)
+        .await?
+        .into_iter()
+        .map(plan::Taken::from)
+        .collect();
     if let Err(why) = plan::may_replace(&slots, &taken) {
         bail!("rack plan {} not imported: {why}", file.display());
     }

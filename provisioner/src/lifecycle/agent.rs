@@ -130,7 +130,7 @@ impl Lifecycle {
         let taken: Vec<Taken> = db::nodes::taken_slots(&mut tx)
             .await?
             .into_iter()
-            .filter_map(|(slot, m)| m.parse().ok().map(|by| Taken { slot, by }))
+            .map(Taken::from)
             .collect();
         let mut contested = None;
         let input = match plan::match_slot(mac, &report.facts, &plan, &self.skus, &taken) {

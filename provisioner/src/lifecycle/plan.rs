@@ -262,19 +262,19 @@ pub enum ReplaceError {
     #[error(
         "slot {slot} is held by node {mac} and is not in the new plan: reprovision or retire the node first"
     )]
-    SlotHeld { slot: String, mac: String },
+    SlotHeld { slot: String, mac: MacAddr },
 }
 
-/// A new plan may replace the old only if every slot a node holds (`taken`: slot, MAC) is in
-/// it: a node's slot never vanishes under it.
-pub fn may_replace(slots: &[Slot], taken: &[(String, String)]) -> Result<(), ReplaceError> {
+/// A new plan may replace the old only if every slot a node holds is in it: a node's slot
+/// never vanishes under it.
+pub fn may_replace(slots: &[Slot], taken: &[Taken]) -> Result<(), ReplaceError> {
     match taken
         .iter()
-        .find(|(slot, _)| !slots.iter().any(|s| s.id() == *slot))
+        .find(|t| !slots.iter().any(|s| s.id() == t.slot))
     {
-        Some((slot, mac)) => Err(ReplaceError::SlotHeld {
-            slot: slot.clone(),
-            mac: mac.clone(),
+        Some(t) => Err(ReplaceError::SlotHeld {
+            slot: t.slot.clone(),
+            mac: t.by,
         }),
         None => Ok(()),
     }
@@ -285,6 +285,15 @@ pub fn may_replace(slots: &[Slot], taken: &[(String, String)]) -> Result<(), Rep
 pub struct Taken {
     pub slot: String,
     pub by: MacAddr,
+}
+
+impl From<crate::store::nodes::TakenSlot> for Taken {
+    fn from(t: crate::store::nodes::TakenSlot) -> Self {
+        Taken {
+            slot: t.slot,
+            by: t.mac,
+        }
+    }
 }
 
 /// What an inspection report comes to against the rack plan.

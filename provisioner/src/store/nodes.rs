@@ -218,14 +218,20 @@ pub async fn timeline(pool: &Pool, id: i64) -> Result<Vec<TransitionRow>, StoreE
 }
 
 /// The slots taken, and by which node's MAC.
-pub async fn taken_slots(
-    tx: &mut Transaction<'_, Sqlite>,
-) -> Result<Vec<(String, String)>, StoreError> {
+pub async fn taken_slots(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<TakenSlot>, StoreError> {
     Ok(
         sqlx::query_as("SELECT slot, mac FROM nodes WHERE slot IS NOT NULL")
             .fetch_all(&mut **tx)
             .await?,
     )
+}
+
+/// A slot held by a node. A stored MAC that does not parse is an error, not a free slot.
+#[derive(Debug, sqlx::FromRow)]
+pub struct TakenSlot {
+    pub slot: String,
+    #[sqlx(try_from = "String")]
+    pub mac: MacAddr,
 }
 
 /// The node matched to `slot`, if any.
