@@ -2,20 +2,23 @@
 //! cohort gate compares against.
 
 use serde::Serialize;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{Pool, StoreError};
 
 /// One judged report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct RunRow {
     pub at_ms: i64,
     pub sku: String,
     pub profile_version: i64,
     pub level: String,
     /// (device, check) pairs still to run again.
+    #[sqlx(json)]
     pub retry: Vec<(String, String)>,
+    #[sqlx(json)]
     pub report: serde_json::Value,
+    #[sqlx(json)]
     pub judgement: serde_json::Value,
 }
 
@@ -117,55 +120,35 @@ pub async fn cohort(
     .await?)
 }
 
-fn run_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow, StoreError> {
-    let json = |col: &str| -> Result<serde_json::Value, StoreError> {
-        let text: String = r.try_get(col)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("burn-in {col}: {e}")))
-    };
-    let retry: Vec<(String, String)> = serde_json::from_value(json("retry")?)
-        .map_err(|e| StoreError::Corrupt(format!("burn-in retry: {e}")))?;
-    Ok(RunRow {
-        at_ms: r.try_get("at_ms")?,
-        sku: r.try_get("sku")?,
-        profile_version: r.try_get("profile_version")?,
-        level: r.try_get("level")?,
-        retry,
-        report: json("report")?,
-        judgement: json("judgement")?,
-    })
-}
-
 /// The node's latest run, if any.
 pub async fn last_run(
     tx: &mut Transaction<'_, Sqlite>,
     node_id: i64,
 ) -> Result<Option<RunRow>, StoreError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT at_ms, sku, profile_version, level, retry, report, judgement
          FROM burnin_runs WHERE node_id = ? ORDER BY id DESC LIMIT 1",
     )
     .bind(node_id)
     .fetch_optional(&mut **tx)
-    .await?;
-    row.as_ref().map(run_from_row).transpose()
+    .await?)
 }
 
 /// Every run of the node, oldest first.
 pub async fn runs(pool: &Pool, node_id: i64) -> Result<Vec<RunRow>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT at_ms, sku, profile_version, level, retry, report, judgement
          FROM burnin_runs WHERE node_id = ? ORDER BY id",
     )
     .bind(node_id)
     .fetch_all(pool)
-    .await?;
-    rows.iter().map(run_from_row).collect()
+    .await?)
 }
 
 /// Lines of progress kept per node; older ones are dropped as new ones come.
 pub const PROGRESS_KEPT: i64 = 500;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct ProgressRow {
     pub at_ms: i64,
     pub line: String,
@@ -203,7 +186,7 @@ pub async fn progress(
     node_id: i64,
     limit: i64,
 ) -> Result<Vec<ProgressRow>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT at_ms, line FROM (
            SELECT id, at_ms, line FROM agent_progress WHERE node_id = ? ORDER BY id DESC LIMIT ?)
          ORDER BY id",
@@ -211,15 +194,7 @@ pub async fn progress(
     .bind(node_id)
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ProgressRow {
-                at_ms: r.try_get("at_ms")?,
-                line: r.try_get("line")?,
-            })
-        })
-        .collect()
+    .await?)
 }
 
 /// The latest progress line of each node in the rack `site/row/rack`, by node id.
@@ -229,7 +204,7 @@ pub async fn rack_progress(
     row: &str,
     rack: &str,
 ) -> Result<std::collections::HashMap<i64, ProgressRow>, StoreError> {
-    let rows = sqlx::query(
+    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
         "SELECT node_id, at_ms, line FROM agent_progress WHERE id IN (
            SELECT MAX(p.id) FROM agent_progress p
            JOIN nodes n ON n.id = p.node_id
@@ -242,15 +217,8 @@ pub async fn rack_progress(
     .bind(rack)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("node_id")?,
-                ProgressRow {
-                    at_ms: r.try_get("at_ms")?,
-                    line: r.try_get("line")?,
-                },
-            ))
-        })
-        .collect()
+    Ok(rows
+        .into_iter()
+        .map(|(node, at_ms, line)| (node, ProgressRow { at_ms, line }))
+        .collect())
 }

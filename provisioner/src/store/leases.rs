@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::{Pool, StoreError};
 use crate::types::MacAddr;
@@ -34,6 +34,26 @@ impl LeaseState {
             _ => return None,
         })
     }
+}
+
+impl TryFrom<String> for LeaseState {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        LeaseState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("lease state `{s}`")))
+    }
+}
+
+/// A lease as stored: the address as text, the rest parsed by their types.
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    ip: String,
+    #[sqlx(try_from = "String")]
+    mac: MacAddr,
+    #[sqlx(try_from = "String")]
+    state: LeaseState,
+    hostname: Option<String>,
+    expires_at: i64,
+    updated_at: i64,
 }
 
 /// One address and what it is bound to. Times are Unix seconds.
@@ -108,28 +128,23 @@ pub async fn upsert_many(conn: &mut SqliteConnection, leases: &[&Lease]) -> Resu
 
 /// Every lease row, for rebuilding the DHCP table at start and for the API.
 pub async fn all(pool: &Pool) -> Result<Vec<Lease>, StoreError> {
-    let rows = sqlx::query(
+    let rows: Vec<LeaseRow> = sqlx::query_as(
         "SELECT ip, mac, state, hostname, expires_at, updated_at FROM leases ORDER BY ip",
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let ip: String = row.try_get("ip")?;
-            let mac: String = row.try_get("mac")?;
-            let state: String = row.try_get("state")?;
+    rows.into_iter()
+        .map(|r| {
             Ok(Lease {
-                ip: ip
+                ip: r
+                    .ip
                     .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("lease ip `{ip}`")))?,
-                mac: mac
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("lease mac `{mac}`")))?,
-                state: LeaseState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("lease state `{state}`")))?,
-                hostname: row.try_get("hostname")?,
-                expires_at: row.try_get("expires_at")?,
-                updated_at: row.try_get("updated_at")?,
+                    .map_err(|_| StoreError::Corrupt(format!("lease ip `{}`", r.ip)))?,
+                mac: r.mac,
+                state: r.state,
+                hostname: r.hostname,
+                expires_at: r.expires_at,
+                updated_at: r.updated_at,
             })
         })
         .collect()
