@@ -10,6 +10,11 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Now, in Unix seconds: what leases are kept in.
+pub fn now_s() -> i64 {
+    now_ms() / 1000
+}
+
 /// Unix ms as an RFC 3339 UTC time, to the second.
 pub fn format_ms(ms: i64) -> String {
     let t = UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use dhcproto::v4::{Encodable, Encoder};
 use tokio::net::UdpSocket;
@@ -73,12 +73,6 @@ struct Pending {
     reply: Option<(Reply, usize)>,
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Serves until `shutdown`; then the writes already decided are committed (and their
 /// replies sent) before it returns.
 pub async fn serve(
@@ -114,7 +108,7 @@ pub async fn serve(
     ));
     let d = &metrics.dhcp;
     d.active_leases
-        .set(server.table.active_count(unix_now()) as i64);
+        .set(server.table.active_count(crate::clock::now_s()) as i64);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut quiet = Quiet::default();
     loop {
@@ -127,7 +121,7 @@ pub async fn serve(
                 }
             }
             _ = sweep.tick() => {
-                let now = unix_now();
+                let now = crate::clock::now_s();
                 server.table.sweep(now);
                 d.active_leases.set(server.table.active_count(now) as i64);
             }
@@ -141,7 +135,7 @@ pub async fn serve(
                 let Some(pkt) = pkt else { break };
                 let l = &listeners[pkt.listener];
                 let dgram = Datagram { buf: &pkt.buf, src: pkt.src, iface: l.iface, port: l.port };
-                let decided = process(&mut server, d, &mut quiet, &dgram, unix_now());
+                let decided = process(&mut server, d, &mut quiet, &dgram, crate::clock::now_s());
                 match decided {
                     Decided::Nothing => {}
                     Decided::Send(reply) => send(&l.socket, &reply, d, &events).await,

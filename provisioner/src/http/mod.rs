@@ -26,7 +26,6 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::dhcp::serve::unix_now;
 use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
 
@@ -296,7 +295,7 @@ struct LeaseView {
 }
 
 async fn leases(State(st): State<AppState>) -> Result<Json<Vec<LeaseView>>, ApiError> {
-    let now = unix_now();
+    let now = crate::clock::now_s();
     let rows = store::leases::all(&st.store).await?;
     Ok(Json(
         rows.into_iter()
