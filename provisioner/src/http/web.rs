@@ -13,7 +13,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use sha2::Digest;
@@ -319,7 +319,7 @@ pub async fn login(
             problem: "unknown admin token (`provisioner token create NAME` makes one)".into(),
         };
         let mut resp = super::pages::html(&page)?;
-        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        *resp.status_mut() = super::error::status(Kind::Unauthorized);
         return Ok(resp);
     };
     st.web.succeeded(peer.ip());
