@@ -3,6 +3,8 @@
 
 pub mod debs;
 mod discovery;
+pub mod grade;
+pub mod hardening;
 pub mod initramfs;
 pub mod ldd;
 mod manifest;
