@@ -28,6 +28,16 @@ discovery:
     cargo build --release --workspace
     target/release/provisioner image build-discovery
 
+# A hardened OS image (images/RECIPE.toml) for ARCH, graded, signed and imported (root).
+image recipe="debian12-hardened" arch="x86_64":
+    cargo build --release --workspace
+    target/release/provisioner image build {{recipe}} --arch {{arch}}
+
+# The OpenSCAP and Lynis grade of an image in the library (root).
+grade-image name:
+    cargo build --release
+    target/release/provisioner image grade {{name}}
+
 # Three lab nodes inspected against tests/lab/plan.csv (root): two match, one is not in the plan.
 inspect-lab:
     cargo build --release --workspace

@@ -3,14 +3,24 @@
 //! passed without checking anything:
 //!
 //! - `cfg(lab)`: running as root (network namespaces, taps, port 69);
-//! - `cfg(tool = "NAME")`: NAME is on the PATH (curl, tftp, atftp, chromium, ldd, apt-get).
+//! - `cfg(tool = "NAME")`: NAME is on the PATH (curl, tftp, atftp, chromium, ldd, apt-get,
+//!   minisign, mmdebstrap).
 //!
 //! In CI (`CI=true`) every one is set: there each test runs, and a missing package fails it.
 //! Only the tests read these; the appliance is the same either way.
 
 use std::path::Path;
 
-const TOOLS: [&str; 6] = ["curl", "tftp", "atftp", "chromium", "ldd", "apt-get"];
+const TOOLS: [&str; 8] = [
+    "curl",
+    "tftp",
+    "atftp",
+    "chromium",
+    "ldd",
+    "apt-get",
+    "minisign",
+    "mmdebstrap",
+];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(lab)");

@@ -69,3 +69,31 @@ pub async fn create_token(config: &Config, name: &str) -> anyhow::Result<String>
     }
     Ok(token)
 }
+
+/// Who names the OS image `name`: plan slots that install it (their own `image`, or their
+/// SKU's default when they name none) and the SKUs whose default it is. `image remove` is
+/// refused while any does.
+pub async fn image_users(config: &Config, name: &str) -> anyhow::Result<Vec<String>> {
+    let skus = crate::app::load_skus(config.skus.as_deref())?;
+    let mut users: Vec<String> = skus
+        .sku
+        .iter()
+        .filter(|(_, s)| s.image.as_deref() == Some(name))
+        .map(|(id, _)| format!("SKU {id}"))
+        .collect();
+    let pool = store::open(&config.data_dir, SyncMode::Full).await?;
+    let mut tx = pool.begin().await?;
+    let slots = store::plan::plan(&mut tx).await?;
+    tx.commit().await?;
+    pool.close().await;
+    for s in slots {
+        let image = s
+            .image
+            .clone()
+            .or_else(|| skus.sku.get(&s.sku).and_then(|k| k.image.clone()));
+        if image.as_deref() == Some(name) {
+            users.push(format!("plan slot {}", s.id()));
+        }
+    }
+    Ok(users)
+}

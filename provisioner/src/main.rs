@@ -47,6 +47,26 @@ enum Command {
     /// The network-boot binaries of firmware/manifest.toml.
     #[command(subcommand)]
     Firmware(FirmwareCommand),
+    /// The appliance's signing key, and the keys of other appliances it trusts.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum KeyCommand {
+    /// Print the appliance's public key (minisign format; made on first use). Check a
+    /// manifest with `minisign -Vm image.json -p appliance.pub`.
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Trust the minisign public key in FILE (another appliance's `key show`): images it
+    /// signed can be imported.
+    Trust {
+        file: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -98,14 +118,78 @@ enum ImageCommand {
     /// The kernel and initramfs every new node boots for inspection, from Debian packages
     /// (apt-get download) and the node agent; imported into the artifact store.
     BuildDiscovery(BuildDiscoveryArgs),
-    /// Import a discovery image built elsewhere (a folder with vmlinuz, initrd.img and
-    /// discovery.json, as `build-discovery --out DIR` writes it): every file is checked
-    /// against the manifest; it becomes the image `up` serves.
+    /// Import an image built elsewhere, carried in: an OS image (a folder or tarball with
+    /// image.json, its signature, the .raw.zst, .bmap and .spdx.json, as `image build`
+    /// writes them), checked against the trusted keys and every sha256; or a discovery image
+    /// (a folder with vmlinuz, initrd.img and discovery.json), which becomes the one `up`
+    /// serves.
     Import {
         from: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Build an OS image from a recipe (images/NAME.toml): a raw GPT disk image that boots on
+    /// BIOS and UEFI, zstd, block map, SBOM, grade and signed manifest; then imported.
+    Build(BuildArgs),
+    /// The OS images in the library.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One OS image: its manifest, grade and where its SBOM is.
+    Show {
+        name: String,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Grade an OS image of the library again (OpenSCAP ANSSI BP-028, Lynis), on its root
+    /// tree read back from its disk image.
+    Grade {
+        name: String,
+        /// The graders' downloaded content, kept between runs (default DATA_DIR/cache).
+        #[arg(long, value_name = "DIR", env = "PROVISIONER_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove an OS image from the library (refused while a plan row or SKU names it).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// A recipe name in images/ (e.g. debian12-hardened) or a path to its .toml.
+    recipe: String,
+    /// The architecture (default: this machine's).
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<provisioner::image::os::Arch>,
+    /// The Debian mirror to build from (default: the recipe's).
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// The build folder (default DATA_DIR/builds/NAME).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The agent binary for the image's architecture.
+    #[arg(long, value_name = "PATH")]
+    agent: Option<PathBuf>,
+    /// Leave out the OpenSCAP and Lynis grade (faster; the manifest says it was not graded).
+    #[arg(long)]
+    no_grade: bool,
+    /// Build only: do not import the image into the library.
+    #[arg(long)]
+    no_import: bool,
+    /// Downloaded packages, kept between builds (default DATA_DIR/cache).
+    #[arg(long, value_name = "DIR", env = "PROVISIONER_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(clap::Args)]
@@ -405,6 +489,79 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Image(ImageCommand::Import { from, store }) if !is_discovery(&from) => {
+            let config = store.config()?;
+            let entry = provisioner::image::os::library::import(&config.data_dir, &from)?;
+            let m = &entry.manifest;
+            println!(
+                "image {} imported into {}: {} {} bytes sha256 {}",
+                m.name,
+                entry.dir.display(),
+                m.compressed.file,
+                m.compressed.size,
+                m.compressed.sha256
+            );
+            Ok(())
+        }
+        Command::Image(ImageCommand::Build(args)) => image_build(args),
+        Command::Image(ImageCommand::List { store }) => {
+            let config = store.config()?;
+            let images = provisioner::image::os::library::list(&config.data_dir)?;
+            if images.is_empty() {
+                println!("no OS images (build one: provisioner image build debian12-hardened)");
+            }
+            for e in images {
+                println!("{}", image_line(&e.manifest));
+            }
+            Ok(())
+        }
+        Command::Image(ImageCommand::Show { name, json, store }) => {
+            let config = store.config()?;
+            let e = provisioner::image::os::library::find(&config.data_dir, &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e.manifest)?);
+            } else {
+                print!("{}", image_details(&e));
+            }
+            Ok(())
+        }
+        Command::Image(ImageCommand::Grade {
+            name,
+            cache_dir,
+            store,
+        }) => {
+            let config = store.config()?;
+            let cache = cache_dir.unwrap_or(config.cache_dir.clone());
+            let grade = provisioner::image::os::extract::regrade(&config.data_dir, &cache, &name)?;
+            println!(
+                "{name}: {}",
+                provisioner::image::os::manifest::grade_summary(&grade)
+            );
+            Ok(())
+        }
+        Command::Image(ImageCommand::Remove { name, store }) => {
+            let config = store.config()?;
+            let users = image_users(&config, &name)?;
+            let e = provisioner::image::os::library::remove(&config.data_dir, &name, &users)?;
+            println!("image {} removed", e.manifest.name);
+            Ok(())
+        }
+        Command::Key(KeyCommand::Show { store }) => {
+            let config = store.config()?;
+            let key = provisioner::keys::ApplianceKey::load_or_create(&config.data_dir)?;
+            print!("{}", key.public.to_minisign());
+            eprintln!(
+                "(in {})",
+                provisioner::keys::ApplianceKey::public_path(&config.data_dir).display()
+            );
+            Ok(())
+        }
+        Command::Key(KeyCommand::Trust { file, store }) => {
+            let config = store.config()?;
+            let key = provisioner::keys::trust(&config.data_dir, &file)?;
+            println!("trusted key {} from {}", key.id_hex(), file.display());
+            Ok(())
+        }
         Command::Image(ImageCommand::Import { from, store }) => {
             let config = store.config()?;
             let img = provisioner::provide::import_discovery(&from, &config.data_dir)?;
@@ -657,4 +814,128 @@ fn checklist(cmd: ChecklistCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A folder holding a discovery image (its manifest), as opposed to an OS image.
+fn is_discovery(from: &std::path::Path) -> bool {
+    from.join(provisioner::image::MANIFEST).is_file()
+}
+
+fn image_build(args: BuildArgs) -> anyhow::Result<()> {
+    use provisioner::image::os::{self, library, recipe};
+    let config = args.store.config()?;
+    let arch = match args.arch {
+        Some(a) => a,
+        None => os::Arch::host()
+            .context("this machine's architecture builds no image: name one with --arch")?,
+    };
+    let recipe_path = recipe::find(&args.recipe)?;
+    let loaded = os::Recipe::load(&recipe_path)?;
+    let name = loaded.image_name(arch);
+    let out = args
+        .out
+        .unwrap_or_else(|| config.data_dir.join("builds").join(&name));
+    let built = os::build(&os::OsBuildOptions {
+        recipe: recipe_path,
+        arch,
+        mirror: args.mirror,
+        out: out.clone(),
+        data_dir: config.data_dir.clone(),
+        cache_dir: args.cache_dir.unwrap_or(config.cache_dir.clone()),
+        agent: args.agent,
+        grade: !args.no_grade,
+        quiet: false,
+    })?;
+    let m = &built.manifest;
+    println!(
+        "image {} built in {:.0} s in {}",
+        m.name,
+        built.seconds,
+        out.display()
+    );
+    println!("{}", image_line(m));
+    if !args.no_import {
+        let entry = library::import(&config.data_dir, &out)?;
+        println!("imported into {}", entry.dir.display());
+    }
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn grade_words(m: &provisioner::image::os::ImageManifest) -> String {
+    match &m.grade {
+        Some(g) => provisioner::image::os::manifest::grade_summary(g),
+        None => "not graded".to_string(),
+    }
+}
+
+/// One line per image for `image list`.
+fn image_line(m: &provisioner::image::os::ImageManifest) -> String {
+    format!(
+        "{:<36} {:<7} raw {:>9}  zstd {:>8}  mapped {:>9}  kernel {}  {}",
+        m.name,
+        m.architecture.as_str(),
+        mib(m.raw.size),
+        mib(m.compressed.size),
+        mib(m.mapped_bytes),
+        m.kernel.release,
+        grade_words(m)
+    )
+}
+
+/// `image show NAME`.
+fn image_details(e: &provisioner::image::os::library::Entry) -> String {
+    let m = &e.manifest;
+    let mut s = format!(
+        "name         {}\nrecipe       {} {}\narchitecture {} (boots on {:?})\n\
+         raw          {} bytes  sha256 {}\ncompressed   {} {} bytes  sha256 {}\n\
+         block map    {} ({} mapped)  sha256 {}\nSBOM         {} ({} packages, SPDX 2.3)  sha256 {}\n\
+         kernel       {} {} ({})\ncommand line {}\nhardening    {}\ngrade        {}\n\
+         built        in {:.0} s, SOURCE_DATE_EPOCH {}\nfolder       {}\npartitions:\n",
+        m.name,
+        m.recipe,
+        m.recipe_version,
+        m.architecture,
+        m.firmware,
+        m.raw.size,
+        m.raw.sha256,
+        m.compressed.file,
+        m.compressed.size,
+        m.compressed.sha256,
+        m.bmap.file,
+        mib(m.mapped_bytes),
+        m.bmap.sha256,
+        m.sbom.file,
+        m.packages,
+        m.sbom.sha256,
+        m.kernel.package,
+        m.kernel.version,
+        m.kernel.release,
+        m.kernel.cmdline,
+        m.hardening.as_deref().unwrap_or("none"),
+        grade_words(m),
+        m.build_seconds,
+        m.source_date_epoch,
+        e.dir.display(),
+    );
+    for p in &m.partitions {
+        s += &format!(
+            "  {:>2} {:<14} {:>9}  {:<10} {}\n",
+            p.number,
+            p.name,
+            mib(p.bytes()),
+            p.mount.as_deref().unwrap_or("-"),
+            p.options.as_deref().unwrap_or("")
+        );
+    }
+    s
+}
+
+/// Who names an image: `image remove` is refused while any does.
+fn image_users(config: &Config, name: &str) -> anyhow::Result<Vec<String>> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(provisioner::admin::image_users(config, name))
 }

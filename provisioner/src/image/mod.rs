@@ -9,6 +9,7 @@ pub mod initramfs;
 pub mod ldd;
 mod manifest;
 pub mod modules;
+pub mod os;
 
 pub use discovery::{AGENT_LIMIT, AGENT_NAME, BuildError, BuildOptions, Built, build_discovery};
 pub use manifest::{

@@ -35,6 +35,9 @@ pub struct Slot {
     /// The link speed those NICs must train at, in Mb/s (e.g. 400000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nic_mbps: Option<u32>,
+    /// The OS image installed in this slot (a name in the image library); none: the SKU's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Slot {
@@ -111,6 +114,13 @@ pub fn parse_plan(path: &Path, text: &str, skus: &Skus) -> Result<Vec<Slot>, Pla
         if s.serial.is_none() && s.mac.is_none() {
             return Err(invalid(format!("{at}: needs a serial or a MAC")));
         }
+        if let Some(image) = &s.image
+            && !crate::image::os::recipe::is_image_name(image)
+        {
+            return Err(invalid(format!(
+                "{at}: image `{image}` is not an image name"
+            )));
+        }
         if s.nics.is_some() && s.nic_mbps.is_none() {
             return Err(invalid(format!("{at}: nics needs nic_mbps")));
         }
@@ -145,7 +155,7 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
     };
     let cols: Vec<String> = header.split(',').map(|c| c.trim().to_lowercase()).collect();
     let want = ["site", "row", "rack", "u", "serial", "mac", "sku"];
-    let optional = ["nics", "nic_mbps"];
+    let optional = ["nics", "nic_mbps", "image"];
     for w in want {
         if !cols.iter().any(|c| c == w) {
             return Err(format!(
@@ -206,6 +216,7 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
             sku: get("sku").into(),
             nics,
             nic_mbps,
+            image: Some(get("image").to_string()).filter(|s| !s.is_empty()),
         });
     }
     Ok(slots)
@@ -239,6 +250,9 @@ pub struct Sku {
     /// Memory it must have at least, in MiB, counted from its DIMMs when readable, else from
     /// what the kernel sees (which is a little less than what is fitted).
     pub memory_min_mib: u64,
+    /// The OS image its nodes install unless their plan row names another.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl Skus {

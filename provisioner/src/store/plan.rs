@@ -43,6 +43,7 @@ struct SlotRow {
     sku: String,
     nics: Option<i64>,
     nic_mbps: Option<i64>,
+    image: Option<String>,
 }
 
 impl TryFrom<SlotRow> for Slot {
@@ -63,6 +64,7 @@ impl TryFrom<SlotRow> for Slot {
                 .transpose()?,
             nics: r.nics.map(|n| n as u32),
             nic_mbps: r.nic_mbps.map(|n| n as u32),
+            image: r.image,
             site: r.site,
             row: r.row,
             rack: r.rack,
@@ -74,7 +76,7 @@ impl TryFrom<SlotRow> for Slot {
 
 pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreError> {
     let rows: Vec<SlotRow> = sqlx::query_as(
-        "SELECT site, row, rack, u, serial, mac, sku, nics, nic_mbps FROM plan_slots",
+        "SELECT site, row, rack, u, serial, mac, sku, nics, nic_mbps, image FROM plan_slots",
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -95,8 +97,8 @@ pub async fn replace_plan(
         .await?;
     for s in slots {
         sqlx::query(
-            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku, nics, nic_mbps)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku, nics, nic_mbps, image)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id())
         .bind(&s.site)
@@ -108,6 +110,7 @@ pub async fn replace_plan(
         .bind(&s.sku)
         .bind(s.nics.map(i64::from))
         .bind(s.nic_mbps.map(i64::from))
+        .bind(&s.image)
         .execute(&mut **tx)
         .await?;
     }
