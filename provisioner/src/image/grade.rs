@@ -118,6 +118,8 @@ pub struct LynisScore {
     pub version: String,
     pub tests_done: u32,
     pub warnings: Vec<String>,
+    /// The test ids Lynis made suggestions under (what would raise the index).
+    pub suggestions: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -527,6 +529,7 @@ pub fn lynis_of_report(text: &str) -> Result<LynisScore, String> {
             "lynis_version" => score.version = value.trim().to_string(),
             "lynis_tests_done" => score.tests_done = value.trim().parse().unwrap_or(0),
             "warning[]" => score.warnings.push(value.trim().to_string()),
+            "suggestion[]" => score.suggestions.push(test_id(value)),
             _ => {}
         }
     }
@@ -535,6 +538,11 @@ pub fn lynis_of_report(text: &str) -> Result<LynisScore, String> {
         return Err("no lynis_version line".to_string());
     }
     Ok(score)
+}
+
+/// `AUTH-9230|Configure password hashing rounds|-|-|` → `AUTH-9230`.
+fn test_id(value: &str) -> String {
+    value.split('|').next().unwrap_or(value).trim().to_string()
 }
 
 #[cfg(test)]
@@ -601,7 +609,7 @@ mod tests {
     }
 
     /// Lines of the report.dat Lynis 3.1.4 wrote for a hardened Debian 12 tree.
-    const REPORT: &str = "# Lynis Report\nreport_version_major=1\nlynis_version=3.1.4\nos=Linux\nlynis_tests_done=238\nwarning[]=FIRE-4512|iptables module(s) loaded, but no rules active|-|-|\nhardening_index=59\n";
+    const REPORT: &str = "# Lynis Report\nreport_version_major=1\nlynis_version=3.1.4\nos=Linux\nlynis_tests_done=238\nwarning[]=FIRE-4512|iptables module(s) loaded, but no rules active|-|-|\nsuggestion[]=AUTH-9230|Configure password hashing rounds in /etc/login.defs|-|-|\nhardening_index=59\n";
 
     #[test]
     fn the_lynis_report_gives_index_version_and_warnings() {
@@ -611,6 +619,7 @@ mod tests {
             (59, "3.1.4", 238)
         );
         assert_eq!(s.warnings.len(), 1);
+        assert_eq!(s.suggestions, ["AUTH-9230"]);
         let unfinished = REPORT.replace("hardening_index=59\n", "");
         assert!(
             lynis_of_report(&unfinished)
