@@ -27,6 +27,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("minisign", "minisign"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("oscap", "openscap-scanner"),
 ];
 
 /// Kills the VM by its PID when the test ends, however it ends.
@@ -227,6 +228,39 @@ fn the_hardened_image_is_reproducible_verifiable_and_boots_on_bios_and_uefi() {
         a.kernel.cmdline.contains("root=PARTUUID="),
         "{}",
         a.kernel.cmdline
+    );
+
+    // The grade the issue asks for, by OpenSCAP (SSG's ANSSI BP-028 profiles) and Lynis.
+    let grade = a.grade.as_ref().expect("a graded build");
+    let profile = |name: &str| {
+        grade
+            .openscap
+            .iter()
+            .find(|p| p.profile.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name} result in {grade:?}"))
+    };
+    let inter = profile("anssi_bp28_intermediary");
+    assert!(
+        inter.percent >= 92.0 && inter.evaluated >= 165,
+        "ANSSI intermediary {:.1}% of {} rules (goal 92% of at least 165); failing: {:?}",
+        inter.percent,
+        inter.evaluated,
+        inter.failing
+    );
+    let minimal = profile("anssi_bp28_minimal");
+    assert_eq!(
+        minimal.fail, 0,
+        "ANSSI minimal must pass whole: {:?}",
+        minimal.failing
+    );
+    assert!(
+        grade.lynis.index >= 75,
+        "Lynis hardening index {} (goal 75)",
+        grade.lynis.index
+    );
+    eprintln!(
+        "grade: intermediary {:.1}% ({}/{}), minimal {:.1}%, Lynis {}",
+        inter.percent, inter.pass, inter.evaluated, minimal.percent, grade.lynis.index
     );
 
     // Imported into the library on build.

@@ -315,11 +315,11 @@ mod tests {
         let sig = k.sign(b"manifest", "file:image.json");
         let p = Path::new("image.json.minisig");
         assert_eq!(
-            verify(b"manifest", p, &sig, &[k.public.clone()]).unwrap(),
+            verify(b"manifest", p, &sig, std::slice::from_ref(&k.public)).unwrap(),
             "file:image.json"
         );
         assert!(matches!(
-            verify(b"manifesT", p, &sig, &[k.public.clone()]),
+            verify(b"manifesT", p, &sig, std::slice::from_ref(&k.public)),
             Err(KeyError::Mismatch { .. })
         ));
         assert!(matches!(
@@ -328,7 +328,7 @@ mod tests {
         ));
         let forged = sig.replace("file:image.json", "file:other.json");
         assert!(matches!(
-            verify(b"manifest", p, &forged, &[k.public.clone()]),
+            verify(b"manifest", p, &forged, std::slice::from_ref(&k.public)),
             Err(KeyError::CommentMismatch { .. })
         ));
         assert!(matches!(

@@ -243,6 +243,10 @@ fn build_in(
 
     steps.begin("file times clamped, tree split into its filesystems");
     tree::clamp_times(&root, epoch).map_err(steps.io("cannot clamp file times"))?;
+    // GRUB's modules, before /usr may go to its own filesystem.
+    let grub_lib = work.join("grub-lib");
+    tree::copy_tree(&root.join("usr/lib/grub"), &grub_lib)
+        .map_err(steps.io("cannot copy GRUB's modules"))?;
     let sources = tree::split(&root, work, &table).map_err(steps.io("cannot split the tree"))?;
 
     steps.begin(&format!(

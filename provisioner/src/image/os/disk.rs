@@ -176,7 +176,8 @@ fn write_at(f: &mut std::fs::File, at: u64, data: &[u8]) -> std::io::Result<()> 
     f.write_all(data)
 }
 
-/// GRUB for every firmware the recipe boots on, with modules from the image's own tree.
+/// GRUB for every firmware the recipe boots on, with the image's own modules (`grub_lib`: a
+/// copy of its `/usr/lib/grub`).
 #[allow(clippy::too_many_arguments)]
 pub fn install_grub(
     steps: &mut Steps,
@@ -184,7 +185,7 @@ pub fn install_grub(
     table: &Table,
     arch: Arch,
     firmware: &[Firmware],
-    root: &Path,
+    grub_lib: &Path,
     work: &Path,
     epoch: u64,
 ) -> Result<(), StepError> {
@@ -198,7 +199,7 @@ pub fn install_grub(
         let Some(target) = grub::target(arch, *fw) else {
             return Err(steps.check(format!("{arch} cannot boot on {fw:?}")));
         };
-        let moddir = root.join("usr/lib/grub").join(target);
+        let moddir = grub_lib.join(target);
         if !moddir.is_dir() {
             return Err(steps.check(format!(
                 "the image has no GRUB modules for {target} ({})",

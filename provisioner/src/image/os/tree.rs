@@ -26,6 +26,20 @@ pub fn remove_all(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Copies a folder tree as it is (`cp -a`).
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    remove_all(to)?;
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !st.success() {
+        return Err(std::io::Error::other(format!(
+            "cp -a {} {} failed",
+            from.display(),
+            to.display()
+        )));
+    }
+    Ok(())
+}
+
 /// `mmdebstrap` of the recipe's base with `packages` into `root`. The .debs are kept in
 /// `cache` between builds (synced in before apt runs, out after).
 pub fn bootstrap(
