@@ -17,7 +17,7 @@ lab nodes="2" firmware="bios":
 
 # The lab tests alone, with their output (root).
 lab-test:
-    cargo test --test lab_dhcp --test lab_boot --test lab_inspect -- --nocapture
+    cargo test --test lab_dhcp --test lab_boot --test lab_inspect --test lab_arm64 -- --nocapture
 
 # The node agent, as the discovery image carries it.
 agent:
@@ -81,3 +81,10 @@ fuzz:
 seeds:
     cargo build --release
     bash fuzz/capture-seeds.sh
+
+# The arm64 discovery image (GB200 Grace trays) into ./var/images/discovery-arm64, with the
+# agent cross-built (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, the rustup target).
+discovery-arm64:
+    cargo build --release -p provisioner
+    cargo build --release -p provisioner-agent --target aarch64-unknown-linux-gnu
+    target/release/provisioner image build-discovery --arch arm64

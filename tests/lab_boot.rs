@@ -193,7 +193,7 @@ fn an_arm64_node_gets_arm64_ipxe_and_is_told_the_image_is_not_for_it() {
     if !require_firmware_file("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64") {
         return;
     }
-    let told = "this node runs arm64 code but the discovery image is for x86_64";
+    let told = "this node runs arm64 code and the appliance has no discovery image for it (only for x86_64)";
     let (node, console, _dir) = run_lab("uefi-arm64", "512", &["--until", told]);
     let node = &node;
     assert!(node["until_seen"] == true, "{console}");

@@ -76,6 +76,10 @@ pub struct Dmi {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cpu {
+    /// The machine as the kernel names it (`uname -m`: `x86_64`, `aarch64`); absent from
+    /// reports of agents older than arm64 support.
+    #[serde(default)]
+    pub arch: Option<String>,
     pub model: Option<String>,
     pub sockets: u32,
     /// Physical cores over all sockets.

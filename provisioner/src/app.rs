@@ -457,51 +457,75 @@ fn limits_for_open_files(limits: &crate::config::Limits) -> crate::config::Limit
     out
 }
 
-/// Imports the discovery kernel and initrd into the artifact store (hashing them).
+/// Imports the discovery images into the artifact store (hashing them): the one named by
+/// `--discovery-kernel`/`--discovery-initrd`, for its kernel's architecture, and the one
+/// `build-discovery` left for each other architecture. Each node boots its own.
 async fn import_discovery(
     config: &Config,
     artifacts: &ArtifactStore,
-) -> anyhow::Result<Option<Discovery>> {
-    let (kernel, initrd) = match (
+) -> anyhow::Result<Vec<Discovery>> {
+    let mut files: Vec<(std::path::PathBuf, std::path::PathBuf, Option<KernelArch>)> = Vec::new();
+    match (
         config.discovery.kernel.clone(),
         config.discovery.initrd.clone(),
     ) {
-        (Some(k), Some(i)) => (k, i),
-        (None, None) => match crate::image::load_default(&config.data_dir)? {
-            Some(built) => {
-                info!(dir = %built.kernel.parent().unwrap_or(&config.data_dir).display(), "using the discovery image built by `provisioner image build-discovery`");
-                (built.kernel, built.initrd)
-            }
-            None => {
-                warn!(
-                    "no discovery image: build one with `provisioner image build-discovery` or give --discovery-kernel and --discovery-initrd; nodes are told so and retry"
-                );
-                return Ok(None);
-            }
-        },
+        (Some(k), Some(i)) => files.push((k, i, None)),
+        (None, None) => {}
         _ => bail!("--discovery-kernel and --discovery-initrd go together"),
-    };
-    let store = artifacts.clone();
-    let (kernel, initrd, arch) = tokio::task::spawn_blocking(move || {
-        let arch = kernel_arch(&kernel)?;
-        Ok::<_, anyhow::Error>((store.import(&kernel)?, store.import(&initrd)?, arch))
-    })
-    .await??;
-    match arch {
-        Some(arch) => {
-            info!(kernel = %kernel.sha256, initrd = %initrd.sha256, arch = arch.name(), "discovery image imported")
-        }
-        None => warn!(
-            kernel = %kernel.sha256,
-            "discovery kernel's architecture is not in its header: every node is given it"
-        ),
     }
-    Ok(Some(Discovery {
-        kernel,
-        initrd,
-        cmdline: config.discovery.cmdline.clone().unwrap_or_default(),
-        arch,
-    }))
+    for arch in KernelArch::ALL {
+        if let Some(built) = crate::image::load_arch(&config.data_dir, arch)? {
+            info!(%arch, dir = %built.kernel.parent().unwrap_or(&config.data_dir).display(), "using the discovery image built by `provisioner image build-discovery`");
+            files.push((built.kernel, built.initrd, Some(arch)));
+        }
+    }
+    let mut images: Vec<Discovery> = Vec::new();
+    for (kernel, initrd, built_for) in files {
+        let store = artifacts.clone();
+        let (kernel, initrd, arch) = tokio::task::spawn_blocking(move || {
+            let arch = kernel_arch(&kernel)?;
+            if let Some(want) = built_for
+                && arch.is_some_and(|a| a != want)
+            {
+                bail!(
+                    "{}: its manifest says {want}, its kernel's header does not: rebuild it",
+                    kernel.display()
+                );
+            }
+            Ok::<_, anyhow::Error>((
+                store.import(&kernel)?,
+                store.import(&initrd)?,
+                arch.or(built_for),
+            ))
+        })
+        .await??;
+        // The operator's image comes first and wins over a built one of its architecture.
+        if images.iter().any(|d| d.arch == arch) {
+            info!(arch = arch.map(KernelArch::name).unwrap_or("unknown"), kernel = %kernel.sha256, "a discovery image named on the command line replaces the built one");
+            continue;
+        }
+        match arch {
+            Some(arch) => {
+                info!(kernel = %kernel.sha256, initrd = %initrd.sha256, arch = arch.name(), "discovery image imported")
+            }
+            None => warn!(
+                kernel = %kernel.sha256,
+                "discovery kernel's architecture is not in its header: nodes of an architecture with no image of its own are given it"
+            ),
+        }
+        images.push(Discovery {
+            kernel,
+            initrd,
+            cmdline: config.discovery.cmdline.clone().unwrap_or_default(),
+            arch,
+        });
+    }
+    if images.is_empty() {
+        warn!(
+            "no discovery image: build one with `provisioner image build-discovery [--arch arm64]` or give --discovery-kernel and --discovery-initrd; nodes are told so and retry"
+        );
+    }
+    Ok(images)
 }
 
 /// The architecture of the kernel image at `path`, from its first bytes.

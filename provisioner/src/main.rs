@@ -194,16 +194,21 @@ struct BuildArgs {
 
 #[derive(clap::Args)]
 struct BuildDiscoveryArgs {
-    /// Where vmlinuz, initrd.img and discovery.json go (default DATA_DIR/images/discovery).
+    /// The nodes' architecture: x86_64 (amd64) or arm64 (aarch64, e.g. GB200 Grace trays).
+    #[arg(long, value_name = "ARCH", default_value = "x86_64")]
+    arch: provisioner::boot::KernelArch,
+    /// Where vmlinuz, initrd.img and discovery.json go (default DATA_DIR/images/discovery,
+    /// DATA_DIR/images/discovery-arm64 for arm64).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// The appliance's data (the artifact store and the download cache), as `up` finds it.
     #[command(flatten)]
     store: StoreArgs,
-    /// The agent binary (default: provisioner-agent beside this program).
+    /// The agent binary (default: provisioner-agent beside this program; for arm64
+    /// provisioner-agent-arm64 there, else cargo's target/aarch64-unknown-linux-gnu build).
     #[arg(long, value_name = "PATH")]
     agent: Option<PathBuf>,
-    /// The Debian kernel package (default: what linux-image-amd64 depends on).
+    /// The Debian kernel package (default: what linux-image-amd64, or -arm64, depends on).
     #[arg(long, value_name = "NAME")]
     kernel_package: Option<String>,
     /// Where downloaded .debs are kept (default DATA_DIR/cache/debs).
@@ -579,6 +584,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::BuildDiscovery(args)) => {
             let built = provisioner::image::build_discovery(&provisioner::image::BuildOptions {
+                arch: args.arch,
+                mirror: provisioner::provide::mirror(),
                 out: args.out,
                 data_dir: args.store.config()?.data_dir,
                 agent: args.agent,

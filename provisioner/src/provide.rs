@@ -1,6 +1,7 @@
 //! What the appliance needs before it can boot a node, provided when it is missing: the
 //! network-boot firmware of the firmware manifest (from the Debian packages the manifest names,
-//! each file checked against its sha256 pin) and the discovery image (`image build-discovery`).
+//! each file checked against its sha256 pin) and the discovery images (`image build-discovery`,
+//! one for x86-64 nodes and one for arm64 nodes).
 //! `up` asks for both on every start; what is there already is not fetched or built again, and
 //! downloaded packages are kept in the cache. A part that cannot be had (the appliance is
 //! `--offline`, or has no route to the package mirror) is said in one line with how to import
@@ -10,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+use crate::boot::KernelArch;
 use crate::firmware::{self, Entry, FirmwareError};
 use crate::image::debs::{self, DebError, PrivateApt};
-use crate::image::{self, BuildError, DiscoveryImage, ManifestError};
+use crate::image::{self, BuildError, DiscoveryImage, ManifestError, Target};
 use crate::types::sha256_file;
 
 /// The mirror firmware packages come from unless `DEBIAN_MIRROR` names another.
@@ -63,7 +65,8 @@ pub struct Needs {
     pub cache_dir: PathBuf,
     /// No fetch, no build that needs the network.
     pub offline: bool,
-    /// The operator named a discovery image (`--discovery-kernel`): none is built.
+    /// The operator named a discovery image (`--discovery-kernel`): no x86-64 one is built
+    /// (an arm64 one still is, for the nodes that kernel cannot boot).
     pub discovery_given: bool,
 }
 
@@ -76,13 +79,16 @@ pub fn provide(needs: &Needs) -> Vec<String> {
         Ok(entries) => missing.extend(provide_firmware(needs, &entries)),
         Err(e) => missing.push(said(format!("firmware: {e}"))),
     }
-    if !needs.discovery_given {
-        match image::load_default(&needs.data_dir) {
+    for arch in KernelArch::ALL {
+        if arch == KernelArch::X86_64 && needs.discovery_given {
+            continue;
+        }
+        match image::load_arch(&needs.data_dir, arch) {
             Ok(Some(_)) => {}
-            Ok(None) => missing.extend(provide_discovery(needs)),
+            Ok(None) => missing.extend(provide_discovery(needs, arch)),
             Err(e) => missing.push(said(format!(
-                "the discovery image in {}: {e}",
-                image::default_dir(&needs.data_dir).display()
+                "the {arch} discovery image in {}: {e}",
+                image::dir_for(&needs.data_dir, arch).display()
             ))),
         }
     }
@@ -131,19 +137,22 @@ fn provide_firmware(needs: &Needs, entries: &[Entry]) -> Vec<String> {
     }
 }
 
-fn provide_discovery(needs: &Needs) -> Vec<String> {
+fn provide_discovery(needs: &Needs, arch: KernelArch) -> Vec<String> {
     let import = format!(
-        "build it where there is a mirror (`provisioner image build-discovery --out DIR`) and import it with `provisioner image import DIR --data-dir {}`",
+        "build it where there is a mirror (`provisioner image build-discovery --arch {arch} --out DIR`) and import it with `provisioner image import DIR --data-dir {}`",
         needs.data_dir.display()
     );
     if needs.offline {
         return vec![said(format!(
-            "no discovery image and the appliance is offline: {import}"
+            "no {arch} discovery image and the appliance is offline: {import}"
         ))];
     }
-    info!("first start: building the discovery image (Debian's kernel and busybox, the agent)");
-    let built = agent(needs.offline).and_then(|agent| {
+    info!(%arch, "first start: building the discovery image (Debian's kernel and busybox, the agent)");
+    let target = Target::of(arch);
+    let built = agent(&target, needs.offline).and_then(|agent| {
         image::build_discovery(&image::BuildOptions {
+            arch,
+            mirror: mirror(),
             out: None,
             data_dir: needs.data_dir.clone(),
             agent: Some(agent),
@@ -154,17 +163,18 @@ fn provide_discovery(needs: &Needs) -> Vec<String> {
     });
     match built {
         Ok(b) => {
-            info!(kernel = %b.kernel.sha256, initrd = %b.initrd.sha256, seconds = b.elapsed.as_secs(), "first start: discovery image built");
+            info!(%arch, kernel = %b.kernel.sha256, initrd = %b.initrd.sha256, seconds = b.elapsed.as_secs(), "first start: discovery image built");
             Vec::new()
         }
         Err(e) => vec![said(format!(
-            "no discovery image: it could not be built ({e}); {import}"
+            "no {arch} discovery image: it could not be built ({e}); {import}"
         ))],
     }
 }
 
-/// The mirror firmware comes from: `DEBIAN_MIRROR`, else Debian's own.
-fn mirror() -> String {
+/// The mirror firmware (and another architecture's discovery packages) come from:
+/// `DEBIAN_MIRROR`, else Debian's own.
+pub fn mirror() -> String {
     std::env::var("DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_string())
 }
 
@@ -268,7 +278,8 @@ pub fn import_firmware(from: &Path, dir: &Path) -> Result<Vec<String>, ProvideEr
 }
 
 /// Imports a discovery image built elsewhere (`vmlinuz`, `initrd.img` and `discovery.json`
-/// in `from`): its files must match its manifest; it replaces the appliance's default image.
+/// in `from`): its files must match its manifest; it replaces the appliance's image of its
+/// architecture.
 pub fn import_discovery(from: &Path, data_dir: &Path) -> Result<DiscoveryImage, ProvideError> {
     let Some(img) = image::load(from)? else {
         return Err(ProvideError::Import {
@@ -276,7 +287,7 @@ pub fn import_discovery(from: &Path, data_dir: &Path) -> Result<DiscoveryImage, 
             what: "missing: not a discovery image folder (`provisioner image build-discovery --out DIR` makes one)".into(),
         });
     };
-    let dest = image::default_dir(data_dir);
+    let dest = image::dir_for(data_dir, img.manifest.arch);
     let parent = dest.parent().unwrap_or(data_dir).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(write_err(&parent))?;
     let work = tempfile::Builder::new()
@@ -292,7 +303,7 @@ pub fn import_discovery(from: &Path, data_dir: &Path) -> Result<DiscoveryImage, 
         file: work.path().to_path_buf(),
         what: "the copy has no manifest".into(),
     })?;
-    let old = parent.join(".discovery-replaced");
+    let old = parent.join(format!(".discovery-{}-replaced", img.manifest.arch));
     let _ = std::fs::remove_dir_all(&old);
     if dest.exists() {
         std::fs::rename(&dest, &old).map_err(write_err(&dest))?;
@@ -308,12 +319,13 @@ pub fn import_discovery(from: &Path, data_dir: &Path) -> Result<DiscoveryImage, 
 }
 
 /// The agent the discovery image carries: `provisioner-agent` beside this program, as packages
-/// and `cargo build --workspace` place it. Run from a source checkout (`cargo run`), it is
-/// built there first if it is missing.
-fn agent(offline: bool) -> Result<PathBuf, ProvideError> {
+/// and `cargo build --workspace` place it (another architecture's where
+/// `image::default_agent` looks). Run from a source checkout (`cargo run`), it is built there
+/// first if it is missing (cross-built for another architecture).
+fn agent(target: &Target, offline: bool) -> Result<PathBuf, ProvideError> {
     let exe = std::env::current_exe().map_err(write_err(Path::new("/proc/self/exe")))?;
     let dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let beside = dir.join(image::AGENT_NAME);
+    let beside = image::default_agent(target)?;
     if beside.is_file() {
         return Ok(beside);
     }
@@ -326,14 +338,17 @@ fn agent(offline: bool) -> Result<PathBuf, ProvideError> {
         return Err(no("this is no source checkout".into()));
     }
     let release = dir.file_name().is_some_and(|n| n == "release");
-    let target = dir.parent().unwrap_or(&dir).to_path_buf();
-    info!(target = %target.display(), "first start: building the node agent (cargo build -p provisioner-agent)");
+    let target_dir = dir.parent().unwrap_or(&dir).to_path_buf();
+    info!(target_dir = %target_dir.display(), arch = %target.arch, "first start: building the node agent (cargo build -p provisioner-agent)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.args(["build", "-q", "-p", "provisioner-agent", "--manifest-path"])
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target);
+        .arg(&target_dir);
+    if !target.is_host() {
+        cmd.args(["--target", target.rust]);
+    }
     if release {
         cmd.arg("--release");
     }
@@ -344,7 +359,10 @@ fn agent(offline: bool) -> Result<PathBuf, ProvideError> {
         .status()
         .map_err(|e| no(format!("cannot run cargo: {e}")))?;
     if !status.success() || !beside.is_file() {
-        return Err(no(format!("cargo build failed ({status})")));
+        return Err(no(format!(
+            "cargo build failed ({status}); it needs `{}`",
+            target.agent_hint()
+        )));
     }
     Ok(beside)
 }
@@ -404,7 +422,7 @@ mod tests {
             offline: true,
             discovery_given: false,
         });
-        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert_eq!(lines.len(), 3, "{lines:#?}");
         assert!(
             lines[0].contains("firmware ipxe.efi")
                 && lines[0].contains("provisioner firmware import DIR"),
@@ -412,9 +430,16 @@ mod tests {
             lines[0]
         );
         assert!(
-            lines[1].contains("provisioner image import DIR"),
+            lines[1].contains("no x86_64 discovery image")
+                && lines[1].contains("provisioner image import DIR"),
             "{}",
             lines[1]
+        );
+        assert!(
+            lines[2].contains("no arm64 discovery image")
+                && lines[2].contains("build-discovery --arch arm64"),
+            "{}",
+            lines[2]
         );
         assert!(!data.path().join("cache").exists(), "nothing fetched");
     }

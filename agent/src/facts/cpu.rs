@@ -16,6 +16,7 @@ pub fn read(tree: &mut Tree) -> Cpu {
         .map(|text| parse_cpuinfo(&text))
         .unwrap_or_default();
     let mut cpu = Cpu {
+        arch: machine(tree),
         model: info.model,
         sockets: 0,
         cores: 0,
@@ -35,6 +36,29 @@ pub fn read(tree: &mut Tree) -> Cpu {
         }
     }
     cpu
+}
+
+/// `uname -m`, as procfs gives it (`kernel.arch`); on the live root, where procfs lacks it
+/// (kernels before 5.x), uname(2) itself. A recorded tree without it has none.
+fn machine(tree: &Tree) -> Option<String> {
+    if let Some(arch) = tree.quiet("proc/sys/kernel/arch") {
+        return Some(arch);
+    }
+    if tree.path("") != std::path::Path::new("/") {
+        return None;
+    }
+    // SAFETY: uname fills the struct it is given; the strings it writes are NUL-terminated.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = name
+        .machine
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
 }
 
 /// What `/proc/cpuinfo` says.
@@ -137,6 +161,19 @@ fn count_u32(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_comes_from_procfs_and_a_recorded_tree_without_it_has_none() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = Tree::new(root.path());
+        assert_eq!(machine(&tree), None);
+        std::fs::create_dir_all(root.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(root.path().join("proc/sys/kernel/arch"), "aarch64\n").unwrap();
+        assert_eq!(machine(&tree).as_deref(), Some("aarch64"));
+        // The live root always says, from procfs or uname(2).
+        let live = machine(&Tree::new(std::path::Path::new("/")));
+        assert_eq!(live.as_deref(), Some(std::env::consts::ARCH));
+    }
 
     fn x86_entry(processor: u32, package: u32, core: u32) -> String {
         format!(

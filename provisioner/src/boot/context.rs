@@ -20,7 +20,8 @@ use crate::types::MacAddr;
 pub struct BootContext {
     pub firmware: FirmwareSet,
     pub artifacts: ArtifactStore,
-    pub discovery: Option<Discovery>,
+    /// The discovery images, at most one per architecture; each node boots its own.
+    pub discovery: Vec<Discovery>,
     /// The address nodes reach the appliance at; without one, the request's `Host`.
     pub advertise: Option<Ipv4Addr>,
     pub http_port: u16,
@@ -36,7 +37,7 @@ impl BootContext {
     /// What the appliance has to give nodes now.
     pub fn available(&self) -> Available {
         Available {
-            discovery: self.discovery.is_some(),
+            discovery: !self.discovery.is_empty(),
             installer: false,
         }
     }
@@ -73,7 +74,7 @@ impl BootContext {
                 );
             }
         };
-        match script::script(&decision, self.discovery.as_ref(), server, mac) {
+        match script::script(&decision, &self.discovery, server, mac) {
             Ok(body) => body,
             Err(e) => {
                 warn!(%mac, error = %e, "no boot script");

@@ -17,4 +17,6 @@ pub mod script;
 pub use context::{Boot, BootContext};
 pub use decision::{Available, BootDecision, BootTarget, boot_target};
 pub use first_stage::{BootFile, BootMap, BootServer, FirstStage, NoBoot, PxeRequest};
-pub use script::{Discovery, KernelArch, error_script, ipxe_safe, kernel_cmdline};
+pub use script::{
+    Discovery, KernelArch, UnknownArch, error_script, image_for, ipxe_safe, kernel_cmdline,
+};

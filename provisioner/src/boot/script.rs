@@ -22,14 +22,45 @@ pub struct Discovery {
     pub arch: Option<KernelArch>,
 }
 
-/// The CPU architecture a kernel image is built for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The CPU architecture a kernel image is built for (and a discovery image, after its kernel).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum KernelArch {
+    #[serde(rename = "x86_64")]
     X86_64,
+    #[serde(rename = "arm64")]
     Arm64,
 }
 
+/// An architecture name that is neither x86_64 (amd64) nor arm64 (aarch64).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown architecture `{0}` (x86_64 or amd64, arm64 or aarch64)")]
+pub struct UnknownArch(pub String);
+
+impl std::str::FromStr for KernelArch {
+    type Err = UnknownArch;
+
+    /// The kernel's, Rust's and Debian's names alike.
+    fn from_str(s: &str) -> Result<Self, UnknownArch> {
+        match s {
+            "x86_64" | "amd64" | "x86-64" => Ok(KernelArch::X86_64),
+            "arm64" | "aarch64" => Ok(KernelArch::Arm64),
+            _ => Err(UnknownArch(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelArch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl KernelArch {
+    /// Every architecture the appliance builds and serves a discovery image for.
+    pub const ALL: [KernelArch; 2] = [KernelArch::X86_64, KernelArch::Arm64];
+
     /// How many bytes of the image [`KernelArch::of_image`] needs.
     pub const HEADER_LEN: usize = 4096;
 
@@ -81,15 +112,44 @@ impl KernelArch {
     }
 }
 
+/// Which discovery image a node boots, by the architecture its iPXE runs (`${buildarch}`):
+/// the one built for that architecture, else one whose kernel names no architecture (given to
+/// every node), else none, and the node is told so.
+pub fn image_for<'a>(images: &'a [Discovery], buildarch: &str) -> Option<&'a Discovery> {
+    images
+        .iter()
+        .find(|d| {
+            d.arch
+                .is_some_and(|a| a.ipxe_buildarchs().contains(&buildarch))
+        })
+        .or_else(|| images.iter().find(|d| d.arch.is_none()))
+}
+
+/// One `${buildarch}` test of the script: the value and the image's label.
+struct Choice {
+    buildarch: &'static str,
+    label: String,
+}
+
+/// One image's boot block.
+struct Block {
+    label: String,
+    kernel_url: String,
+    initrd_url: String,
+}
+
 #[derive(Template)]
 #[template(path = "ipxe/discovery.ipxe", escape = "none")]
 struct DiscoveryScript {
     mac: MacAddr,
-    /// `${buildarch}` values that may boot the image; empty when its architecture is unknown.
-    accepts: &'static [&'static str],
-    image_arch: &'static str,
-    kernel_url: String,
-    initrd_url: String,
+    /// The `${buildarch}` tests, in order; empty when the only image's architecture is unknown.
+    choices: Vec<Choice>,
+    /// The label a node whose architecture no test matched goes to: an image of unknown
+    /// architecture, or none (it is told there is no image for it).
+    fallback: Option<String>,
+    /// The architectures there are images for, for the message.
+    have: String,
+    blocks: Vec<Block>,
     cmdline: String,
     script_url: String,
     retry_secs: u32,
@@ -135,10 +195,11 @@ pub fn kernel_cmdline(
     line
 }
 
-/// The iPXE script for `mac`, given what the lifecycle decided.
+/// The iPXE script for `mac`, given what the lifecycle decided and the discovery images there
+/// are (one per architecture).
 pub fn script(
     decision: &BootDecision,
-    discovery: Option<&Discovery>,
+    discovery: &[Discovery],
     server: &BootServer,
     mac: MacAddr,
 ) -> Result<String, BootError> {
@@ -154,23 +215,56 @@ pub fn script(
     }
 }
 
+/// The script that boots the node's own architecture's image: iPXE knows which code it runs
+/// (`${buildarch}`), the appliance may not (a proxy-DHCP client's option 93 is not kept), so
+/// the script asks, and branches to that image's kernel.
 fn discovery_script(
-    discovery: Option<&Discovery>,
+    discovery: &[Discovery],
     server: &BootServer,
     mac: MacAddr,
     token: Option<&str>,
 ) -> Result<String, BootError> {
-    let d = discovery.ok_or(BootError::NoDiscoveryImage)?;
+    let first = discovery.first().ok_or(BootError::NoDiscoveryImage)?;
+    let label = |d: &Discovery| match d.arch {
+        Some(a) => format!("boot_{}", a.name()),
+        None => "boot".to_string(),
+    };
+    // Each architecture iPXE may run, with the image `image_for` gives it: the script and
+    // the rule agree by construction.
+    let mut choices = Vec::new();
+    let mut images: Vec<&Discovery> = Vec::new();
+    for buildarch in KernelArch::ALL.iter().flat_map(|a| a.ipxe_buildarchs()) {
+        if let Some(d) = image_for(discovery, buildarch).filter(|d| d.arch.is_some()) {
+            choices.push(Choice {
+                buildarch,
+                label: label(d),
+            });
+            if !images.iter().any(|i| std::ptr::eq(*i, d)) {
+                images.push(d);
+            }
+        }
+    }
+    let fallback = discovery.iter().find(|d| d.arch.is_none());
+    let have = images
+        .iter()
+        .filter_map(|d| d.arch.map(KernelArch::name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    images.extend(fallback);
     Ok(DiscoveryScript {
         mac,
-        accepts: d.arch.map(KernelArch::ipxe_buildarchs).unwrap_or(&[]),
-        image_arch: d
-            .arch
-            .map(KernelArch::name)
-            .unwrap_or("an unknown architecture"),
-        kernel_url: d.kernel.url(server),
-        initrd_url: d.initrd.url(server),
-        cmdline: kernel_cmdline(&d.cmdline, server, mac, token),
+        choices,
+        fallback: fallback.map(label),
+        have,
+        blocks: images
+            .iter()
+            .map(|d| Block {
+                label: label(d),
+                kernel_url: d.kernel.url(server),
+                initrd_url: d.initrd.url(server),
+            })
+            .collect(),
+        cmdline: kernel_cmdline(&first.cmdline, server, mac, token),
         script_url: server.script_url(mac),
         retry_secs: RETRY_SECS,
     }
@@ -240,19 +334,19 @@ mod tests {
             target: BootTarget::Discovery,
             token: Some("t0k".into()),
         };
-        let got = script(&decision, Some(&d), &SERVER, mac).unwrap();
+        let got = script(&decision, &[d], &SERVER, mac).unwrap();
         let k = "aa".repeat(32);
         let i = "bb".repeat(32);
         let want = format!(
             "#!ipxe
-# Provisioner: 52:54:00:12:34:56 boots the discovery image.
-iseq ${{buildarch}} x86_64 && goto boot || goto not_x86_64
+# Provisioner: 52:54:00:12:34:56 boots the discovery image of its architecture.
+iseq ${{buildarch}} x86_64 && goto boot_x86_64 || goto not_x86_64
 :not_x86_64
-iseq ${{buildarch}} i386 && goto boot || goto not_i386
+iseq ${{buildarch}} i386 && goto boot_x86_64 || goto not_i386
 :not_i386
-echo Provisioner: this node runs ${{buildarch}} code but the discovery image is for x86_64
+echo Provisioner: this node runs ${{buildarch}} code and the appliance has no discovery image for it (only for x86_64): build one with provisioner image build-discovery --arch ARCH
 goto failed
-:boot
+:boot_x86_64
 echo Provisioner: 52:54:00:12:34:56 boots the discovery image
 kernel http://10.99.0.1:8080/artifacts/{k}/vmlinuz initrd=initrd console=ttyS0 provisioner.url=http://10.99.0.1:8080 provisioner.mac=52:54:00:12:34:56 provisioner.token=t0k || goto failed
 initrd --name initrd http://10.99.0.1:8080/artifacts/{i}/initrd.img || goto failed
@@ -276,7 +370,7 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
             arch: None,
         };
         let got = discovery_script(
-            Some(&d),
+            std::slice::from_ref(&d),
             &SERVER,
             "52:54:00:12:34:56".parse().unwrap(),
             None,
@@ -284,6 +378,59 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
         .unwrap();
         assert!(!got.contains("buildarch"), "{got}");
         assert!(got.contains("\n:boot\necho Provisioner: 52:54:00:12:34:56 boots"));
+        assert_eq!(image_for(&[d], "riscv64").map(|d| d.arch), Some(None));
+    }
+
+    fn image(arch: KernelArch, byte: u8) -> Discovery {
+        Discovery {
+            kernel: artifact(byte, "vmlinuz"),
+            initrd: artifact(byte + 1, "initrd.img"),
+            cmdline: String::new(),
+            arch: Some(arch),
+        }
+    }
+
+    #[test]
+    fn each_node_is_given_the_image_of_its_architecture_or_told_there_is_none() {
+        let x86 = image(KernelArch::X86_64, 0x10);
+        let arm = image(KernelArch::Arm64, 0xa0);
+        let both = [x86.clone(), arm.clone()];
+        let arch_of = |images: &[Discovery], b: &str| image_for(images, b).map(|d| d.arch);
+        // iPXE's ${buildarch}: undionly.kpxe is i386, ipxe.efi x86_64, ipxe-arm64.efi arm64.
+        assert_eq!(arch_of(&both, "x86_64"), Some(Some(KernelArch::X86_64)));
+        assert_eq!(arch_of(&both, "i386"), Some(Some(KernelArch::X86_64)));
+        assert_eq!(arch_of(&both, "arm64"), Some(Some(KernelArch::Arm64)));
+        assert_eq!(arch_of(&both, "riscv64"), None);
+        assert_eq!(arch_of(std::slice::from_ref(&x86), "arm64"), None);
+        assert_eq!(arch_of(std::slice::from_ref(&arm), "x86_64"), None);
+        assert_eq!(arch_of(&[], "x86_64"), None);
+
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let got = discovery_script(&both, &SERVER, mac, Some("t")).unwrap();
+        let (k, i) = ("a0".repeat(32), "a1".repeat(32));
+        assert!(
+            got.contains(
+                "iseq ${buildarch} arm64 && goto boot_arm64 || goto not_arm64\n:not_arm64\necho Provisioner: this node runs ${buildarch} code and the appliance has no discovery image for it (only for x86_64, arm64)"
+            ),
+            "{got}"
+        );
+        assert!(
+            got.contains(&format!(
+                ":boot_arm64\necho Provisioner: 52:54:00:12:34:56 boots the discovery image\nkernel http://10.99.0.1:8080/artifacts/{k}/vmlinuz initrd=initrd provisioner.url=http://10.99.0.1:8080 provisioner.mac=52:54:00:12:34:56 provisioner.token=t || goto failed\ninitrd --name initrd http://10.99.0.1:8080/artifacts/{i}/initrd.img || goto failed\nboot || goto failed\n"
+            )),
+            "{got}"
+        );
+        assert!(got.contains(&format!("/artifacts/{}/vmlinuz", "10".repeat(32))));
+        // An arm64 node of an appliance with only the x86-64 image is told, and retries.
+        let only_x86 = discovery_script(std::slice::from_ref(&x86), &SERVER, mac, None).unwrap();
+        assert!(!only_x86.contains("goto boot_arm64"), "{only_x86}");
+        assert!(
+            only_x86.contains("no discovery image for it (only for x86_64): build one with provisioner image build-discovery --arch ARCH\ngoto failed\n"),
+            "{only_x86}"
+        );
+        assert!(only_x86.ends_with(
+            "chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe\n"
+        ));
     }
 
     #[test]
@@ -330,7 +477,7 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
             token: None,
         };
         assert!(matches!(
-            script(&discovery, None, &SERVER, mac),
+            script(&discovery, &[], &SERVER, mac),
             Err(BootError::NoDiscoveryImage)
         ));
     }
@@ -379,7 +526,7 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
                     target,
                     token: None,
                 },
-                None,
+                &[],
                 &SERVER,
                 mac,
             )

@@ -347,7 +347,7 @@ mod tests {
             boot: Arc::new(crate::boot::BootContext {
                 firmware: crate::firmware::FirmwareSet::load(dir).unwrap(),
                 artifacts: crate::artifacts::ArtifactStore::open(dir).unwrap(),
-                discovery: None,
+                discovery: Vec::new(),
                 advertise: None,
                 http_port: 8080,
                 lifecycle,

@@ -247,10 +247,24 @@ impl PrivateApt {
     /// Prepares the state under `root` for `suites` of `mirror` and reads their indexes
     /// (`apt-get update`: only what changed since the last time is fetched again).
     pub fn open(root: &Path, mirror: &str, suites: &[String]) -> Result<PrivateApt, DebError> {
+        Self::open_for(root, mirror, suites, None)
+    }
+
+    /// As `open`, for the packages of `arch` (Debian's name, e.g. `arm64`) alone: apt reads
+    /// only that architecture's indexes and resolves dependencies within it. The host's own
+    /// architectures (`dpkg --add-architecture`) are not touched.
+    pub fn open_for(
+        root: &Path,
+        mirror: &str,
+        suites: &[String],
+        arch: Option<&str>,
+    ) -> Result<PrivateApt, DebError> {
         let cache_err = |source| DebError::Cache {
             path: root.to_path_buf(),
             source,
         };
+        // apt reads a relative Dir:: path against its own root (`/`), not the working folder.
+        let root = &std::path::absolute(root).map_err(cache_err)?;
         if !Path::new(DEBIAN_KEYRING).is_file() {
             return Err(DebError::Spawn {
                 tool: "debian-archive-keyring",
@@ -282,6 +296,22 @@ impl PrivateApt {
             options.push("-o".to_string());
             options.push(format!("{k}={v}"));
         }
+        if let Some(arch) = arch {
+            for k in ["APT::Architecture", "APT::Architectures"] {
+                options.push("-o".to_string());
+                options.push(format!("{k}={arch}"));
+            }
+            // The host's dpkg status names packages of its own architecture: not ours.
+            options.push("-o".to_string());
+            options.push(format!(
+                "Dir::State::status={}",
+                root.join("status").display()
+            ));
+            let status = root.join("status");
+            if !status.is_file() {
+                std::fs::write(&status, b"").map_err(cache_err)?;
+            }
+        }
         if nix::unistd::geteuid().is_root() {
             options.push("-o".to_string());
             options.push("APT::Sandbox::User=root".to_string());
@@ -294,6 +324,62 @@ impl PrivateApt {
                 .args(["update", "-q"]),
         )?;
         Ok(apt)
+    }
+
+    /// The kernel image package the metapackage `meta` depends on in these suites
+    /// (`linux-image-arm64` → `linux-image-6.1.0-NN-arm64`).
+    pub fn kernel_package(&self, meta: &str) -> Result<String, DebError> {
+        let out = run(
+            "apt-cache",
+            Command::new("apt-cache")
+                .args(&self.options)
+                .args(["depends", meta]),
+        )?;
+        kernel_of_depends(&out).ok_or_else(|| DebError::UnknownPackage {
+            package: meta.to_string(),
+            cache: self.lists(),
+        })
+    }
+
+    /// The `.deb` of `package`'s candidate version in `cache`, downloaded if it is not there
+    /// yet, with its name and version from its own control file.
+    pub fn fetch_candidate(&self, cache: &Path, package: &str) -> Result<Deb, DebError> {
+        let show = run(
+            "apt-cache",
+            Command::new("apt-cache").args(&self.options).args([
+                "show",
+                "--no-all-versions",
+                package,
+            ]),
+        )?;
+        let (version, arch) = version_of_show(&show).ok_or_else(|| DebError::UnknownPackage {
+            package: package.to_string(),
+            cache: self.lists(),
+        })?;
+        // The name carries the architecture: one cache holds amd64 and arm64 packages of
+        // the same name and version side by side.
+        let path = cache.join(deb_file_name(package, &version, &arch));
+        if !path.is_file() {
+            std::fs::create_dir_all(cache).map_err(|source| DebError::Cache {
+                path: cache.to_path_buf(),
+                source,
+            })?;
+            download_with(cache, package, &version, &path, &self.options)?;
+        }
+        Ok(Deb {
+            package: field(&path, "Package")?,
+            version: field(&path, "Version")?,
+            path,
+        })
+    }
+
+    /// Where this state keeps its package lists, for messages.
+    fn lists(&self) -> PathBuf {
+        self.options
+            .iter()
+            .find_map(|o| o.strip_prefix("Dir::State::Lists="))
+            .map(PathBuf::from)
+            .unwrap_or_default()
     }
 
     /// The `.deb` of `package` at exactly `version` in `cache`, downloaded if it is not

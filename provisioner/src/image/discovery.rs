@@ -2,28 +2,36 @@
 //! inspection, made from Debian's kernel and busybox-static packages, the node agent with
 //! its shared libraries, the network and disk drivers of images/discovery/modules and the
 //! /init of images/discovery/init; then imported into the artifact store.
+//!
+//! One image per architecture (`--arch x86_64|arm64`). The host's own is made as before, from
+//! the host's apt and ldd; another (arm64 on an x86-64 appliance) from that architecture's
+//! packages fetched through a private apt state, with the cross-built agent and the libraries
+//! its ELF headers name, found in Debian's cross sysroot (`/usr/aarch64-linux-gnu/lib`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::debs::{self, Deb, DebError};
+use super::debs::{self, Deb, DebError, PrivateApt};
 use super::initramfs::{InitramfsError, Source, Tree};
 use super::ldd::{self, LddError};
 use super::manifest::{self, DiscoveryManifest, MANIFEST};
 use super::modules::{self, ModuleIndex, ModulesError};
+use super::needed::{self, NeededError};
+use super::target::Target;
 use crate::artifacts::{Artifact, ArtifactError, ArtifactStore};
+use crate::boot::KernelArch;
 use crate::types::sha256_file;
 
 /// The recipe, compiled in so the binary builds the image wherever it runs.
 const INIT: &str = include_str!("../../../images/discovery/init");
 const UDHCPC_SCRIPT: &str = include_str!("../../../images/discovery/udhcpc.script");
-const MODULE_LIST: &str = include_str!("../../../images/discovery/modules");
 
-/// The metapackage whose dependency is the current Debian kernel.
-const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// The suites a foreign architecture's packages come from (the host's own come from the
+/// host's apt sources).
+const FOREIGN_SUITES: [&str; 2] = ["bookworm", "bookworm-updates"];
 /// The agent and its libraries are read into every node's memory before it can report.
 pub const AGENT_LIMIT: u64 = 15_000_000;
 /// The agent's file name, beside `provisioner` and in the image's `/bin`.
@@ -31,10 +39,12 @@ pub const AGENT_NAME: &str = "provisioner-agent";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error(
-        "no agent binary at {path} (build it with `cargo build --release -p provisioner-agent`, or name it with --agent)"
-    )]
-    NoAgent { path: PathBuf },
+    #[error("no {arch} agent binary at {path} (build it with `{hint}`, or name it with --agent)")]
+    NoAgent {
+        path: PathBuf,
+        arch: KernelArch,
+        hint: String,
+    },
     #[error(
         "the agent and its libraries are {size} bytes, more than the {limit} a discovery image allows: {files}"
     )]
@@ -55,6 +65,8 @@ pub enum BuildError {
     #[error(transparent)]
     Ldd(#[from] LddError),
     #[error(transparent)]
+    Needed(#[from] NeededError),
+    #[error(transparent)]
     Deb(#[from] DebError),
     #[error(transparent)]
     Modules(#[from] ModulesError),
@@ -74,15 +86,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
 /// What to build from and where to put it.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
-    /// Default: `DATA_DIR/images/discovery/`.
+    /// The architecture of the nodes that boot it.
+    pub arch: KernelArch,
+    /// Default: `DATA_DIR/images/discovery/` (x86_64), `DATA_DIR/images/discovery-arm64/`.
     pub out: Option<PathBuf>,
     pub data_dir: PathBuf,
-    /// Default: `provisioner-agent` beside the running executable.
+    /// Default: `provisioner-agent` beside the running executable (another architecture's:
+    /// `provisioner-agent-ARCH` there, or cargo's cross-build of it).
     pub agent: Option<PathBuf>,
-    /// Default: what `linux-image-amd64` depends on.
+    /// Default: what `linux-image-amd64` (`linux-image-arm64`) depends on.
     pub kernel_package: Option<String>,
-    /// Where downloaded .debs are kept. Default: `DATA_DIR/cache/debs`.
+    /// Where downloaded .debs are kept. Default: `DATA_DIR/cache/debs`. Another
+    /// architecture's apt state is kept beside it (`apt-arm64`).
     pub deb_cache: Option<PathBuf>,
+    /// The Debian mirror another architecture's packages come from.
+    pub mirror: String,
 }
 
 /// A built image, in its folder and in the artifact store.
@@ -101,12 +119,13 @@ impl Built {
     pub fn summary(&self) -> String {
         let m = &self.manifest;
         format!(
-            "discovery image built in {} ({:.1} s)\n  \
+            "{} discovery image built in {} ({:.1} s)\n  \
              vmlinuz     {:>10} bytes  sha256 {}  {} {}\n  \
              initrd.img  {:>10} bytes  sha256 {}\n  \
              agent       {:>10} bytes  sha256 {}  with {} libraries\n  \
              busybox {} {}; {} modules loaded in order: {}\n\
              imported into {}\n",
+            m.arch,
             self.dir.display(),
             self.elapsed.as_secs_f64(),
             m.kernel.size,
@@ -135,12 +154,13 @@ pub fn build_discovery(opts: &BuildOptions) -> Result<Built, BuildError> {
     let out = opts
         .out
         .clone()
-        .unwrap_or_else(|| manifest::default_dir(&opts.data_dir));
+        .unwrap_or_else(|| manifest::dir_for(&opts.data_dir, opts.arch));
+    let target = Target::of(opts.arch);
     let agent = match &opts.agent {
         Some(p) => p.clone(),
-        None => default_agent()?,
+        None => default_agent(&target)?,
     };
-    let agent_files = agent_with_libraries(&agent)?;
+    let agent_files = agent_with_libraries(&agent, &target)?;
 
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -151,7 +171,7 @@ pub fn build_discovery(opts: &BuildOptions) -> Result<Built, BuildError> {
         .prefix(".build-discovery-")
         .tempdir_in(&parent)
         .map_err(io_err(&parent))?;
-    let manifest = build_in(work.path(), opts, &agent, &agent_files)?;
+    let manifest = build_in(work.path(), opts, &target, &agent, &agent_files)?;
     publish(work.path(), &out, &manifest)?;
 
     let store = ArtifactStore::open(&opts.data_dir)?;
@@ -171,11 +191,12 @@ pub fn build_discovery(opts: &BuildOptions) -> Result<Built, BuildError> {
 fn build_in(
     work: &Path,
     opts: &BuildOptions,
+    target: &Target,
     agent: &Path,
     agent_files: &[ImageInput],
 ) -> Result<DiscoveryManifest, BuildError> {
-    let src = Sources::fetch(work, opts)?;
-    let requested = modules::parse_module_list(MODULE_LIST);
+    let src = Sources::fetch(work, opts, target)?;
+    let requested = target.module_list();
     let (index, order) = src.kernel.load_order(&requested)?;
     info!(release = %src.kernel.release, modules = %order.join(" "), "modules");
 
@@ -191,6 +212,7 @@ fn build_in(
 
     let vmlinuz = image_file(&vmlinuz)?;
     Ok(DiscoveryManifest {
+        arch: target.arch,
         kernel: manifest::KernelFile {
             package: src.kernel_deb.package,
             version: src.kernel_deb.version,
@@ -221,17 +243,34 @@ struct Sources {
 }
 
 impl Sources {
-    fn fetch(work: &Path, opts: &BuildOptions) -> Result<Sources, BuildError> {
+    fn fetch(work: &Path, opts: &BuildOptions, target: &Target) -> Result<Sources, BuildError> {
         let cache = opts
             .deb_cache
             .clone()
             .unwrap_or_else(|| opts.data_dir.join("cache").join("debs"));
-        let kernel_package = match &opts.kernel_package {
-            Some(p) => p.clone(),
-            None => debs::kernel_package(KERNEL_METAPACKAGE, &cache)?,
+        let (kernel_deb, busybox_deb) = if target.is_host() {
+            let kernel_package = match &opts.kernel_package {
+                Some(p) => p.clone(),
+                None => debs::kernel_package(&target.kernel_metapackage(), &cache)?,
+            };
+            (
+                debs::fetch(&cache, &kernel_package)?,
+                debs::fetch(&cache, BUSYBOX_PACKAGE)?,
+            )
+        } else {
+            let state = cache.with_file_name(format!("apt-{}", target.debian));
+            let suites = FOREIGN_SUITES.map(String::from);
+            info!(arch = target.debian, mirror = %opts.mirror, state = %state.display(), "reading the package lists");
+            let apt = PrivateApt::open_for(&state, &opts.mirror, &suites, Some(target.debian))?;
+            let kernel_package = match &opts.kernel_package {
+                Some(p) => p.clone(),
+                None => apt.kernel_package(&target.kernel_metapackage())?,
+            };
+            (
+                apt.fetch_candidate(&cache, &kernel_package)?,
+                apt.fetch_candidate(&cache, BUSYBOX_PACKAGE)?,
+            )
         };
-        let kernel_deb = debs::fetch(&cache, &kernel_package)?;
-        let busybox_deb = debs::fetch(&cache, BUSYBOX_PACKAGE)?;
         info!(deb = %kernel_deb.path.display(), "unpacking");
         debs::unpack(&kernel_deb.path, &work.join("kernel"))?;
         debs::unpack(&busybox_deb.path, &work.join("busybox"))?;
@@ -243,6 +282,9 @@ impl Sources {
                 what: "bin/busybox".into(),
             });
         }
+        // A package of the wrong architecture would only show as a node that never comes up.
+        let bytes = std::fs::read(&busybox).map_err(io_err(&busybox))?;
+        needed::dynamic_of(&busybox, &bytes, target.machine, target.arch.name())?;
         Ok(Sources {
             kernel_deb,
             busybox_deb,
@@ -253,12 +295,35 @@ impl Sources {
 }
 
 /// `provisioner-agent` beside the running `provisioner`, as cargo and packages place them.
-fn default_agent() -> Result<PathBuf, BuildError> {
+/// Another architecture's: `provisioner-agent-ARCH` beside it (a package), else where cargo
+/// puts a cross-build (`target/aarch64-unknown-linux-gnu/release/` for `target/release/`).
+pub fn default_agent(target: &Target) -> Result<PathBuf, BuildError> {
     let exe = std::env::current_exe().map_err(io_err(Path::new("/proc/self/exe")))?;
-    Ok(exe
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(AGENT_NAME))
+    let dir = exe.parent().unwrap_or_else(|| Path::new("."));
+    if target.is_host() {
+        return Ok(dir.join(AGENT_NAME));
+    }
+    let packaged = dir.join(format!("{AGENT_NAME}-{}", target.arch));
+    if packaged.is_file() {
+        return Ok(packaged);
+    }
+    // cargo: target/PROFILE/provisioner → target/TRIPLE/PROFILE/provisioner-agent (tests run
+    // from target/PROFILE/deps/).
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let profile = dir.file_name().unwrap_or_default();
+    let root = dir.parent().unwrap_or(dir).join(target.rust);
+    // The agent is built --release for images (its size matters); a debug appliance takes it.
+    let same = root.join(profile).join(AGENT_NAME);
+    let release = root.join("release").join(AGENT_NAME);
+    Ok(if !same.is_file() && release.is_file() {
+        release
+    } else {
+        same
+    })
 }
 
 /// A file for the initramfs: where it goes there, where it comes from here, its size.
@@ -269,12 +334,16 @@ struct ImageInput {
     size: u64,
 }
 
-/// The agent as `/bin/provisioner-agent` and each library ldd resolves for it at its own
-/// path, refused if together they pass `AGENT_LIMIT`.
-fn agent_with_libraries(agent: &Path) -> Result<Vec<ImageInput>, BuildError> {
+/// The agent as `/bin/provisioner-agent` and each library it needs: on the host's own
+/// architecture as ldd resolves them, at their own paths; on another as its ELF headers name
+/// them, from the cross sysroot, at the paths that architecture's loader searches. Refused if
+/// together they pass `AGENT_LIMIT`.
+fn agent_with_libraries(agent: &Path, target: &Target) -> Result<Vec<ImageInput>, BuildError> {
     if !agent.is_file() {
         return Err(BuildError::NoAgent {
             path: agent.to_path_buf(),
+            arch: target.arch,
+            hint: target.agent_hint(),
         });
     }
     let mut files = vec![ImageInput {
@@ -282,12 +351,25 @@ fn agent_with_libraries(agent: &Path) -> Result<Vec<ImageInput>, BuildError> {
         source: agent.to_path_buf(),
         size: 0,
     }];
-    for lib in ldd::libraries(agent)? {
-        files.push(ImageInput {
-            in_image: lib.display().to_string(),
-            source: lib,
-            size: 0,
-        });
+    if target.is_host() {
+        for lib in ldd::libraries(agent)? {
+            files.push(ImageInput {
+                in_image: lib.display().to_string(),
+                source: lib,
+                size: 0,
+            });
+        }
+    } else {
+        let search = [target.sysroot_libs()];
+        let lib_dir = format!("/lib/{}", target.triplet);
+        for lib in needed::libraries(agent, target.machine, target.arch.name(), &search, &lib_dir)?
+        {
+            files.push(ImageInput {
+                in_image: lib.in_image,
+                source: lib.source,
+                size: 0,
+            });
+        }
     }
     for f in &mut files {
         // metadata follows symlinks: the loader is often one, and its target is what's copied.
@@ -308,6 +390,9 @@ fn agent_with_libraries(agent: &Path) -> Result<Vec<ImageInput>, BuildError> {
             files,
         });
     }
+    // An agent of another architecture would only show as a node that never reports.
+    let bytes = std::fs::read(agent).map_err(io_err(agent))?;
+    needed::dynamic_of(agent, &bytes, target.machine, target.arch.name())?;
     Ok(files)
 }
 

@@ -5,19 +5,39 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::boot::KernelArch;
 use crate::types::{Sha256, sha256_file};
 
 /// The manifest's file name in the image's folder.
 pub const MANIFEST: &str = "discovery.json";
 
-/// Where `build-discovery` puts the image by default, under the appliance's data folder.
+/// Where `build-discovery` puts the x86-64 image by default, under the appliance's data
+/// folder (where it has always been).
 pub fn default_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("images").join("discovery")
+    dir_for(data_dir, KernelArch::X86_64)
+}
+
+/// Where `build-discovery --arch ARCH` puts the image by default: `images/discovery/` for
+/// x86_64, `images/discovery-ARCH/` for any other.
+pub fn dir_for(data_dir: &Path, arch: KernelArch) -> PathBuf {
+    let images = data_dir.join("images");
+    match arch {
+        KernelArch::X86_64 => images.join("discovery"),
+        other => images.join(format!("discovery-{other}")),
+    }
+}
+
+fn x86_64() -> KernelArch {
+    KernelArch::X86_64
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryManifest {
+    /// The nodes it is for; manifests written before there was more than one say nothing,
+    /// and were x86_64.
+    #[serde(default = "x86_64")]
+    pub arch: KernelArch,
     pub kernel: KernelFile,
     pub initrd: ImageFile,
     pub busybox: Package,
@@ -82,6 +102,12 @@ pub enum ManifestError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{path} is a discovery image for {found}, in the folder of the {want} one")]
+    WrongArch {
+        path: PathBuf,
+        found: KernelArch,
+        want: KernelArch,
+    },
     #[error("{path} names `{file}`, which is not a plain file name")]
     BadFileName { path: PathBuf, file: String },
     #[error("{path} has sha256 {actual}, but {manifest} says {expected}: rebuild the image")]
@@ -106,7 +132,27 @@ pub struct DiscoveryImage {
 /// The discovery image `build-discovery` left in `DATA_DIR/images/discovery/`, if there is
 /// one; an error if its manifest is unreadable or its files no longer match it.
 pub fn load_default(data_dir: &Path) -> Result<Option<DiscoveryImage>, ManifestError> {
-    load(&default_dir(data_dir))
+    load_arch(data_dir, KernelArch::X86_64)
+}
+
+/// The discovery image for `arch` in its folder under `DATA_DIR` (see `load_default`); one
+/// whose manifest names another architecture is refused.
+pub fn load_arch(
+    data_dir: &Path,
+    arch: KernelArch,
+) -> Result<Option<DiscoveryImage>, ManifestError> {
+    let dir = dir_for(data_dir, arch);
+    let img = load(&dir)?;
+    if let Some(img) = &img
+        && img.manifest.arch != arch
+    {
+        return Err(ManifestError::WrongArch {
+            path: dir.join(MANIFEST),
+            found: img.manifest.arch,
+            want: arch,
+        });
+    }
+    Ok(img)
 }
 
 /// The discovery image in `dir` (see `load_default`).
@@ -172,6 +218,7 @@ fn sha_of(data: &[u8]) -> Sha256 {
 /// A manifest for `kernel` and `initrd` as built files would have it (tests).
 pub(crate) fn sample(kernel: &[u8], initrd: &[u8]) -> DiscoveryManifest {
     DiscoveryManifest {
+        arch: KernelArch::X86_64,
         kernel: KernelFile {
             package: "linux-image-6.1.0-56-amd64".into(),
             version: "6.1.192-2".into(),
@@ -214,6 +261,34 @@ mod tests {
         std::fs::write(dir.join("vmlinuz"), kernel).unwrap();
         std::fs::write(dir.join("initrd.img"), initrd).unwrap();
         std::fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(m).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn each_architecture_has_its_folder_and_an_old_manifest_is_x86_64() {
+        let data = tempfile::tempdir().unwrap();
+        let d = data.path();
+        assert_eq!(dir_for(d, KernelArch::X86_64), d.join("images/discovery"));
+        assert_eq!(
+            dir_for(d, KernelArch::Arm64),
+            d.join("images/discovery-arm64")
+        );
+        let m = manifest(b"k", b"i");
+        let mut json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["arch"], "x86_64");
+        json.as_object_mut().unwrap().remove("arch");
+        let old: DiscoveryManifest = serde_json::from_value(json).unwrap();
+        assert_eq!(old, m);
+        // An x86-64 image put in the arm64 folder is not served to arm64 nodes.
+        write(d, &m, b"k", b"i");
+        std::fs::rename(default_dir(d), dir_for(d, KernelArch::Arm64)).unwrap();
+        assert!(matches!(
+            load_arch(d, KernelArch::Arm64),
+            Err(ManifestError::WrongArch {
+                found: KernelArch::X86_64,
+                ..
+            })
+        ));
+        assert_eq!(load_arch(d, KernelArch::X86_64).unwrap(), None);
     }
 
     #[test]

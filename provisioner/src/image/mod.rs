@@ -1,5 +1,6 @@
 //! Images the appliance builds for nodes to boot. Today the discovery image: the kernel and
-//! initramfs every new node boots for inspection (`provisioner image build-discovery`).
+//! initramfs every new node boots for inspection (`provisioner image build-discovery`), one
+//! per architecture.
 
 pub mod debs;
 mod discovery;
@@ -10,11 +11,17 @@ pub mod ldd;
 mod manifest;
 pub mod modules;
 pub mod os;
+pub mod needed;
+mod target;
 
-pub use discovery::{AGENT_LIMIT, AGENT_NAME, BuildError, BuildOptions, Built, build_discovery};
-pub use manifest::{
-    DiscoveryImage, DiscoveryManifest, MANIFEST, ManifestError, default_dir, load, load_default,
+pub use discovery::{
+    AGENT_LIMIT, AGENT_NAME, BuildError, BuildOptions, Built, build_discovery, default_agent,
 };
+pub use manifest::{
+    DiscoveryImage, DiscoveryManifest, MANIFEST, ManifestError, default_dir, dir_for, load,
+    load_arch, load_default,
+};
+pub use target::Target;
 
 #[cfg(test)]
 pub(crate) use manifest::sample as manifest_for_tests;
