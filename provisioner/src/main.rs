@@ -833,7 +833,9 @@ fn image_build(args: BuildArgs) -> anyhow::Result<()> {
     let config = args.store.config()?;
     let arch = match args.arch {
         Some(a) => a,
-        None => os::Arch::host()
+        None => os::Arch::ALL
+            .into_iter()
+            .find(|a| provisioner::image::Target::of(*a).is_host())
             .context("this machine's architecture builds no image: name one with --arch")?,
     };
     let recipe_path = recipe::find(&args.recipe)?;
@@ -884,7 +886,7 @@ fn image_line(m: &provisioner::image::os::ImageManifest) -> String {
     format!(
         "{:<36} {:<7} raw {:>9}  zstd {:>8}  mapped {:>9}  kernel {}  {}",
         m.name,
-        m.architecture.as_str(),
+        m.architecture.name(),
         mib(m.raw.size),
         mib(m.compressed.size),
         mib(m.mapped_bytes),

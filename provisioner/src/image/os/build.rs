@@ -348,39 +348,25 @@ fn kernel_cmdline(
     words.join(" ")
 }
 
-/// The agent for the image's architecture: `--agent`, else beside this executable (the host
-/// architecture) or in cargo's cross-build folder.
+/// The agent for the image's architecture: `--agent`, else where the discovery builder
+/// finds it (beside this executable, or cargo's cross-build folder).
 fn agent_binary(opts: &OsBuildOptions) -> Result<PathBuf, OsBuildError> {
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let (default, target) = if Some(opts.arch) == Arch::host() {
-        (exe_dir.join(crate::image::AGENT_NAME), "")
-    } else {
-        let triple = match opts.arch {
-            Arch::X86_64 => "x86_64-unknown-linux-gnu",
-            Arch::Arm64 => "aarch64-unknown-linux-gnu",
-        };
-        let profile = exe_dir.file_name().map(PathBuf::from).unwrap_or_default();
-        let root = exe_dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        let t: &'static str = match opts.arch {
-            Arch::X86_64 => " --target x86_64-unknown-linux-gnu",
-            Arch::Arm64 => " --target aarch64-unknown-linux-gnu",
-        };
-        (
-            root.join(triple)
-                .join(profile)
-                .join(crate::image::AGENT_NAME),
-            t,
-        )
-    };
-    let path = opts.agent.clone().unwrap_or(default);
-    let bytes = std::fs::read(&path).map_err(|_| OsBuildError::NoAgent {
+    let target = crate::image::Target::of(opts.arch);
+    let no_agent = |path: PathBuf| OsBuildError::NoAgent {
         arch: opts.arch,
-        path: path.clone(),
-        target,
-    })?;
+        path,
+        target: if target.is_host() {
+            ""
+        } else {
+            " --target aarch64-unknown-linux-gnu"
+        },
+    };
+    let path = match &opts.agent {
+        Some(p) => p.clone(),
+        None => crate::image::default_agent(&target)
+            .map_err(|_| no_agent(PathBuf::from(crate::image::AGENT_NAME)))?,
+    };
+    let bytes = std::fs::read(&path).map_err(|_| no_agent(path.clone()))?;
     let machine = object::read::File::parse(&*bytes).map(|f| object::Object::architecture(&f));
     let ok = matches!(
         (opts.arch, machine),

@@ -4,9 +4,7 @@
 //! different image.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,52 +34,9 @@ pub enum RecipeError {
     },
 }
 
-/// A node architecture, in the words the rack plan and the manifest use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    X86_64,
-    Arm64,
-}
-
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// The architecture this appliance runs on.
-    pub fn host() -> Option<Arch> {
-        match std::env::consts::ARCH {
-            "x86_64" => Some(Arch::X86_64),
-            "aarch64" => Some(Arch::Arm64),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{0}` is not an architecture (x86_64 or arm64)")]
-pub struct BadArch(pub String);
-
-impl FromStr for Arch {
-    type Err = BadArch;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "x86_64" | "amd64" => Ok(Arch::X86_64),
-            "arm64" | "aarch64" => Ok(Arch::Arm64),
-            other => Err(BadArch(other.chars().take(40).collect())),
-        }
-    }
-}
+/// A node architecture: the one the boot plane reads from kernel headers, so an image and
+/// the discovery image of a node name it alike (`x86_64`, `arm64`).
+pub use crate::boot::KernelArch as Arch;
 
 /// How a firmware finds the bootloader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,7 +239,7 @@ impl Recipe {
             have: self
                 .arch
                 .keys()
-                .map(|a| a.as_str())
+                .map(|a| a.name())
                 .collect::<Vec<_>>()
                 .join(", "),
         })
