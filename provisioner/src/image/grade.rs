@@ -11,8 +11,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
 use crate::image::debs::{self, DebError, PrivateApt};
 
@@ -41,7 +43,7 @@ pub enum GradeError {
     Fetch { what: String, source: DebError },
     #[error("grade: {step}: cannot run {tool}: {source} (apt-get install {package})")]
     Spawn {
-        step: &'static str,
+        step: String,
         tool: &'static str,
         package: &'static str,
         source: std::io::Error,
@@ -153,12 +155,28 @@ impl GradeOptions {
 /// with Lynis.
 pub fn grade(tree: &Path, opts: &GradeOptions) -> Result<Grade, GradeError> {
     let scanners = Scanners::fetch(&opts.cache, &opts.mirror)?;
+    let started = Instant::now();
     let copy = ThrowAway::of(tree, &opts.work)?;
+    info!(tree = %tree.display(), seconds = started.elapsed().as_secs(), "grade: copied the tree");
     let mut openscap = Vec::new();
     for profile in PROFILES {
-        openscap.push(oscap_eval(&scanners, &copy, profile)?);
+        let started = Instant::now();
+        let score = oscap_eval(&scanners, &copy, profile)?;
+        let (pass, evaluated, seconds) = (score.pass, score.evaluated, started.elapsed().as_secs());
+        info!(
+            profile,
+            pass,
+            evaluated,
+            percent = score.percent,
+            seconds,
+            "grade: oscap"
+        );
+        openscap.push(score);
     }
+    let started = Instant::now();
     let lynis = lynis_audit(&scanners, &copy)?;
+    let seconds = started.elapsed().as_secs();
+    info!(index = lynis.index, version = %lynis.version, seconds, "grade: lynis");
     let failing: BTreeSet<String> = openscap
         .iter()
         .flat_map(|p| p.failing.iter().cloned())
@@ -291,7 +309,7 @@ fn run(
     ok: &[i32],
 ) -> Result<Output, GradeError> {
     let out = cmd.output().map_err(|source| GradeError::Spawn {
-        step: "start",
+        step: step.to_string(),
         tool,
         package,
         source,
