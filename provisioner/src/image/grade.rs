@@ -347,6 +347,14 @@ fn oscap_eval(s: &Scanners, copy: &ThrowAway, profile: &str) -> Result<ProfileSc
         .env("APT_CONFIG", &copy.apt_config);
     let step = format!("evaluate profile {profile}");
     let out = run(&step, "oscap", "openscap-scanner", &mut cmd, &[0, 2])?;
+    if let Some(line) = probe_failure(&String::from_utf8_lossy(&out.stderr)) {
+        return Err(GradeError::Tool {
+            step,
+            tool: "oscap",
+            status: "a probe failed, so its rules would read notapplicable".to_string(),
+            output: line.to_string(),
+        });
+    }
     let xml = std::fs::read_to_string(&results).map_err(|source| GradeError::Io {
         step: "read oscap's results",
         path: results.clone(),
@@ -368,6 +376,15 @@ fn oscap_eval(s: &Scanners, copy: &ThrowAway, profile: &str) -> Result<ProfileSc
         });
     }
     Ok(score)
+}
+
+/// An `E:` line saying a probe could not start (`E: oscap:     dpkginfo_init has failed.`):
+/// oscap still exits 2, with every rule that probe decides `notapplicable`.
+fn probe_failure(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("E: ") && l.contains("has failed"))
+        .map(str::trim)
 }
 
 fn oscap_version() -> Result<String, GradeError> {
@@ -644,6 +661,20 @@ mod tests {
                 .unwrap_err()
                 .contains("hardening_index")
         );
+    }
+
+    #[test]
+    fn a_probe_that_did_not_start_is_caught() {
+        // What oscap 1.3.7 wrote when the build host's apt configuration broke dpkginfo.
+        let broken = "WARNING: Skipping ./security-oval-oval-definitions-bookworm.xml.bz2 file\n\
+                      E: oscap:     dpkginfo_init has failed.\n\
+                      W: oscap:     Requested offline mode is not supported by shadow probe.\n";
+        assert_eq!(
+            probe_failure(broken),
+            Some("E: oscap:     dpkginfo_init has failed.")
+        );
+        let fine = "W: oscap:     Requested offline mode is not supported by uname probe.\n";
+        assert_eq!(probe_failure(fine), None);
     }
 
     #[test]
