@@ -4,8 +4,9 @@
 //! `PROVISIONER_GRADE_TREE=/path/to/tree` names the tree (an image builder's root tree, with
 //! its fstab); `PROVISIONER_GRADE_APPLY=1` applies `images/hardening/anssi-bp28-intermediary.toml`
 //! to it first (the tree is changed). The scanners' `.deb`s come from Debian trixie once and are
-//! cached in `target/grade-cache/`. Without a tree the test says how to run it; in CI (`CI`
-//! set) a missing tree or a missing `oscap` fails it.
+//! cached in `target/grade-cache/`. Without a tree the test says how to run it and passes (the
+//! image build test names its tree); with a tree but no `oscap` it skips, saying what to
+//! install, except in CI (`CI` set), where that fails it.
 
 use std::path::{Path, PathBuf};
 
@@ -23,10 +24,10 @@ fn workspace() -> PathBuf {
 fn tree_or_skip() -> Option<PathBuf> {
     let in_ci = std::env::var("CI").is_ok();
     let Some(tree) = std::env::var_os("PROVISIONER_GRADE_TREE") else {
-        let why = "PROVISIONER_GRADE_TREE unset: build a tree with mmdebstrap (docs/images.md, \
-                   \"Hardening and grade\") and name it";
-        assert!(!in_ci, "{why}");
-        eprintln!("SKIPPED: {why}");
+        eprintln!(
+            "SKIPPED: PROVISIONER_GRADE_TREE unset: build a tree with mmdebstrap \
+             (docs/images.md, \"Hardening and grade\") and name it"
+        );
         return None;
     };
     let has_oscap = std::process::Command::new("oscap")
@@ -45,6 +46,8 @@ fn tree_or_skip() -> Option<PathBuf> {
 #[test]
 fn a_hardened_tree_meets_the_goals() {
     let Some(tree) = tree_or_skip() else { return };
+    // The grade's step lines (with seconds) show with --nocapture.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     if std::env::var("PROVISIONER_GRADE_APPLY").is_ok_and(|v| v == "1") {
         let path = workspace().join("images/hardening/anssi-bp28-intermediary.toml");
         let profile = Profile::load(&path).expect("profile loads");

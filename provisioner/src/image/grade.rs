@@ -11,8 +11,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
 use crate::image::debs::{self, DebError, PrivateApt};
 
@@ -41,7 +43,7 @@ pub enum GradeError {
     Fetch { what: String, source: DebError },
     #[error("grade: {step}: cannot run {tool}: {source} (apt-get install {package})")]
     Spawn {
-        step: &'static str,
+        step: String,
         tool: &'static str,
         package: &'static str,
         source: std::io::Error,
@@ -153,12 +155,28 @@ impl GradeOptions {
 /// with Lynis.
 pub fn grade(tree: &Path, opts: &GradeOptions) -> Result<Grade, GradeError> {
     let scanners = Scanners::fetch(&opts.cache, &opts.mirror)?;
+    let started = Instant::now();
     let copy = ThrowAway::of(tree, &opts.work)?;
+    info!(tree = %tree.display(), seconds = started.elapsed().as_secs(), "grade: copied the tree");
     let mut openscap = Vec::new();
     for profile in PROFILES {
-        openscap.push(oscap_eval(&scanners, &copy, profile)?);
+        let started = Instant::now();
+        let score = oscap_eval(&scanners, &copy, profile)?;
+        let (pass, evaluated, seconds) = (score.pass, score.evaluated, started.elapsed().as_secs());
+        info!(
+            profile,
+            pass,
+            evaluated,
+            percent = score.percent,
+            seconds,
+            "grade: oscap"
+        );
+        openscap.push(score);
     }
+    let started = Instant::now();
     let lynis = lynis_audit(&scanners, &copy)?;
+    let seconds = started.elapsed().as_secs();
+    info!(index = lynis.index, version = %lynis.version, seconds, "grade: lynis");
     let failing: BTreeSet<String> = openscap
         .iter()
         .flat_map(|p| p.failing.iter().cloned())
@@ -291,7 +309,7 @@ fn run(
     ok: &[i32],
 ) -> Result<Output, GradeError> {
     let out = cmd.output().map_err(|source| GradeError::Spawn {
-        step: "start",
+        step: step.to_string(),
         tool,
         package,
         source,
@@ -329,6 +347,14 @@ fn oscap_eval(s: &Scanners, copy: &ThrowAway, profile: &str) -> Result<ProfileSc
         .env("APT_CONFIG", &copy.apt_config);
     let step = format!("evaluate profile {profile}");
     let out = run(&step, "oscap", "openscap-scanner", &mut cmd, &[0, 2])?;
+    if let Some(line) = probe_failure(&String::from_utf8_lossy(&out.stderr)) {
+        return Err(GradeError::Tool {
+            step,
+            tool: "oscap",
+            status: "a probe failed, so its rules would read notapplicable".to_string(),
+            output: line.to_string(),
+        });
+    }
     let xml = std::fs::read_to_string(&results).map_err(|source| GradeError::Io {
         step: "read oscap's results",
         path: results.clone(),
@@ -350,6 +376,15 @@ fn oscap_eval(s: &Scanners, copy: &ThrowAway, profile: &str) -> Result<ProfileSc
         });
     }
     Ok(score)
+}
+
+/// An `E:` line saying a probe could not start (`E: oscap:     dpkginfo_init has failed.`):
+/// oscap still exits 2, with every rule that probe decides `notapplicable`.
+fn probe_failure(stderr: &str) -> Option<&str> {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("E: ") && l.contains("has failed"))
+        .map(str::trim)
 }
 
 fn oscap_version() -> Result<String, GradeError> {
@@ -626,6 +661,20 @@ mod tests {
                 .unwrap_err()
                 .contains("hardening_index")
         );
+    }
+
+    #[test]
+    fn a_probe_that_did_not_start_is_caught() {
+        // What oscap 1.3.7 wrote when the build host's apt configuration broke dpkginfo.
+        let broken = "WARNING: Skipping ./security-oval-oval-definitions-bookworm.xml.bz2 file\n\
+                      E: oscap:     dpkginfo_init has failed.\n\
+                      W: oscap:     Requested offline mode is not supported by shadow probe.\n";
+        assert_eq!(
+            probe_failure(broken),
+            Some("E: oscap:     dpkginfo_init has failed.")
+        );
+        let fine = "W: oscap:     Requested offline mode is not supported by uname probe.\n";
+        assert_eq!(probe_failure(fine), None);
     }
 
     #[test]

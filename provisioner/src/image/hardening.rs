@@ -368,6 +368,14 @@ impl Profile {
                     format!("{} is the root or named twice", m.path),
                 ));
             }
+            let later = &self.mounts[i + 1..];
+            if let Some(parent) = later
+                .iter()
+                .find(|p| m.path.starts_with(&format!("{}/", p.path)))
+            {
+                let what = format!("{} must come after {}, which holds it", m.path, parent.path);
+                return Err(problem(setting, what));
+            }
             if m.size_mib == 0 || !is_word(&m.options) {
                 return Err(problem(
                     setting,
@@ -840,6 +848,14 @@ rules = ["file_permissions_etc_shadow"]
         ));
         let typo = SMALL.replace("size_mib", "size_mb");
         assert!(matches!(load(&typo), Err(HardeningError::Parse { .. })));
+        let child_first = format!(
+            "{SMALL}\n[[mount]]\npath = \"/var/log\"\nsize_mib = 1\noptions = \"nodev\"\nrules = [\"x\"]\n"
+        );
+        let e = load(&child_first).unwrap_err().to_string();
+        assert!(
+            e.contains("mount[0]") && e.contains("after /var/log"),
+            "{e}"
+        );
         let both = SMALL.replace(
             "install = [\"auditd\"]",
             "install = [\"x11\"]\nremove = [\"x11\"]",
