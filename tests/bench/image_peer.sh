@@ -62,7 +62,9 @@ TIMEOUT_S=${TIMEOUT_S:-2400}
 export SOURCE_DATE_EPOCH=1764547200 # the recipe's [build] epoch, 2025-12-01T00:00:00Z
 
 WORK=$(mktemp -d /var/tmp/image_peer.XXXXXX)
+BUILD_PGID=
 cleanup() {
+    if [[ -n $BUILD_PGID ]]; then kill -- "-$BUILD_PGID" 2>/dev/null || true; sleep 2; fi
     # The peers unmount and detach their loop devices themselves; if one was interrupted,
     # undo what is left under WORK (mounts first, deepest first) before removing it.
     local m
@@ -107,6 +109,10 @@ write_debos_recipe() { # write_debos_recipe FILE
     cat >"$1" <<YAML
 architecture: amd64
 actions:
+  - action: run
+    description: DNS through slirp (fakemachine points resolv.conf at systemd-resolved, absent here)
+    chroot: false
+    command: rm -f /etc/resolv.conf && echo 'nameserver 10.0.2.3' > /etc/resolv.conf
   - action: debootstrap
     suite: bookworm
     components: [ main ]
@@ -166,10 +172,19 @@ build_debos() { # build_debos DIR: image in DIR/out/image.raw
     local dir=$1
     mkdir -p "$dir/out" "$dir/tmp"
     write_debos_recipe "$dir/debian12.yaml"
-    TMPDIR="$dir/tmp" timeout "$TIMEOUT_S" debos --fakemachine-backend=uml \
-        --cpus 2 --memory 4096MB --scratchsize 8G \
+    # fakemachine puts its scratch disk in the current directory: run from $dir. The user-mode
+    # Linux machine outlives a killed debos, so debos runs in its own process group, and that
+    # group is killed (by its id) when the build ends, times out, or the script exits.
+    local rc=0
+    (cd "$dir" && TMPDIR="$dir/tmp" exec setsid timeout "$TIMEOUT_S" debos \
+        --fakemachine-backend=uml --cpus 2 --memory 4096MB --scratchsize 8G \
         -e "SOURCE_DATE_EPOCH:$SOURCE_DATE_EPOCH" \
-        --artifactdir "$dir/out" "$dir/debian12.yaml"
+        --artifactdir "$dir/out" "$dir/debian12.yaml") &
+    BUILD_PGID=$!
+    wait "$BUILD_PGID" || rc=$?
+    kill -- "-$BUILD_PGID" 2>/dev/null || true
+    BUILD_PGID=
+    return "$rc"
 }
 
 # timed NAME: build into WORK/NAME, log to WORK/NAME/build.log, set SECONDS_TAKEN.

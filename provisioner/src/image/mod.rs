@@ -10,8 +10,8 @@ pub mod initramfs;
 pub mod ldd;
 mod manifest;
 pub mod modules;
-pub mod os;
 pub mod needed;
+pub mod os;
 mod target;
 
 pub use discovery::{

@@ -266,7 +266,7 @@ fn build_in(
         &table,
         arch,
         &arch_recipe.firmware,
-        &root,
+        &grub_lib,
         &work.join("grub"),
         epoch,
     )?;

@@ -211,10 +211,10 @@ mod tests {
         let cfg = grub_cfg("debian12-hardened", "root=PARTUUID=x ro", true, "");
         assert!(cfg.contains("linux /vmlinuz root=PARTUUID=x ro\n"));
         assert!(cfg.contains("initrd /initrd.img"));
+        assert!(cfg.contains("terminal_output serial console"));
         let cfg = grub_cfg("d", "ro", false, "/boot");
         assert!(cfg.contains("linux /boot/vmlinuz ro\n") && !cfg.contains("serial"));
         assert!(embedded_config("u", "").contains("set prefix=($root)/grub\n"));
-        assert!(cfg.contains("terminal_output serial console"));
         assert_eq!(target(Arch::Arm64, Firmware::Bios), None);
     }
 }

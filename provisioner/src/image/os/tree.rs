@@ -16,14 +16,37 @@ use super::manifest::KernelInfo;
 use super::recipe::Recipe;
 use super::steps::{StepError, Steps};
 
-/// Removes a folder tree if it is there (never following a symlink out of it).
+/// Removes a folder tree if it is there, never following a symlink out of it and never
+/// descending into another filesystem: a bootstrap killed mid-way leaves /proc, /sys and
+/// /dev/pts mounted in its tree, and those must not be emptied. A mount point in the way is an
+/// error that names it.
 pub fn remove_all(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+    let top = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => return std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    remove_within(path, top.dev())
+}
+
+fn remove_within(dir: &Path, dev: u64) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        let m = std::fs::symlink_metadata(&p)?;
+        if m.is_dir() {
+            if m.dev() != dev {
+                return Err(std::io::Error::other(format!(
+                    "{} is a mount point (left by a bootstrap that was killed?): unmount it first",
+                    p.display()
+                )));
+            }
+            remove_within(&p, dev)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
     }
+    std::fs::remove_dir(dir)
 }
 
 /// Copies a folder tree as it is (`cp -a`).
@@ -243,6 +266,16 @@ pub fn write_boot_config(
         &root.join("boot/grub/grub.cfg"),
         &grub::grub_cfg(&title, cmdline, serial, boot_dir),
         0o600,
+    )?;
+    // Every separate filesystem waits for its device; systemd gives each 90 s, which a server
+    // with many disks and controllers (or an emulated test node) can pass while udev settles.
+    write(
+        steps,
+        &root.join("etc/systemd/system.conf.d/60-provisioner-device-timeout.conf"),
+        "# Written by provisioner image build: the separate filesystems wait up to 5 minutes\n\
+         # for their devices (systemd's default is 90 s) before the boot gives up.\n\
+         [Manager]\nDefaultDeviceTimeoutSec=300\n",
+        0o644,
     )?;
     // Kernel links inside /boot (it may be its own filesystem, which GRUB reads alone), kept
     // current by kernel updates on the node.
@@ -464,6 +497,41 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o7777, 0o1777);
+    }
+
+    #[test]
+    fn remove_all_takes_files_links_and_folders_but_not_what_a_link_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep");
+        std::fs::create_dir(&keep).unwrap();
+        std::fs::write(keep.join("precious"), "x").unwrap();
+        let gone = dir.path().join("gone");
+        std::fs::create_dir_all(gone.join("a/b")).unwrap();
+        std::fs::write(gone.join("a/b/f"), "x").unwrap();
+        symlink(&keep, gone.join("a/link")).unwrap();
+        remove_all(&gone).unwrap();
+        assert!(!gone.exists());
+        assert!(keep.join("precious").is_file());
+        remove_all(&gone).unwrap();
+        // A filesystem mounted inside (as a killed bootstrap leaves /proc or /dev/pts) is
+        // refused by name, and nothing in it is touched. Mounting needs root.
+        if nix::unistd::geteuid().is_root() {
+            let mnt = gone.join("proc");
+            std::fs::create_dir_all(&mnt).unwrap();
+            let mounted = Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(&mnt)
+                .status();
+            if mounted.is_ok_and(|s| s.success()) {
+                std::fs::write(mnt.join("inside"), "x").unwrap();
+                let e = remove_all(&gone).unwrap_err();
+                let inside = mnt.join("inside").is_file();
+                let _ = Command::new("umount").arg(&mnt).status();
+                assert!(e.to_string().contains("mount point"), "{e}");
+                assert!(inside, "a file in the mounted filesystem was removed");
+                remove_all(&gone).unwrap();
+            }
+        }
     }
 
     #[test]
