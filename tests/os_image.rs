@@ -115,7 +115,8 @@ fn boots_to_login(disk: &Path, uefi: bool, dir: &Path) -> Duration {
         .stderr(Stdio::null())
         .spawn()
         .expect("start qemu"));
-    let limit = Duration::from_secs(420);
+    // The hardened kernel (slub_debug, page_poison, audit) boots slowly under TCG.
+    let limit = Duration::from_secs(900);
     loop {
         let text = std::fs::read_to_string(&console).unwrap_or_default();
         if text.contains("login:") {
