@@ -682,6 +682,15 @@ fn main() -> anyhow::Result<()> {
                     discovery_cmdline: args.discovery_cmdline,
                 },
             )?;
+            // The key that signs image manifests is made on first start.
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+            let key = provisioner::keys::ApplianceKey::load_or_create(&config.data_dir)?;
+            info!(
+                key = %key.public.id_hex(),
+                public = %provisioner::keys::ApplianceKey::public_path(&config.data_dir).display(),
+                "appliance signing key"
+            );
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
