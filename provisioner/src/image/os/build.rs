@@ -168,6 +168,7 @@ fn build_in(
             applied.rules.len()
         ));
     }
+    tree::drop_build_records(steps, &root)?;
 
     steps.begin("partition table, fstab and bootloader configuration");
     let mounts: Vec<Mount> = profile

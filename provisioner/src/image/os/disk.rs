@@ -120,7 +120,9 @@ pub fn time_script(src: &Path, epoch: u64) -> std::io::Result<String> {
                 "{inside:?}: a name with a quote or newline cannot be given to debugfs"
             )));
         }
-        for field in ["ctime", "crtime"] {
+        // Access times too: reading the tree after its times were clamped (GRUB's modules,
+        // the split's listing of mount points) moves them.
+        for field in ["ctime", "crtime", "atime"] {
             script +=
                 &format!("sif \"{inside}\" {field} @{epoch}\nsif \"{inside}\" {field}_extra 0\n");
         }
@@ -317,6 +319,7 @@ mod tests {
         assert!(s.starts_with("sif \"/\" ctime @42\n"), "{s}");
         assert!(s.contains("sif \"/a/b/c d\" crtime @42\n"));
         assert_eq!(s.matches("ctime @42").count(), 4);
+        assert_eq!(s.matches("atime @42").count(), 4);
         std::fs::write(dir.path().join("a/x\\x2dy"), "x").unwrap();
         assert!(
             time_script(dir.path(), 42)

@@ -86,7 +86,15 @@ pub fn bootstrap(
     }
     let cache_s = cache.display().to_string();
     let mut cmd = Command::new("mmdebstrap");
+    // Python's string hashing orders the sets that maintainer scripts compile into .pyc files:
+    // a fixed seed, derived from the recipe, makes them the same bytes on every build.
+    let hash_seed = u32::from_be_bytes(
+        super::layout::derived_guid(&recipe.name, &recipe.version).as_bytes()[..4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    );
     cmd.env("SOURCE_DATE_EPOCH", recipe.build.epoch.to_string())
+        .env("PYTHONHASHSEED", hash_seed.to_string())
         .env("LC_ALL", "C.UTF-8")
         .args(["--mode=root", "--format=directory"])
         .arg(format!("--variant={}", recipe.base.variant))
@@ -222,6 +230,30 @@ pub fn leave_identity_to_first_boot(steps: &mut Steps, root: &Path) -> Result<()
         "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
         0o644,
     )?;
+    Ok(())
+}
+
+/// What records the time of the build rather than the image: dpkg's and apt's logs of the
+/// hardening profile's purges, and apt-show-versions' caches (Perl hash order; its apt hook
+/// makes them again on the node's first apt run).
+pub fn drop_build_records(steps: &mut Steps, root: &Path) -> Result<(), StepError> {
+    for f in [
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/apt/history.log",
+        "var/log/apt/term.log",
+        "var/log/apt/eipp.log.xz",
+        "var/cache/apt/pkgcache.bin",
+        "var/cache/apt/srcpkgcache.bin",
+        "var/cache/apt-show-versions/apackages-multiarch",
+        "var/cache/apt-show-versions/ipackages-multiarch",
+        "var/cache/apt-show-versions/files",
+    ] {
+        let p = root.join(f);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            std::fs::remove_file(&p).map_err(steps.io(format!("cannot remove /{f}")))?;
+        }
+    }
     Ok(())
 }
 
