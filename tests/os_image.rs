@@ -118,7 +118,9 @@ fn boots_to_login(disk: &Path, uefi: bool, dir: &Path) -> Duration {
     // The hardened kernel (slub_debug, page_poison, audit) boots slowly under TCG.
     let limit = Duration::from_secs(900);
     loop {
-        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        // Firmware writes bytes that are not UTF-8 (OVMF's screen codes): read them lossily.
+        let text =
+            String::from_utf8_lossy(&std::fs::read(&console).unwrap_or_default()).into_owned();
         if text.contains("login:") {
             return started.elapsed();
         }
