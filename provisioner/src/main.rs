@@ -185,6 +185,10 @@ struct BuildArgs {
     /// Build only: do not import the image into the library.
     #[arg(long)]
     no_import: bool,
+    /// Keep OUT/work, the root tree and its split into filesystems (about a gigabyte), to
+    /// look at or to compare two builds file by file.
+    #[arg(long)]
+    keep_work: bool,
     /// Downloaded packages, kept between builds (default DATA_DIR/cache).
     #[arg(long, value_name = "DIR", env = "PROVISIONER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -862,6 +866,7 @@ fn image_build(args: BuildArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.unwrap_or(config.cache_dir.clone()),
         agent: args.agent,
         grade: !args.no_grade,
+        keep_work: args.keep_work,
         quiet: false,
     })?;
     let m = &built.manifest;

@@ -56,6 +56,9 @@ pub struct OsBuildOptions {
     pub agent: Option<PathBuf>,
     /// Skip the OpenSCAP and Lynis grade (the manifest then says it was not graded).
     pub grade: bool,
+    /// Keep `OUT/work` (the root tree and its per-filesystem split) after the build, to see
+    /// what went into each filesystem or to compare two builds file by file.
+    pub keep_work: bool,
     pub quiet: bool,
 }
 
@@ -98,7 +101,9 @@ pub fn build(opts: &OsBuildOptions) -> Result<OsBuilt, OsBuildError> {
         &work,
     );
     // The work tree is a gigabyte; the log stays, and the error names it.
-    let _ = tree::remove_all(&work);
+    if !opts.keep_work {
+        let _ = tree::remove_all(&work);
+    }
     let (manifest, seconds) = result?;
     Ok(OsBuilt {
         dir: opts.out.clone(),
@@ -248,7 +253,8 @@ fn build_in(
     let grub_lib = work.join("grub-lib");
     tree::copy_tree(&root.join("usr/lib/grub"), &grub_lib)
         .map_err(steps.io("cannot copy GRUB's modules"))?;
-    let sources = tree::split(&root, work, &table).map_err(steps.io("cannot split the tree"))?;
+    let sources =
+        tree::split(&root, work, &table, epoch).map_err(steps.io("cannot split the tree"))?;
 
     steps.begin(&format!(
         "{} MiB raw disk: GPT and filesystems",

@@ -427,8 +427,14 @@ use std::os::unix::fs::MetadataExt;
 
 /// Moves each separate filesystem's content out of `root` into `work/fs-NAME`, deepest mount
 /// first, leaving its mount point empty (with its mode); the ESP starts empty. Returns the
-/// source folder of each ext4 partition by name.
-pub fn split(root: &Path, work: &Path, table: &Table) -> std::io::Result<Vec<(String, PathBuf)>> {
+/// source folder of each ext4 partition by name. The moves change the times of the mount
+/// points they empty, so every tree is clamped to `epoch` again afterwards.
+pub fn split(
+    root: &Path,
+    work: &Path,
+    table: &Table,
+    epoch: u64,
+) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut mounted: Vec<_> = table
         .partitions
         .iter()
@@ -463,6 +469,9 @@ pub fn split(root: &Path, work: &Path, table: &Table) -> std::io::Result<Vec<(St
         out.push((p.name.clone(), to));
     }
     out.push(("root".to_string(), root.to_path_buf()));
+    for (_, tree) in &out {
+        clamp_times(tree, epoch)?;
+    }
     Ok(out)
 }
 
@@ -512,8 +521,10 @@ mod tests {
             root_options: "defaults",
         })
         .unwrap();
+        let epoch = 1_700_000_000;
+        clamp_times(&root, epoch).unwrap();
         let work = dir.path().join("work");
-        let sources = split(&root, &work, &table).unwrap();
+        let sources = split(&root, &work, &table, epoch).unwrap();
         let names: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["var-log-audit", "var", "tmp", "root"]);
         assert!(work.join("fs-var-log-audit/audit.log").is_file());
@@ -529,6 +540,25 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o7777, 0o1777);
+        // Emptying a mount point is a change to it: the split must not leave today's time
+        // there (two builds would differ by it).
+        for (name, tree) in &sources {
+            for p in [
+                tree.clone(),
+                tree.join("log"),
+                tree.join("var"),
+                tree.join("tmp"),
+            ] {
+                if let Ok(m) = std::fs::symlink_metadata(&p) {
+                    assert!(
+                        m.mtime() <= epoch as i64,
+                        "{name}: {} has {}",
+                        p.display(),
+                        m.mtime()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
