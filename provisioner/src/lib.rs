@@ -15,6 +15,7 @@ pub mod events;
 pub mod firmware;
 pub mod http;
 pub mod image;
+pub mod install;
 pub mod keys;
 pub mod lab;
 pub mod lifecycle;
