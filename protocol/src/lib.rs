@@ -115,6 +115,30 @@ pub struct Disk {
     pub serial: Option<String>,
     pub nvme: bool,
     pub rotational: bool,
+    /// World Wide Name as udev's `ID_WWN` has it, which is what Ironic's `wwn` hint matches:
+    /// `0x5000c500a1b2c3d4` for SCSI and SATA (the NAA designator of VPD page 0x83), the
+    /// namespace's `wwid` as the kernel writes it for NVMe (`eui.0025385b71b4d6a0`).
+    /// The fields from here on are absent from reports of older agents.
+    #[serde(default)]
+    pub wwn: Option<String>,
+    /// udev's `ID_WWN_WITH_EXTENSION`: the whole 16-byte NAA of a SCSI disk that has one
+    /// (`0x6d0946606a8b1c002d6b1e0f12345678`), else the same as `wwn`. None for NVMe.
+    #[serde(default)]
+    pub wwn_with_extension: Option<String>,
+    /// udev's `ID_WWN_VENDOR_EXTENSION`: the last 8 bytes of a 16-byte NAA.
+    #[serde(default)]
+    pub wwn_vendor_extension: Option<String>,
+    /// `device/vendor` in sysfs, trimmed: `ATA` for SATA disks, the SCSI vendor of SAS
+    /// disks and RAID volumes, the virtio vendor id of virtio-blk (`0x1af4`); none for NVMe.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// SCSI `host:channel:target:lun`, for disks on the SCSI layer (SATA, SAS, virtio-scsi).
+    #[serde(default)]
+    pub hctl: Option<String>,
+    /// The disk's name under `/dev/disk/by-path/` as udev's `path_id` makes it
+    /// (`pci-0000:3c:00.0-nvme-1`), computed from sysfs: stable for a slot across boots.
+    #[serde(default)]
+    pub by_path: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

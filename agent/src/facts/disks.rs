@@ -1,4 +1,11 @@
-//! Disks: the block devices in `/sys/block` that are hardware, with size, model and serial.
+//! Disks: the block devices in `/sys/block` that are hardware, with size, model, serial
+//! and what OpenStack Ironic's root device hints match on (WWN, vendor, SCSI address,
+//! `/dev/disk/by-path/` name), read the way udev reads them: the discovery image has no udev.
+
+mod by_path;
+mod wwn;
+
+use std::fs;
 
 use provisioner_protocol::Disk;
 
@@ -29,6 +36,8 @@ pub fn read(tree: &mut Tree) -> Vec<Disk> {
         if tree.quiet(&format!("{dir}/hidden")).as_deref() == Some("1") {
             continue;
         }
+        let vendor = tree.optional(&format!("{dir}/device/vendor"));
+        let wwn = wwn::read(tree, &name, &dir, vendor.as_deref());
         disks.push(Disk {
             size_bytes: tree
                 .number::<u64>(&format!("{dir}/size"))
@@ -39,10 +48,24 @@ pub fn read(tree: &mut Tree) -> Vec<Disk> {
             rotational: tree
                 .required(&format!("{dir}/queue/rotational"))
                 .is_some_and(|r| r == "1"),
+            wwn: wwn.as_ref().map(|w| w.wwn.clone()),
+            wwn_with_extension: wwn.as_ref().and_then(|w| w.with_extension.clone()),
+            wwn_vendor_extension: wwn.and_then(|w| w.vendor_extension),
+            vendor,
+            hctl: hctl(tree, &dir),
+            by_path: by_path::of(tree, &dir),
             name,
         });
     }
     disks
+}
+
+/// The SCSI address of a disk on the SCSI layer: its `device` is the SCSI device, named
+/// `host:channel:target:lun` by the kernel. virtio-blk and NVMe disks have none.
+fn hctl(tree: &Tree, dir: &str) -> Option<String> {
+    let target = fs::read_link(tree.path(&format!("{dir}/device"))).ok()?;
+    let name = target.file_name()?.to_str()?;
+    by_path::parse_hctl(name).map(|_| name.to_string())
 }
 
 /// Where the serial number is depends on the driver: NVMe has it on the controller (or the

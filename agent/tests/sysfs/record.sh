@@ -50,13 +50,47 @@ for c in /sys/devices/system/cpu/cpu[0-9]*; do
     copy "$c/topology/physical_package_id"
     copy "$c/topology/core_id"
 done
+# What udev's path_id reads on the way from a disk up to its PCI function
+# (agent/src/facts/disks/by_path.rs): each device's subsystem link, every hostN beside a SCSI
+# host (path_id numbers hosts from the lowest), ATA port numbers, SAS addresses and PHYs.
+record_path() {
+    local d h
+    d=$(realpath "$1")
+    while [ "$d" != /sys/devices ] && [ "$d" != / ]; do
+        if [ -L "$d/subsystem" ]; then copy "$d/subsystem"; fi
+        case ${d##*/} in
+            host[0-9]*)
+                for h in "${d%/*}"/host[0-9]*; do mkdir -p "$DEST$h"; done
+                copy "/sys/class/ata_port/$(basename "${d%/*}")/port_no" ;;
+            end_device-*|expander-*)
+                copy "/sys/class/sas_device/${d##*/}/sas_address"
+                copy "/sys/class/sas_device/${d##*/}/phy_identifier" ;;
+            port-*)
+                copy "/sys/class/sas_port/${d##*/}/num_phys" ;;
+        esac
+        d=${d%/*}
+    done
+}
+
 for b in /sys/block/*; do
     copy "$b"
     # The readers skip these by name (agent/src/facts/disks.rs): the link is enough.
     case ${b##*/} in loop*|ram*|zram*|dm-*|md*|sr*|fd*|nbd*) continue ;; esac
-    for f in size hidden serial queue/rotational device/model device/serial device/vpd_pg80; do
+    for f in size hidden serial queue/rotational device/model device/serial device/vpd_pg80 \
+             device/vendor device/vpd_pg83 device/wwid wwid nsid; do
         copy "$b/$f"
     done
+    record_path "$b"
+    # With NVMe multipath, path_id goes on from the controller the disk's name carries.
+    case ${b##*/} in
+        nvme*)
+            c=${b##*/nvme}
+            c=nvme${c%%[!0-9]*}
+            if [ -e "/sys/class/nvme/$c" ]; then
+                copy "/sys/class/nvme/$c/subsystem"
+                record_path "/sys/class/nvme/$c"
+            fi ;;
+    esac
 done
 for n in /sys/class/net/*; do
     copy "$n/address"

@@ -21,8 +21,9 @@
 //!   the key repeated, `size=>=800;size=<=4000`. Ironic's legacy `=` (meaning `>=`) is
 //!   refused: in the compact form `size==100` would read as "equal".
 //! - A hint on an attribute a disk lacks does not match it, whatever the operator (Ironic
-//!   skips such a disk). The inspection facts do not carry `vendor`, `wwn*`, `by_path` or
-//!   `hctl` yet, so those hints parse but match no disk until the agent reports them.
+//!   skips such a disk): virtio disks have no `wwn`, NVMe ones no `vendor` or `hctl`.
+//!   `by_path` is udev's `ID_PATH` as the agent derives it from sysfs (SATA:
+//!   `pci-0000:00:1f.2-ata-1.0`, not the older `-ata-1` link).
 //! - No hints: Ironic's default, the smallest disk of at least 4 GiB; two disks of that
 //!   same size are refused rather than picked by kernel name.
 
@@ -125,15 +126,14 @@ impl Attribute {
     fn of(self, disk: &Disk) -> Option<&str> {
         match self {
             Attribute::Serial => disk.serial.as_deref(),
+            Attribute::Wwn => disk.wwn.as_deref(),
+            Attribute::WwnWithExtension => disk.wwn_with_extension.as_deref(),
+            Attribute::WwnVendorExtension => disk.wwn_vendor_extension.as_deref(),
+            Attribute::ByPath => disk.by_path.as_deref(),
             Attribute::Model => disk.model.as_deref(),
+            Attribute::Vendor => disk.vendor.as_deref(),
             Attribute::Name => Some(&disk.name),
-            // Not in the inspection facts (`provisioner_protocol::Disk`) yet.
-            Attribute::Wwn
-            | Attribute::WwnWithExtension
-            | Attribute::WwnVendorExtension
-            | Attribute::ByPath
-            | Attribute::Vendor
-            | Attribute::Hctl => None,
+            Attribute::Hctl => disk.hctl.as_deref(),
         }
     }
 
@@ -801,6 +801,7 @@ mod tests {
             serial: Some(serial.to_string()),
             nvme: name.starts_with("nvme"),
             rotational,
+            ..Disk::default()
         }
     }
 
@@ -915,18 +916,97 @@ mod tests {
         }
     }
 
+    /// [`node`] with what the agent reads for Ironic's other hints: the NVMe drives'
+    /// namespace WWIDs and slots, the SATA disk's WWN and port, and a RAID volume with a
+    /// 16-byte NAA.
+    fn node_with_ids() -> Vec<Disk> {
+        let mut disks = node();
+        for (disk, (slot, wwid)) in disks.iter_mut().zip([
+            ("17", "eui.002538b111b2c3d4"),
+            ("18", "eui.36344730526001520025384500000001"),
+        ]) {
+            disk.wwn = Some(wwid.to_string());
+            disk.by_path = Some(format!("pci-0000:{slot}:00.0-nvme-1"));
+        }
+        let sda = &mut disks[2];
+        sda.wwn = Some("0x5000c500a1b2c3d4".to_string());
+        sda.wwn_with_extension = sda.wwn.clone();
+        sda.vendor = Some("ATA".to_string());
+        sda.hctl = Some("0:0:0:0".to_string());
+        sda.by_path = Some("pci-0000:00:17.0-ata-1.0".to_string());
+        disks.push(Disk {
+            wwn: Some("0x6d0946606a8b1c00".to_string()),
+            wwn_with_extension: Some("0x6d0946606a8b1c002d6b1e0f12345678".to_string()),
+            wwn_vendor_extension: Some("0x2d6b1e0f12345678".to_string()),
+            vendor: Some("DELL".to_string()),
+            hctl: Some("0:2:0:0".to_string()),
+            by_path: Some("pci-0000:65:00.0-scsi-0:2:0:0".to_string()),
+            ..disk(
+                "sdb",
+                1_919_850_381_312,
+                "PERC H755 Front",
+                "00a1b2c3",
+                false,
+            )
+        });
+        disks
+    }
+
     #[test]
-    fn hints_on_facts_not_reported_match_no_disk() {
-        let disks = node();
+    fn hints_on_wwn_vendor_hctl_and_by_path_choose_their_disk() {
+        let cases = [
+            ("wwn=0x5000c500a1b2c3d4", "sda"),
+            ("wwn=5000C500A1B2C3D4", "sda"),
+            ("wwn=eui.002538b111b2c3d4", "nvme0n1"),
+            ("wwn=<in> 36344730", "nvme1n1"),
+            ("wwn=0x6d0946606a8b1c00", "sdb"),
+            ("wwn_with_extension=0x5000c500a1b2c3d4", "sda"),
+            ("wwn_with_extension=6d0946606a8b1c002d6b1e0f12345678", "sdb"),
+            ("wwn_vendor_extension=0x2d6b1e0f12345678", "sdb"),
+            ("wwn_vendor_extension=<in> 2d6b", "sdb"),
+            ("vendor=ata", "sda"),
+            ("vendor=<or> dell <or> hp", "sdb"),
+            // NVMe has no SCSI vendor: `s!=` does not choose it.
+            ("vendor=s!= ATA", "sdb"),
+            ("hctl=0:0:0:0", "sda"),
+            ("hctl=s!= 0:0:0:0", "sdb"),
+            ("by_path=pci-0000:18:00.0-nvme-1", "nvme1n1"),
+            (
+                "by_path=/dev/disk/by-path/pci-0000:17:00.0-nvme-1",
+                "nvme0n1",
+            ),
+            ("by_path=pci-0000:00:17.0-ata-1.0", "sda"),
+            ("by_path=<in> scsi-0:2:0:0", "sdb"),
+            ("wwn=<in> eui.;size=<1000", "nvme0n1"),
+        ];
+        let disks = node_with_ids();
+        for (compact, want) in cases {
+            let got = choose(&hints(compact), &disks).map(|d| d.name.as_str());
+            assert_eq!(got, Ok(want), "{compact}");
+        }
+    }
+
+    #[test]
+    fn hints_on_ids_a_disk_lacks_or_no_disk_has_match_none() {
+        let disks = node_with_ids();
         for compact in [
+            "wwn=0x5000c500a1b2c3d5",
+            "wwn_with_extension=eui.002538b111b2c3d4",
+            "wwn_vendor_extension=0x5000c500a1b2c3d4",
             "vendor=Samsung",
-            "wwn=0x5000c500a1b2c3d4",
-            "wwn_with_extension=0x1",
-            "wwn_vendor_extension=0x2",
-            "by_path=pci-0000:17:00.0-nvme-1",
-            "hctl=0:0:0:0",
+            "by_path=pci-0000:17:00.0-nvme-2",
+            "hctl=0:0:1:0",
         ] {
             let got = choose(&hints(compact), &disks);
+            assert!(
+                matches!(got, Err(HintError::NoMatch { .. })),
+                "{compact}: {got:?}"
+            );
+        }
+        // Facts from an agent that did not report them: no disk has any.
+        let reported_before = node();
+        for compact in ["vendor=ATA", "wwn=0x5000c500a1b2c3d4", "hctl=s!= 9:9:9:9"] {
+            let got = choose(&hints(compact), &reported_before);
             assert!(
                 matches!(got, Err(HintError::NoMatch { .. })),
                 "{compact}: {got:?}"
