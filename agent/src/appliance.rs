@@ -7,9 +7,10 @@ use std::io;
 use std::time::Duration;
 
 use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::install::InstallReport;
 use provisioner_protocol::{
-    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, PATH_PROGRESS,
-    ProgressReport, Refusal,
+    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_NEXT,
+    PATH_PROGRESS, ProgressReport, Refusal,
 };
 use ureq::http::StatusCode;
 
@@ -61,6 +62,11 @@ impl Appliance {
     /// `POST {url}/api/v1/agent/burnin`.
     pub fn burnin(&self, report: &BurnInReport) -> Answer<()> {
         self.post(PATH_BURNIN, report, "the burn-in")
+    }
+
+    /// `POST {url}/api/v1/agent/install`.
+    pub fn install(&self, report: &InstallReport) -> Answer<()> {
+        self.post(PATH_INSTALL, report, "the install report")
     }
 
     /// `POST {url}/api/v1/agent/progress`.

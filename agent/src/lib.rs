@@ -8,6 +8,8 @@ pub mod backoff;
 pub mod burnin;
 pub mod cmdline;
 pub mod facts;
+pub mod install;
+pub mod installing;
 pub mod netup;
 pub mod power;
 pub mod progress;

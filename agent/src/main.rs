@@ -16,9 +16,10 @@ use provisioner_agent::netup::{self, Up};
 use provisioner_agent::power::{self, PowerAction};
 use provisioner_agent::progress::Progress;
 use provisioner_agent::session::{self, Ending, Node};
-use provisioner_agent::{burnin, facts};
+use provisioner_agent::{burnin, facts, installing};
 use provisioner_protocol::Facts;
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
+use provisioner_protocol::install::{InstallPlan, InstallReport};
 
 /// A call to the appliance that takes longer than this is failed and retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -186,6 +187,21 @@ impl Node for Console<'_> {
         let facts = facts::collect(&self.root);
         let progress = &mut self.progress;
         let report = burnin::run(plan, &facts, &mut |line: &str| {
+            say(line);
+            if let Some(trouble) = progress.line(line, Instant::now()) {
+                say(&trouble);
+            }
+        });
+        if let Some(trouble) = progress.flush(Instant::now()) {
+            say(&trouble);
+        }
+        report
+    }
+
+    fn install(&mut self, plan: &InstallPlan) -> InstallReport {
+        let facts = facts::collect(&self.root);
+        let progress = &mut self.progress;
+        let report = installing::run(plan, &facts, &self.root.join("dev"), &mut |line: &str| {
             say(line);
             if let Some(trouble) = progress.line(line, Instant::now()) {
                 say(&trouble);

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
+use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport};
 use provisioner_protocol::{Facts, InspectionReport, Instruction};
 
 use crate::appliance::{Answer, Appliance};
@@ -15,6 +16,7 @@ use crate::cmdline::MacAddr;
 pub trait Api {
     fn report(&self, report: &InspectionReport) -> Answer<()>;
     fn burnin(&self, report: &BurnInReport) -> Answer<()>;
+    fn install(&self, report: &InstallReport) -> Answer<()>;
     fn next(&self, mac: &str) -> Answer<Instruction>;
 }
 
@@ -25,6 +27,10 @@ impl Api for Appliance {
 
     fn burnin(&self, report: &BurnInReport) -> Answer<()> {
         Appliance::burnin(self, report)
+    }
+
+    fn install(&self, report: &InstallReport) -> Answer<()> {
+        Appliance::install(self, report)
     }
 
     fn next(&self, mac: &str) -> Answer<Instruction> {
@@ -42,6 +48,9 @@ pub trait Node {
     /// Runs the burn-in the appliance asked for; every device's results, or why it could not
     /// be validated.
     fn burn_in(&mut self, plan: &BurnInPlan) -> BurnInReport;
+    /// Writes the image the appliance named to the disk it chose; how it went (the report's
+    /// `mac` is filled in by the session).
+    fn install(&mut self, plan: &InstallPlan) -> InstallReport;
 }
 
 /// How the session ends: the node is to go down, and why.
@@ -90,8 +99,43 @@ pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
                 results.mac = Some(*mac);
                 send_burnin(api, &results, node);
             }
+            Instruction::Install { plan } => {
+                report_due = false;
+                let mut result = node.install(&plan);
+                result.mac = *mac;
+                send_install(api, &result, node);
+            }
             Instruction::PowerOff { reason } => return Ending::PowerOff { reason },
             Instruction::Reboot { reason } => return Ending::Reboot { reason },
+        }
+    }
+}
+
+/// Sends how the install went until the appliance takes or refuses it; either way the
+/// appliance then says what comes next (reboot into the disk, or power off failed).
+fn send_install(api: &impl Api, result: &InstallReport, node: &mut impl Node) {
+    let mut backoff = Backoff::default();
+    loop {
+        match api.install(result) {
+            Answer::Done(()) => {
+                node.say(&match &result.outcome {
+                    InstallOutcome::Written => format!(
+                        "reported the install of {}: {} MiB written and read back in {:.0} s",
+                        result.image,
+                        result.written_bytes >> 20,
+                        result.seconds
+                    ),
+                    InstallOutcome::Failed { stage, reason } => {
+                        format!("reported the failed install ({stage}): {reason}")
+                    }
+                });
+                return;
+            }
+            Answer::Refused(why) => {
+                node.say(&format!("{why}; asking what to do next"));
+                return;
+            }
+            Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
         }
     }
 }
@@ -201,6 +245,17 @@ mod tests {
                 .expect("no more scripted report answers")
         }
 
+        fn install(&self, report: &InstallReport) -> Answer<()> {
+            self.sent.borrow_mut().push(format!(
+                "install {} {} ({:?})",
+                report.mac, report.image, report.outcome
+            ));
+            self.reports
+                .borrow_mut()
+                .pop_front()
+                .expect("no more scripted report answers")
+        }
+
         fn next(&self, mac: &str) -> Answer<Instruction> {
             self.sent.borrow_mut().push(format!("next {mac}"));
             self.instructions
@@ -239,6 +294,19 @@ mod tests {
             BurnInReport {
                 mac: None,
                 devices: vec![Default::default(); 2],
+            }
+        }
+
+        fn install(&mut self, plan: &InstallPlan) -> InstallReport {
+            self.lines
+                .push(format!("install {} on {}", plan.image, plan.disk.name));
+            InstallReport {
+                mac: Default::default(),
+                image: plan.image.clone(),
+                outcome: InstallOutcome::Written,
+                written_bytes: 4 << 20,
+                received_bytes: 1 << 20,
+                seconds: 2.0,
             }
         }
     }
@@ -284,6 +352,54 @@ mod tests {
         );
         assert_eq!(node.slept, [1, 2, 4]);
         assert_eq!(api.sent.borrow().len(), 5);
+    }
+
+    #[test]
+    fn an_install_is_written_reported_with_the_mac_then_the_node_reboots_into_its_disk() {
+        let api = Scripted::default();
+        api.reports.borrow_mut().extend([
+            Answer::Done(()),
+            retry("appliance answered 503 Service Unavailable"),
+            Answer::Done(()),
+        ]);
+        let plan: InstallPlan = serde_json::from_value(serde_json::json!({
+            "image": "img-1", "url": "http://a/i.zst", "sha256": "00", "raw_sha256": "00",
+            "raw_bytes": 1, "bmap_url": "http://a/i.bmap", "bmap_sha256": "00",
+            "disk": { "name": "vdb", "size_bytes": 2, "serial": "S1", "hints": "serial=S1" },
+            "first_boot": { "hostname": "h", "ssh_authorized_keys": [], "ntp": [],
+                "apt_sources": [], "credential": "c" }
+        }))
+        .unwrap();
+        api.instructions.borrow_mut().extend([
+            Answer::Done(Instruction::Install {
+                plan: Box::new(plan),
+            }),
+            Answer::Done(Instruction::Reboot {
+                reason: "written".into(),
+            }),
+        ]);
+        let mut node = Recorder::default();
+        let ending = run(&api, &mac(), &mut node);
+        assert_eq!(
+            ending,
+            Ending::Reboot {
+                reason: "written".into()
+            }
+        );
+        let sent = api.sent.borrow();
+        assert_eq!(
+            sent[2], "install 52:54:00:12:34:56 img-1 (Written)",
+            "{sent:?}"
+        );
+        assert_eq!(sent[3], sent[2], "retried after the 503");
+        assert!(node.lines.contains(&"install img-1 on vdb".to_string()));
+        assert!(
+            node.lines
+                .iter()
+                .any(|l| l.starts_with("reported the install of img-1: 4 MiB")),
+            "{:?}",
+            node.lines
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod burnin;
 pub mod ids;
+pub mod install;
 
 pub use ids::{BadId, BadMac, MacAddr, RackId, SlotId};
 
@@ -25,6 +26,7 @@ pub const PATH_INSPECTION: &str = "/api/v1/agent/inspection";
 pub const PATH_NEXT: &str = "/api/v1/agent/next";
 pub const PATH_BURNIN: &str = "/api/v1/agent/burnin";
 pub const PATH_PROGRESS: &str = "/api/v1/agent/progress";
+pub const PATH_INSTALL: &str = "/api/v1/agent/install";
 
 /// `POST /api/v1/agent/progress`: console lines of a long step (burn-in), sent as they come,
 /// so the appliance shows where a node is before its report.
@@ -190,6 +192,8 @@ pub enum Instruction {
     Reboot { reason: String },
     /// Run the burn-in and report it (`POST /api/v1/agent/burnin`).
     BurnIn { plan: burnin::BurnInPlan },
+    /// Write an OS image to a disk and report it (`POST /api/v1/agent/install`).
+    Install { plan: Box<install::InstallPlan> },
 }
 
 /// Why a call was refused.

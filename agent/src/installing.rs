@@ -1,0 +1,179 @@
+//! `Instruction::Install` on the node: the disk the appliance chose is checked against what the
+//! node has now (name, size, serial: the hardware may have changed since inspection), then
+//! written by [`crate::install::write_image`], and the outcome becomes the report. Only that
+//! one disk is opened for writing.
+
+use std::path::Path;
+use std::time::Instant;
+
+use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport};
+use provisioner_protocol::{Disk, Facts};
+
+use crate::install::{self, ImageSource, Progress, WriteOptions};
+
+/// Why the planned disk is not the one to write, or `None` when it is.
+pub fn disk_mismatch(plan: &InstallPlan, disks: &[Disk]) -> Option<String> {
+    let want = &plan.disk;
+    let Some(have) = disks.iter().find(|d| d.name == want.name) else {
+        let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+        return Some(format!(
+            "disk {} (chosen by {}) is not on this node now (it has: {})",
+            want.name,
+            want.hints,
+            names.join(", ")
+        ));
+    };
+    if have.size_bytes != want.size_bytes {
+        return Some(format!(
+            "disk {} has {} bytes now, {} at inspection",
+            want.name, have.size_bytes, want.size_bytes
+        ));
+    }
+    if want.serial.is_some() && have.serial != want.serial {
+        return Some(format!(
+            "disk {} has serial {} now, {} at inspection",
+            want.name,
+            have.serial.as_deref().unwrap_or("(none)"),
+            want.serial.as_deref().unwrap_or("(none)")
+        ));
+    }
+    None
+}
+
+/// Checks the disk, writes the image to `dev_dir/NAME` and says how it went; `say` gets the
+/// console's lines (progress about once a second).
+pub fn run(
+    plan: &InstallPlan,
+    facts: &Facts,
+    dev_dir: &Path,
+    say: &mut dyn FnMut(&str),
+) -> InstallReport {
+    let started = Instant::now();
+    let report = |outcome, written, received| InstallReport {
+        mac: Default::default(),
+        image: plan.image.clone(),
+        outcome,
+        written_bytes: written,
+        received_bytes: received,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if let Some(why) = disk_mismatch(plan, &facts.disks) {
+        say(&format!("install refused: {why}"));
+        let failed = InstallOutcome::Failed {
+            stage: "disk".into(),
+            reason: why,
+        };
+        return report(failed, 0, 0);
+    }
+    let device = dev_dir.join(&plan.disk.name);
+    say(&format!(
+        "installing {} on {} ({} bytes, chosen by {})",
+        plan.image,
+        device.display(),
+        plan.disk.size_bytes,
+        if plan.disk.hints.is_empty() {
+            "the default rule"
+        } else {
+            plan.disk.hints.as_str()
+        }
+    ));
+    let mut progress = |p: Progress| say(&format!("install: {p}"));
+    match install::write_image(
+        &ImageSource::from(plan),
+        &device,
+        &WriteOptions::default(),
+        &mut progress,
+    ) {
+        Ok(done) => {
+            say(&format!(
+                "install: {} MiB written and read back, {} MiB received, {} retries, {:.0} s",
+                done.written_bytes >> 20,
+                done.received_bytes >> 20,
+                done.retries,
+                done.seconds
+            ));
+            report(
+                InstallOutcome::Written,
+                done.written_bytes,
+                done.received_bytes,
+            )
+        }
+        Err(e) => {
+            say(&format!("install failed: {e}"));
+            report(e.outcome(), 0, 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provisioner_protocol::install::{FirstBoot, TargetDisk};
+
+    fn plan(name: &str, size: u64, serial: Option<&str>) -> InstallPlan {
+        InstallPlan {
+            image: "img".into(),
+            url: "http://a/x.zst".into(),
+            sha256: "00".repeat(32),
+            raw_sha256: "00".repeat(32),
+            raw_bytes: 1 << 20,
+            bmap_url: "http://a/x.bmap".into(),
+            bmap_sha256: "00".repeat(32),
+            disk: TargetDisk {
+                name: name.into(),
+                size_bytes: size,
+                serial: serial.map(Into::into),
+                hints: "serial=S1".into(),
+            },
+            first_boot: FirstBoot::default(),
+        }
+    }
+
+    fn disk(name: &str, size: u64, serial: &str) -> Disk {
+        Disk {
+            name: name.into(),
+            size_bytes: size,
+            serial: Some(serial.into()),
+            ..Disk::default()
+        }
+    }
+
+    #[test]
+    fn only_the_disk_seen_at_inspection_is_written() {
+        let disks = [disk("vda", 100, "S0"), disk("vdb", 200, "S1")];
+        assert_eq!(disk_mismatch(&plan("vdb", 200, Some("S1")), &disks), None);
+        let gone = disk_mismatch(&plan("vdc", 200, Some("S1")), &disks).unwrap();
+        assert!(gone.contains("vdc") && gone.contains("vda, vdb"), "{gone}");
+        let resized = disk_mismatch(&plan("vdb", 300, Some("S1")), &disks).unwrap();
+        assert!(
+            resized.contains("200") && resized.contains("300"),
+            "{resized}"
+        );
+        let swapped = disk_mismatch(&plan("vdb", 200, Some("S9")), &disks).unwrap();
+        assert!(
+            swapped.contains("S1") && swapped.contains("S9"),
+            "{swapped}"
+        );
+    }
+
+    #[test]
+    fn a_disk_that_changed_is_refused_before_anything_is_opened() {
+        let facts = Facts {
+            disks: vec![disk("vda", 100, "S0")],
+            ..Facts::default()
+        };
+        let mut lines = Vec::new();
+        let r = run(
+            &plan("vdb", 200, Some("S1")),
+            &facts,
+            Path::new("/nonexistent-dev"),
+            &mut |l: &str| lines.push(l.to_string()),
+        );
+        let InstallOutcome::Failed { stage, reason } = &r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(stage, "disk");
+        assert!(reason.contains("vdb"), "{reason}");
+        assert_eq!(r.written_bytes, 0);
+    }
+}
