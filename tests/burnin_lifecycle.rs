@@ -75,10 +75,7 @@ async fn setup() -> Setup {
 }
 
 /// What the appliance of these tests has to give: a discovery image.
-const DISCOVERY: provisioner::boot::Available = provisioner::boot::Available {
-    discovery: true,
-    installer: false,
-};
+const DISCOVERY: provisioner::boot::Available = provisioner::boot::Available { discovery: true };
 
 /// A requester on loopback, as the tests' own tools are.
 fn local() -> Requester {
@@ -100,7 +97,13 @@ async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
     };
     let state = lc.report(Some(&token), &report).await.unwrap();
     assert_eq!(state, State::Inspected);
-    for input in [Input::InstallStarted, Input::Installed] {
+    for input in [
+        Input::InstallStarted {
+            what: "installing in the test".into(),
+        },
+        Input::DiskWritten,
+        Input::Installed,
+    ] {
         lc.apply_input(mac, input, &Actor::Appliance).await.unwrap();
     }
     assert_eq!(lc.state(m), Some(State::BurningIn));
@@ -110,7 +113,11 @@ async fn to_burning_in(lc: &Lifecycle, mac: &str, serial: &str) -> String {
 /// What a burning-in node is told: its plan.
 async fn burn_in_plan(lc: &Lifecycle, token: &str, mac: &str) -> BurnInPlan {
     match lc
-        .next_for_agent(Some(token), mac.parse().unwrap())
+        .next_for_agent(
+            Some(token),
+            mac.parse().unwrap(),
+            Some("http://10.99.0.1:8080"),
+        )
         .await
         .unwrap()
     {

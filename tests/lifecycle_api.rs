@@ -165,12 +165,14 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
     assert_eq!(refusals.len(), 7, "{refusals:#?}");
     assert!(refusals[6].contains("already carried"), "{refusals:#?}");
 
-    // Inspected: the agent is told to power off, and why.
+    // Inspected, and no image for its slot: the agent waits, told why.
     let (code, body) = next(&f, Some(&format!("Bearer {a2}")), A);
     assert_eq!(code, 200, "{body}");
     let next: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(next["action"], "power_off");
-    assert!(next["reason"].as_str().unwrap().contains("lab/r1/a01/U10"));
+    assert_eq!(next["action"], "wait");
+    let why = next["reason"].as_str().unwrap();
+    assert!(why.contains("lab/r1/a01/U10"), "{why}");
+    assert!(why.contains("no OS image"), "{why}");
 
     // B is in no slot; D is in a B200 slot with no GPUs: both fail, saying why.
     let (code, _) = report(&f, Some(&b1), B, &facts(B, "SN-B", 0, 2048));

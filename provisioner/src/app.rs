@@ -126,12 +126,13 @@ impl Appliance {
             limits.new_nodes_per_minute,
             metrics.limits.clone(),
         );
-        let lifecycle = Lifecycle::open(
+        let lifecycle = Lifecycle::open_with(
             pool.clone(),
             skus,
             profiles,
             config.timeouts.clone(),
             new_nodes,
+            config.install.clone(),
         )
         .await?;
         info!(skus_version = lifecycle.skus().version, "lifecycle ready");

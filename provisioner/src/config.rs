@@ -185,6 +185,15 @@ pub struct LifecycleFile {
     /// How often the timeouts are checked (default `"5s"`): a step fails at most this long
     /// after its timeout.
     pub sweep_every: Option<String>,
+    /// An inspected node whose slot names an OS image is installed without an operator
+    /// (default true).
+    pub auto_install: Option<bool>,
+    /// `authorized_keys` lines for the installed systems' admin account.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// Time servers for the installed systems (default: the appliance's address).
+    #[serde(default)]
+    pub ntp: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,6 +302,7 @@ pub struct Config {
     pub burnin_profiles: Option<PathBuf>,
     pub timeouts: crate::lifecycle::Timeouts,
     pub sweep_every: std::time::Duration,
+    pub install: crate::lifecycle::InstallSettings,
     pub limits: Limits,
 }
 
@@ -428,7 +438,7 @@ impl Config {
                 .or(file.cache_dir)
                 .unwrap_or_else(|| data_dir.join("cache")),
             offline: flags.offline || file.offline.unwrap_or(false),
-            data_dir,
+            data_dir: data_dir.clone(),
             interfaces,
             advertise: flags.advertise.or(file.advertise),
             http_listen: flags
@@ -457,6 +467,12 @@ impl Config {
             burnin_profiles: file.lifecycle.burnin_profiles,
             timeouts: timeouts(&file.lifecycle.timeouts)?,
             sweep_every: sweep_every(file.lifecycle.sweep_every.as_deref())?,
+            install: crate::lifecycle::InstallSettings {
+                auto: file.lifecycle.auto_install.unwrap_or(true),
+                data_dir: Some(data_dir.clone()),
+                ssh_authorized_keys: file.lifecycle.ssh_authorized_keys,
+                ntp: file.lifecycle.ntp,
+            },
             limits: file.limits,
         };
         config.validate()?;

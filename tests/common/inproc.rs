@@ -140,6 +140,11 @@ impl App {
     /// One request through the router, from `peer`.
     pub fn request(&self, req: Request<Body>, peer: &str) -> Resp {
         let mut req = req;
+        // As every HTTP/1.1 client sends it: the address it reached the appliance at.
+        if !req.headers().contains_key("host") {
+            req.headers_mut()
+                .insert("host", "10.99.0.1:8080".parse().expect("a header value"));
+        }
         let peer: SocketAddr = peer.parse().expect("a peer address");
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod images;
 pub mod inproc;
 pub mod nvidia;
 pub mod site;

@@ -272,10 +272,7 @@ pub fn burned_in(
             .boot_requested(
                 mac.parse().expect("a MAC"),
                 &who,
-                provisioner::boot::Available {
-                    discovery: true,
-                    installer: false,
-                },
+                provisioner::boot::Available { discovery: true },
             )
             .await
             .expect("a boot")
@@ -288,7 +285,13 @@ pub fn burned_in(
         lc.report(Some(&token), &inspection)
             .await
             .expect("inspected");
-        for input in [Input::InstallStarted, Input::Installed] {
+        for input in [
+            Input::InstallStarted {
+                what: "installing in the test".into(),
+            },
+            Input::DiskWritten,
+            Input::Installed,
+        ] {
             lc.apply_input(mac, input, &Actor::Appliance)
                 .await
                 .expect("installed");

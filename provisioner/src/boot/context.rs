@@ -38,7 +38,6 @@ impl BootContext {
     pub fn available(&self) -> Available {
         Available {
             discovery: !self.discovery.is_empty(),
-            installer: false,
         }
     }
 

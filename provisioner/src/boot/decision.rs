@@ -7,10 +7,8 @@ use crate::lifecycle::machine::State;
 /// What a node is given when it network-boots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BootTarget {
-    /// The discovery kernel and initramfs with the agent.
+    /// The discovery kernel and initramfs with the agent (which also writes the OS image).
     Discovery,
-    /// The OS installer.
-    Installer,
     /// Its own disk.
     LocalDisk,
     /// Nothing to boot now: print why and ask again later.
@@ -22,27 +20,30 @@ pub enum BootTarget {
 pub struct Available {
     /// A discovery image is imported.
     pub discovery: bool,
-    /// An installer image is imported.
-    pub installer: bool,
 }
 
 /// Why a node that should boot the discovery image waits instead.
 pub const NO_DISCOVERY: &str = "no discovery image is configured (build one with `provisioner image build-discovery`, or give --discovery-kernel and --discovery-initrd)";
-/// Why a node that should be installed waits instead.
-pub const NO_INSTALLER: &str =
-    "this node is to be installed, and no installer image is available yet";
 
 /// What a node in `state` (none: never seen) boots, given what is available.
 pub fn boot_target(state: Option<&State>, have: Available) -> BootTarget {
     match state {
-        None | Some(State::Discovered | State::Inspecting) if have.discovery => {
+        // The agent in the discovery image inspects, and writes the OS image: a node whose
+        // disk is not written yet (a power loss mid-write) boots it again and starts over.
+        None
+        | Some(State::Discovered | State::Inspecting | State::Installing { written: false })
+            if have.discovery =>
+        {
             BootTarget::Discovery
         }
-        None | Some(State::Discovered | State::Inspecting) => BootTarget::Wait(NO_DISCOVERY.into()),
+        None
+        | Some(State::Discovered | State::Inspecting | State::Installing { written: false }) => {
+            BootTarget::Wait(NO_DISCOVERY.into())
+        }
         Some(State::Inspected) => BootTarget::Wait("inspected; waiting to be installed".into()),
-        Some(State::Installing) if have.installer => BootTarget::Installer,
-        Some(State::Installing) => BootTarget::Wait(NO_INSTALLER.into()),
-        Some(State::BurningIn | State::Enrolled) => BootTarget::LocalDisk,
+        Some(State::Installing { written: true } | State::BurningIn | State::Enrolled) => {
+            BootTarget::LocalDisk
+        }
         Some(s @ (State::Failed { .. } | State::Held { .. } | State::Retired)) => {
             BootTarget::Wait(format!("this node is {s}; waiting for an operator"))
         }
@@ -62,10 +63,7 @@ mod tests {
     use super::*;
     use crate::lifecycle::machine::Step;
 
-    const ALL: Available = Available {
-        discovery: true,
-        installer: true,
-    };
+    const ALL: Available = Available { discovery: true };
 
     #[test]
     fn what_a_node_boots_follows_its_state_and_what_there_is() {
@@ -75,8 +73,14 @@ mod tests {
             BootTarget::Discovery
         );
         assert_eq!(
-            boot_target(Some(&State::Installing), ALL),
-            BootTarget::Installer
+            boot_target(Some(&State::Installing { written: false }), ALL),
+            BootTarget::Discovery,
+            "the agent writes the disk"
+        );
+        assert_eq!(
+            boot_target(Some(&State::Installing { written: true }), ALL),
+            BootTarget::LocalDisk,
+            "written and read back: the installed system reports next"
         );
         assert_eq!(
             boot_target(Some(&State::Enrolled), ALL),
@@ -95,17 +99,14 @@ mod tests {
         };
         assert!(matches!(boot_target(Some(&held), ALL), BootTarget::Wait(_)));
         // What is missing makes the node wait, saying what.
-        let none = Available {
-            discovery: false,
-            installer: false,
-        };
+        let none = Available { discovery: false };
         assert_eq!(
             boot_target(None, none),
             BootTarget::Wait(NO_DISCOVERY.into())
         );
         assert_eq!(
-            boot_target(Some(&State::Installing), none),
-            BootTarget::Wait(NO_INSTALLER.into())
+            boot_target(Some(&State::Installing { written: false }), none),
+            BootTarget::Wait(NO_DISCOVERY.into())
         );
         assert_eq!(
             boot_target(Some(&State::BurningIn), none),

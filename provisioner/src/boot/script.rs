@@ -3,7 +3,7 @@
 
 use askama::Template;
 
-use super::decision::{BootDecision, BootTarget, NO_DISCOVERY, NO_INSTALLER};
+use super::decision::{BootDecision, BootTarget, NO_DISCOVERY};
 use super::first_stage::BootServer;
 use crate::artifacts::Artifact;
 use crate::types::MacAddr;
@@ -167,8 +167,6 @@ struct ErrorScript {
 pub enum BootError {
     #[error("{NO_DISCOVERY}")]
     NoDiscoveryImage,
-    #[error("{NO_INSTALLER}")]
-    NoInstaller,
     #[error("cannot render the iPXE script: {0}")]
     Render(#[from] askama::Error),
 }
@@ -208,7 +206,6 @@ pub fn script(
             discovery_script(discovery, server, mac, decision.token.as_deref())
         }
         BootTarget::Wait(reason) => Ok(error_script(reason, &server.script_url(mac))),
-        BootTarget::Installer => Err(BootError::NoInstaller),
         BootTarget::LocalDisk => Ok(format!(
             "#!ipxe\necho Provisioner: {mac} boots from its own disk\nexit\n"
         )),
@@ -544,9 +541,5 @@ chain --replace --autofree http://10.99.0.1:8080/boot/52-54-00-12-34-56.ipxe
             ),
             "{wait}"
         );
-        assert!(matches!(
-            of(BootTarget::Installer),
-            Err(BootError::NoInstaller)
-        ));
     }
 }

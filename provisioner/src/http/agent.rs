@@ -10,8 +10,10 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::install::InstallReport;
 use provisioner_protocol::{
-    InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_NEXT, PATH_PROGRESS, ProgressReport,
+    InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_NEXT, PATH_PROGRESS,
+    ProgressReport,
 };
 use serde::Deserialize;
 
@@ -114,14 +116,58 @@ pub async fn next(
             format!("`{}` is not a MAC address", q.mac),
         );
     };
+    // The install's URLs are under the address the agent reached: the one it can reach.
+    let base = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| valid_host(h))
+        .map(|h| format!("http://{h}"));
     match st
         .boot
         .lifecycle
-        .next_for_agent(bearer(&headers), mac)
+        .next_for_agent(bearer(&headers), mac, base.as_deref())
         .await
     {
         Ok(i) => Json(i).into_response(),
         Err(e) => refused(&st, e, Some(mac), peer, PATH_NEXT).await,
+    }
+}
+
+/// A Host header that can go into a URL: a name or address and a port, nothing else.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+/// `POST /api/v1/agent/install`: how the write of the OS image went.
+pub async fn install(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    report: Result<Json<InstallReport>, JsonRejection>,
+) -> Response {
+    let report = match body(report, "install report") {
+        Ok(r) => r,
+        Err(why) => return refuse(Kind::BadRequest, why),
+    };
+    match st
+        .boot
+        .lifecycle
+        .install_report(bearer(&headers), &report)
+        .await
+    {
+        Ok(state) => {
+            note(&st, Some(report.mac), peer, format!("POST {PATH_INSTALL}"));
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
+            )
+                .into_response()
+        }
+        Err(e) => refused(&st, e, Some(report.mac), peer, PATH_INSTALL).await,
     }
 }
 

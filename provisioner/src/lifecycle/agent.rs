@@ -11,11 +11,12 @@ pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> 
             seconds: 10,
             reason: "report received; waiting for the appliance".into(),
         },
-        State::Inspected => Instruction::PowerOff {
-            reason: format!(
-                "inspected and matched to slot {}; powering off until installation",
-                slot.unwrap_or("?")
-            ),
+        State::Inspected => Instruction::Wait {
+            seconds: 60,
+            reason: format!("inspected and matched to slot {}", slot.unwrap_or("?")),
+        },
+        State::Installing { written: true } => Instruction::Reboot {
+            reason: "image written and read back; rebooting into its disk".into(),
         },
         State::Held { .. } => Instruction::Wait {
             seconds: 30,
@@ -24,11 +25,12 @@ pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> 
         s @ (State::Failed { .. } | State::Retired) => Instruction::PowerOff {
             reason: format!("this node is {s}"),
         },
-        s @ (State::Discovered | State::Installing | State::BurningIn | State::Enrolled) => {
-            Instruction::Reboot {
-                reason: format!("this node is {}; rebooting into what that needs", s.name()),
-            }
-        }
+        s @ (State::Discovered
+        | State::Installing { written: false }
+        | State::BurningIn
+        | State::Enrolled) => Instruction::Reboot {
+            reason: format!("this node is {}; rebooting into what that needs", s.name()),
+        },
     }
 }
 
@@ -166,6 +168,16 @@ impl Lifecycle {
             }
         }
         db::tokens::mark_token_reported(&mut tx, &hash).await?;
+        // Inspected: installed at once when its slot names an image and one disk fits.
+        let mut applied = applied;
+        if let Some(inspected) = db::nodes::node_by_mac(&mut tx, mac).await?
+            && let (Some(installing), _) = self.consider_install(&mut tx, &inspected, now).await?
+        {
+            applied = Applied {
+                slot_before: applied.slot_before,
+                ..installing
+            };
+        }
         let state = applied.state.clone();
         let holder = held.as_ref().map(|h| h.mac);
         self.commit(tx, std::iter::once(applied).chain(held))
@@ -177,12 +189,18 @@ impl Lifecycle {
         Ok(state)
     }
 
-    /// What the agent on `mac` should do now, from the node's state.
+    /// What the agent on `mac` should do now, from the node's state. `base` is the
+    /// appliance's URL as the agent reached it (the URLs of an install are under it); none
+    /// when its request named no host.
     pub async fn next_for_agent(
         &self,
         bearer: Option<&str>,
         mac: MacAddr,
+        base: Option<&str>,
     ) -> Result<Instruction, AgentError> {
+        // An inspected node may be moved on (an image imported since): one change at a time.
+        let _one = self.write.lock().await;
+        let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let hash = self.authenticate(&mut tx, bearer, mac, false).await?;
         let reported = db::tokens::agent_token(&mut tx, &hash)
@@ -192,11 +210,38 @@ impl Lifecycle {
         let Some(node) = node else {
             return Err(AgentError::UnknownNode(mac));
         };
+        let mut changed = None;
         let next = match node.state {
             State::BurningIn => self.burnin_instruction(&mut tx, &node).await?,
+            State::Installing { written: false } => {
+                self.install_instruction(&mut tx, &node, base).await?
+            }
+            State::Inspected => match self.consider_install(&mut tx, &node, now).await? {
+                (Some(applied), _) => {
+                    let next = match &applied.state {
+                        State::Installing { written: false } => {
+                            let moved = db::nodes::node_by_mac(&mut tx, mac)
+                                .await?
+                                .ok_or(AgentError::UnknownNode(mac))?;
+                            self.install_instruction(&mut tx, &moved, base).await?
+                        }
+                        s => instruction(s, node.slot.as_deref(), reported),
+                    };
+                    changed = Some(applied);
+                    next
+                }
+                (None, Some(why)) => Instruction::Wait {
+                    seconds: 60,
+                    reason: format!(
+                        "inspected and matched to slot {}; waiting: {why}",
+                        node.slot.as_deref().unwrap_or("?")
+                    ),
+                },
+                (None, None) => instruction(&node.state, node.slot.as_deref(), reported),
+            },
             _ => instruction(&node.state, node.slot.as_deref(), reported),
         };
-        tx.commit().await?;
+        self.commit(tx, changed).await?;
         Ok(next)
     }
 }

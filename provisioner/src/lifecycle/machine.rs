@@ -14,11 +14,21 @@ pub enum State {
     Discovered,
     Inspecting,
     Inspected,
-    Installing,
+    /// Its disk is being written from the discovery image; `written`: the image is on it and
+    /// was read back, so it boots its disk from now on and its installed system reports next.
+    Installing {
+        #[serde(default)]
+        written: bool,
+    },
     BurningIn,
     Enrolled,
-    Failed { step: Step, reason: String },
-    Held { from: Box<State> },
+    Failed {
+        step: Step,
+        reason: String,
+    },
+    Held {
+        from: Box<State>,
+    },
     Retired,
 }
 
@@ -74,7 +84,7 @@ impl State {
             State::Discovered => "discovered",
             State::Inspecting => "inspecting",
             State::Inspected => "inspected",
-            State::Installing => "installing",
+            State::Installing { .. } => "installing",
             State::BurningIn => "burning_in",
             State::Enrolled => "enrolled",
             State::Failed { .. } => "failed",
@@ -88,7 +98,7 @@ impl State {
         match self {
             State::Discovered => Some(Step::Discovered),
             State::Inspecting => Some(Step::Inspecting),
-            State::Installing => Some(Step::Installing),
+            State::Installing { .. } => Some(Step::Installing),
             State::BurningIn => Some(Step::BurningIn),
             _ => None,
         }
@@ -158,9 +168,14 @@ pub enum Input {
     Matched { slot: String },
     /// Its agent reported facts that do not fit the plan: why, naming the slot and what differs.
     Mismatched { reason: String },
-    /// The installer started writing its disk.
-    InstallStarted,
-    /// The image is on its disk and was read back.
+    /// The appliance chose its image and disk: the agent is told to write it (what, in words).
+    InstallStarted { what: String },
+    /// An inspected node cannot be installed: no disk or several match its hints (why,
+    /// naming the candidates).
+    CannotInstall { reason: String },
+    /// The agent wrote the image and read it back; the node boots its disk from now on.
+    DiskWritten,
+    /// The installed system booted and reported the image it runs.
     Installed,
     /// Burn-in passed.
     BurnInPassed,
@@ -234,7 +249,9 @@ fn describe(input: &Input) -> String {
     match input {
         Input::DiscoveryBooted => "boot the discovery image".into(),
         Input::Matched { .. } | Input::Mismatched { .. } => "take an inspection report".into(),
-        Input::InstallStarted => "start installing".into(),
+        Input::InstallStarted { .. } => "start installing".into(),
+        Input::CannotInstall { .. } => "be refused an install".into(),
+        Input::DiskWritten => "have its disk written".into(),
         Input::Installed => "finish installing".into(),
         Input::BurnInPassed => "pass burn-in".into(),
         Input::StepFailed { .. } => "fail a step".into(),
@@ -267,8 +284,27 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
             reason.clone(),
             vec![],
         ),
-        (Inspected, InstallStarted) => go(Installing, "installer started".into(), vec![]),
-        (Installing, Installed) => go(BurningIn, "image installed and verified".into(), vec![]),
+        (Inspected, InstallStarted { what }) => {
+            go(Installing { written: false }, what.clone(), vec![])
+        }
+        (Inspected, CannotInstall { reason }) => go(
+            Failed {
+                step: Step::Installing,
+                reason: reason.clone(),
+            },
+            reason.clone(),
+            vec![],
+        ),
+        (Installing { written: false }, DiskWritten) => go(
+            Installing { written: true },
+            "image written and read back; it boots its disk from now on".into(),
+            vec![],
+        ),
+        (Installing { written: true }, Installed) => go(
+            BurningIn,
+            "the installed system booted the image it was given".into(),
+            vec![],
+        ),
         (BurningIn, BurnInPassed) => go(Enrolled, "burn-in passed".into(), vec![]),
         (s, StepFailed { reason }) if s.step().is_some() => go(
             Failed {
@@ -366,7 +402,8 @@ mod tests {
             State::Discovered,
             State::Inspecting,
             State::Inspected,
-            State::Installing,
+            State::Installing { written: false },
+            State::Installing { written: true },
             State::BurningIn,
             State::Enrolled,
             failed(Step::Inspecting, "x"),
@@ -380,7 +417,9 @@ mod tests {
             Input::DiscoveryBooted,
             Input::Matched { slot: "s".into() },
             Input::Mismatched { reason: "r".into() },
-            Input::InstallStarted,
+            Input::InstallStarted { what: "w".into() },
+            Input::CannotInstall { reason: "r".into() },
+            Input::DiskWritten,
             Input::Installed,
             Input::BurnInPassed,
             Input::StepFailed { reason: "r".into() },
@@ -424,12 +463,24 @@ mod tests {
             ),
             (
                 State::Inspected,
-                Input::InstallStarted,
-                State::Installing,
+                Input::InstallStarted { what: "w".into() },
+                State::Installing { written: false },
                 vec![],
             ),
             (
-                State::Installing,
+                State::Inspected,
+                Input::CannotInstall { reason: "r".into() },
+                failed(Step::Installing, "r"),
+                vec![],
+            ),
+            (
+                State::Installing { written: false },
+                Input::DiskWritten,
+                State::Installing { written: true },
+                vec![],
+            ),
+            (
+                State::Installing { written: true },
                 Input::Installed,
                 State::BurningIn,
                 vec![],
@@ -456,7 +507,8 @@ mod tests {
         for (s, step) in [
             (State::Discovered, Step::Discovered),
             (State::Inspecting, Step::Inspecting),
-            (State::Installing, Step::Installing),
+            (State::Installing { written: false }, Step::Installing),
+            (State::Installing { written: true }, Step::Installing),
             (State::BurningIn, Step::BurningIn),
         ] {
             t.push((s.clone(), fail.clone(), failed(step, "r"), vec![]));
@@ -524,8 +576,9 @@ mod tests {
                 refused += 1;
             }
         }
-        // 9 states × 14 inputs, less the legal ones: the table is the whole machine.
-        assert_eq!(refused + legal.len(), 9 * 14);
+        // 10 states (installing twice: written or not) × 16 inputs, less the legal ones: the
+        // table is the whole machine.
+        assert_eq!(refused + legal.len(), 10 * 16);
     }
 
     #[test]
@@ -545,7 +598,8 @@ mod tests {
 
     #[test]
     fn every_state_is_named_once() {
-        let names: Vec<&str> = every_state().iter().map(State::name).collect();
+        let mut names: Vec<&str> = every_state().iter().map(State::name).collect();
+        names.dedup();
         assert_eq!(names, STATE_NAMES);
     }
 
@@ -555,5 +609,10 @@ mod tests {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(serde_json::from_str::<State>(&json).unwrap(), s, "{json}");
         }
+        // Stored before the written flag: not written.
+        assert_eq!(
+            serde_json::from_str::<State>(r#"{"state":"installing"}"#).unwrap(),
+            State::Installing { written: false }
+        );
     }
 }

@@ -9,6 +9,7 @@ mod booting;
 mod burnin;
 mod errors;
 mod feed;
+mod install;
 pub mod machine;
 mod operator;
 pub mod plan;
@@ -17,6 +18,7 @@ mod timeouts;
 pub use agent::REFUSALS_PER_MINUTE;
 pub use errors::{ActionError, AgentAuthError, AgentError};
 pub use feed::Change;
+pub use install::{InstallSettings, hostname_of};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -76,6 +78,8 @@ pub struct Lifecycle {
     generation: std::sync::atomic::AtomicU64,
     /// How many new nodes peers and the site may bring into being.
     new_nodes: NewNodes,
+    /// How inspected nodes are installed.
+    install: InstallSettings,
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -90,12 +94,32 @@ pub fn new_token() -> String {
 }
 
 impl Lifecycle {
+    /// A lifecycle with no image library: inspected nodes wait for one.
     pub async fn open(
         pool: Pool,
         skus: Skus,
         profiles: Profiles,
         timeouts: Timeouts,
         new_nodes: NewNodes,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(
+            pool,
+            skus,
+            profiles,
+            timeouts,
+            new_nodes,
+            InstallSettings::default(),
+        )
+        .await
+    }
+
+    pub async fn open_with(
+        pool: Pool,
+        skus: Skus,
+        profiles: Profiles,
+        timeouts: Timeouts,
+        new_nodes: NewNodes,
+        install: InstallSettings,
     ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
         for n in db::nodes::all_nodes(&pool).await? {
@@ -111,6 +135,7 @@ impl Lifecycle {
             changes: broadcast::channel(feed::CHANGES_QUEUE).0,
             generation: std::sync::atomic::AtomicU64::new(0),
             new_nodes,
+            install,
         }))
     }
 
@@ -225,8 +250,10 @@ async fn apply(
         }
     }
     if matches!(t.to, State::Discovered | State::Retired) {
-        // Starting over (retry, reprovision) or retired: no token of an earlier boot stands.
+        // Starting over (retry, reprovision) or retired: no token of an earlier boot stands,
+        // nor the credential of an earlier install.
         db::tokens::end_agent_tokens(tx, node.mac).await?;
+        db::installs::end_all(tx, node.id, now).await?;
     }
     db::nodes::set_state(tx, node.id, &t.to, now).await?;
     db::nodes::add_transition(
@@ -300,12 +327,10 @@ mod tests {
             instruction(&State::Inspecting, None, true),
             Instruction::Wait { .. }
         ));
-        let Instruction::PowerOff { reason } =
-            instruction(&State::Inspected, Some("dc1/r1/a01/U10"), true)
-        else {
-            panic!()
-        };
-        assert!(reason.contains("dc1/r1/a01/U10"));
+        assert!(matches!(
+            instruction(&State::Installing { written: true }, None, true),
+            Instruction::Reboot { .. }
+        ));
         let failed = State::Failed {
             step: Step::Inspecting,
             reason: "not in the rack plan".into(),

@@ -8,6 +8,7 @@ use std::path::Path;
 use provisioner_protocol::Facts;
 use serde::{Deserialize, Serialize};
 
+use crate::install::hints::RootDeviceHints;
 use crate::types::MacAddr;
 
 /// The SKU definitions shipped with the appliance; `[lifecycle] skus = PATH` replaces them.
@@ -38,6 +39,9 @@ pub struct Slot {
     /// The OS image installed in this slot (a name in the image library); none: the SKU's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Which disk the image goes on (Ironic's root device hints); none: the SKU's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device: Option<RootDeviceHints>,
 }
 
 impl Slot {
@@ -155,7 +159,7 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
     };
     let cols: Vec<String> = header.split(',').map(|c| c.trim().to_lowercase()).collect();
     let want = ["site", "row", "rack", "u", "serial", "mac", "sku"];
-    let optional = ["nics", "nic_mbps", "image"];
+    let optional = ["nics", "nic_mbps", "image", "root_device"];
     for w in want {
         if !cols.iter().any(|c| c == w) {
             return Err(format!(
@@ -206,6 +210,13 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
                 .map_err(|_| format!("line {}: {name} `{v}` is not a number", n + 1)),
         };
         let (nics, nic_mbps) = (number("nics")?, number("nic_mbps")?);
+        let root_device = match get("root_device") {
+            "" => None,
+            h => Some(
+                h.parse::<RootDeviceHints>()
+                    .map_err(|e| format!("line {}: root_device `{h}`: {e}", n + 1))?,
+            ),
+        };
         slots.push(Slot {
             site: get("site").into(),
             row: get("row").into(),
@@ -217,6 +228,7 @@ fn parse_csv(text: &str) -> Result<Vec<Slot>, String> {
             nics,
             nic_mbps,
             image: Some(get("image").to_string()).filter(|s| !s.is_empty()),
+            root_device,
         });
     }
     Ok(slots)
@@ -253,6 +265,10 @@ pub struct Sku {
     /// The OS image its nodes install unless their plan row names another.
     #[serde(default)]
     pub image: Option<String>,
+    /// Which disk the image goes on unless the plan row says (Ironic's root device hints,
+    /// e.g. `root_device = { model = "SAMSUNG MZ1L2960", size = ">= 800" }`).
+    #[serde(default)]
+    pub root_device: Option<RootDeviceHints>,
 }
 
 impl Skus {
@@ -600,6 +616,33 @@ sku = "qemu-lab"
         let bad = "site,row,rack,u,serial,mac,sku,nics\ndc1,r1,a01,10,SN-1,,hgx-b200,8\n";
         let err = parse_plan(Path::new("p.csv"), bad, &skus()).unwrap_err();
         assert!(err.to_string().contains("nics needs nic_mbps"), "{err}");
+    }
+
+    #[test]
+    fn a_slot_may_say_which_disk_its_image_goes_on() {
+        let csv = "site,row,rack,u,serial,mac,sku,root_device\n\
+                   dc1,r1,a01,10,SN-1,,qemu-lab,serial=S1;size=>=800;size=<=4000\n\
+                   dc1,r1,a01,14,SN-2,,qemu-lab,\n";
+        let slots = parse_plan(Path::new("p.csv"), csv, &skus()).unwrap();
+        let hints = slots[0].root_device.as_ref().unwrap();
+        assert_eq!(hints.to_string(), "serial=S1;size=>=800;size=<=4000");
+        assert!(slots[1].root_device.is_none());
+        let toml = "[[slot]]\nsite = \"a\"\nrow = \"r\"\nrack = \"k\"\nu = 1\nserial = \"S\"\n\
+                    sku = \"qemu-lab\"\nroot_device = { model = \"X\", size = \">= 800\" }\n";
+        let slots = parse_plan(Path::new("p.toml"), toml, &skus()).unwrap();
+        assert_eq!(
+            slots[0].root_device.as_ref().unwrap().to_string(),
+            "model=X;size=>=800"
+        );
+        for (cell, says) in [("serail=S1", "serail"), ("size=lots", "lots")] {
+            let bad = format!(
+                "site,row,rack,u,serial,mac,sku,root_device\ndc1,r1,a01,10,SN-1,,qemu-lab,{cell}\n"
+            );
+            let err = parse_plan(Path::new("p.csv"), &bad, &skus())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("line 2") && err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod burnin;
 pub mod checklists;
+pub mod installs;
 pub mod journal;
 pub mod leases;
 pub mod nodes;

@@ -187,6 +187,22 @@ pub async fn facts(pool: &Pool, id: i64) -> Result<Option<serde_json::Value>, St
     .transpose()
 }
 
+/// The node's last inspection report, as the agent's type, inside `tx`.
+pub async fn inspected_facts(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i64,
+) -> Result<Option<provisioner_protocol::Facts>, StoreError> {
+    let text: Option<String> = sqlx::query_scalar("SELECT facts FROM nodes WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .flatten();
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("node facts: {e}")))
+    })
+    .transpose()
+}
+
 pub async fn add_transition(
     tx: &mut Transaction<'_, Sqlite>,
     id: i64,

@@ -31,6 +31,20 @@ pub async fn slot_nics(
     Ok(row.and_then(|(nics, mbps)| Some((nics.unwrap_or(1) as u32, mbps? as u32))))
 }
 
+/// What the rack plan says of installing `slot`: (SKU, image, root device hints in their
+/// compact form), each image and hint unset where the row leaves it to the SKU.
+pub async fn slot_install(
+    tx: &mut Transaction<'_, Sqlite>,
+    slot: &str,
+) -> Result<Option<(String, Option<String>, Option<String>)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT sku, image, root_device FROM plan_slots WHERE slot = ?")
+            .bind(slot)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
 /// A slot of the plan as its table holds it.
 #[derive(sqlx::FromRow)]
 struct SlotRow {
@@ -44,6 +58,7 @@ struct SlotRow {
     nics: Option<i64>,
     nic_mbps: Option<i64>,
     image: Option<String>,
+    root_device: Option<String>,
 }
 
 impl TryFrom<SlotRow> for Slot {
@@ -65,6 +80,14 @@ impl TryFrom<SlotRow> for Slot {
             nics: r.nics.map(|n| n as u32),
             nic_mbps: r.nic_mbps.map(|n| n as u32),
             image: r.image,
+            root_device: r
+                .root_device
+                .as_deref()
+                .map(|h| {
+                    h.parse()
+                        .map_err(|e| corrupt(format!("root_device `{h}`: {e}")))
+                })
+                .transpose()?,
             site: r.site,
             row: r.row,
             rack: r.rack,
@@ -76,7 +99,7 @@ impl TryFrom<SlotRow> for Slot {
 
 pub async fn plan(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<Slot>, StoreError> {
     let rows: Vec<SlotRow> = sqlx::query_as(
-        "SELECT site, row, rack, u, serial, mac, sku, nics, nic_mbps, image FROM plan_slots",
+        "SELECT site, row, rack, u, serial, mac, sku, nics, nic_mbps, image, root_device FROM plan_slots",
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -97,8 +120,8 @@ pub async fn replace_plan(
         .await?;
     for s in slots {
         sqlx::query(
-            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku, nics, nic_mbps, image)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO plan_slots (slot, site, row, rack, u, serial, mac, sku, nics, nic_mbps, image, root_device)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id())
         .bind(&s.site)
@@ -111,6 +134,7 @@ pub async fn replace_plan(
         .bind(s.nics.map(i64::from))
         .bind(s.nic_mbps.map(i64::from))
         .bind(&s.image)
+        .bind(s.root_device.as_ref().map(|h| h.to_string()))
         .execute(&mut **tx)
         .await?;
     }

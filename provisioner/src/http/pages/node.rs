@@ -373,7 +373,7 @@ pub async fn node(
         .collect();
     let working = matches!(
         n.state,
-        NodeState::Inspecting | NodeState::Installing | NodeState::BurningIn
+        NodeState::Inspecting | NodeState::Installing { .. } | NodeState::BurningIn
     );
     let progress = if working {
         crate::store::burnin::progress(&st.store, n.id, PROGRESS_SHOWN)

@@ -1,0 +1,259 @@
+//! Installing through the API, in process on the appliance's router: an inspected node whose
+//! plan row (or SKU) names an imported image goes to installing on its own; the root device
+//! hints choose exactly one of its disks or fail it naming the candidates; its agent is told
+//! the image's URLs (served, with the digests the instruction names), the disk and a fresh
+//! credential; a node that boots again before its disk is written starts over in the
+//! discovery image; a written disk makes it boot its disk; a failed write fails it with the
+//! stage and the numbers.
+
+mod common;
+
+use common::images::{NAME, staged_image};
+use common::inproc::App;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+const ROW_IMAGE: &str = "52:54:00:1a:00:01";
+const TWO_MATCH: &str = "52:54:00:1a:00:02";
+const NO_IMAGE: &str = "52:54:00:1a:00:03";
+const FAILS: &str = "52:54:00:1a:00:04";
+
+fn plan() -> String {
+    format!(
+        "site,row,rack,u,serial,mac,sku,image,root_device
+lab,r1,a01,10,,{ROW_IMAGE},qemu-lab,{NAME},serial=DISK-B
+lab,r1,a01,11,,{TWO_MATCH},qemu-lab,{NAME},size=>=10
+lab,r1,a01,12,,{NO_IMAGE},qemu-lab,,
+lab,r1,a01,13,,{FAILS},qemu-lab,{NAME},
+"
+    )
+}
+
+/// The appliance with the plan and the small signed image imported into its library.
+fn start() -> App {
+    App::seeded(
+        &plan(),
+        |data| {
+            let staged = data.join("../staged");
+            staged_image(data, &staged);
+            provisioner::image::os::library::import(data, &staged).expect("the image imports");
+        },
+        "",
+    )
+}
+
+/// What the agent reports: 2 GiB, one NIC, two disks with serials.
+fn facts(mac: &str) -> Value {
+    let mut f = provisioner_protocol::Facts::default();
+    f.cpu.arch = Some("x86_64".into());
+    f.memory.total_bytes = 2 << 30;
+    f.nics.push(provisioner_protocol::Nic {
+        name: "eth0".into(),
+        mac: mac.into(),
+        driver: None,
+        pci_address: None,
+        speed_mbps: None,
+        carrier: Some(true),
+    });
+    for (name, gib, serial) in [("vda", 20u64, "DISK-A"), ("vdb", 40, "DISK-B")] {
+        f.disks.push(provisioner_protocol::Disk {
+            name: name.into(),
+            size_bytes: gib << 30,
+            serial: Some(serial.into()),
+            ..Default::default()
+        });
+    }
+    serde_json::to_value(f).unwrap()
+}
+
+fn next(f: &App, token: &str, mac: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    let r = f.call(
+        "GET",
+        &format!("/api/v1/agent/next?mac={mac}"),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn node(f: &App, mac: &str) -> Value {
+    f.get_json(&format!("/api/v1/nodes/{mac}"))
+}
+
+fn script(f: &App, mac: &str) -> String {
+    f.get(&format!("/boot/{}.ipxe", mac.replace(':', "-"))).body
+}
+
+fn install_report(f: &App, token: &str, mac: &str, outcome: Value) -> (u16, String) {
+    let body = json!({
+        "mac": mac, "image": NAME, "outcome": outcome,
+        "written_bytes": 200_000, "received_bytes": 1_000, "seconds": 1.5
+    });
+    let r = f.post_json(
+        provisioner_protocol::PATH_INSTALL,
+        Some(token),
+        &body.to_string(),
+    );
+    (r.status, r.body)
+}
+
+/// GET a URL of the instruction on the router: its body's sha256.
+fn sha_of_url(f: &App, url: &str) -> String {
+    let path = url
+        .strip_prefix("http://10.99.0.1:8080")
+        .unwrap_or_else(|| panic!("{url} is not under the address the agent reached"));
+    let r = f.get(path);
+    assert_eq!(r.status, 200, "{url}");
+    // Bodies are read as text by the harness: only the small test files go through here.
+    hex::encode(sha2::Sha256::digest(r.body.as_bytes()))
+}
+
+#[test]
+fn an_inspected_node_with_an_image_is_installed_on_the_disk_its_hints_choose() {
+    let f = start();
+    let token = f.boot(ROW_IMAGE);
+    let r = f.report(Some(&token), ROW_IMAGE, &facts(ROW_IMAGE));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(n["state"]["state"], "installing", "{n}");
+    assert_eq!(n["state"]["written"], false);
+    let causes: Vec<&str> = n["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["cause"].as_str().unwrap())
+        .collect();
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains(NAME) && c.contains("vdb") && c.contains("serial=DISK-B")),
+        "{causes:?}"
+    );
+
+    // The instruction: the image and its block map under the address the agent reached, the
+    // disk the hints chose, first-boot settings and a credential made for this instruction.
+    let i = next(&f, &token, ROW_IMAGE);
+    assert_eq!(i["action"], "install", "{i}");
+    let plan = &i["plan"];
+    assert_eq!(plan["image"], NAME);
+    assert_eq!(plan["disk"]["name"], "vdb");
+    assert_eq!(plan["disk"]["serial"], "DISK-B");
+    assert_eq!(plan["first_boot"]["hostname"], "lab-r1-a01-u10");
+    assert_eq!(plan["first_boot"]["ntp"], json!(["10.99.0.1"]));
+    let credential = plan["first_boot"]["credential"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(credential.len(), 64);
+    assert_eq!(
+        sha_of_url(&f, plan["bmap_url"].as_str().unwrap()),
+        plan["bmap_sha256"].as_str().unwrap()
+    );
+    let image = f.get(
+        plan["url"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("http://10.99.0.1:8080")
+            .unwrap(),
+    );
+    assert_eq!(image.status, 200);
+    assert_eq!(
+        image.headers["etag"].to_str().unwrap().trim_matches('"'),
+        plan["sha256"].as_str().unwrap(),
+        "the image is served under its digest"
+    );
+    let again = next(&f, &token, ROW_IMAGE);
+    assert_ne!(
+        again["plan"]["first_boot"]["credential"].as_str().unwrap(),
+        credential,
+        "each instruction makes a new credential"
+    );
+
+    // It boots again before its disk is written (a power loss): the discovery image again,
+    // with a new token, and the same install.
+    let script1 = script(&f, ROW_IMAGE);
+    assert!(script1.contains("provisioner.token="), "{script1}");
+    let token = f.boot(ROW_IMAGE);
+    assert_eq!(next(&f, &token, ROW_IMAGE)["action"], "install");
+
+    // Written and read back: it boots its disk from now on, and is told to reboot.
+    let (code, body) = install_report(&f, &token, ROW_IMAGE, json!({ "result": "written" }));
+    assert_eq!(code, 202, "{body}");
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(n["state"]["written"], true, "{n}");
+    assert_eq!(next(&f, &token, ROW_IMAGE)["action"], "reboot");
+    let local = script(&f, ROW_IMAGE);
+    assert!(
+        local.contains("boots from its own disk") && !local.contains("provisioner.token"),
+        "{local}"
+    );
+    // A second report of the same write changes nothing.
+    let (code, body) = install_report(&f, &token, ROW_IMAGE, json!({ "result": "written" }));
+    assert_eq!(code, 409, "{body}");
+    // Nor does a forged token.
+    let (code, _) = install_report(&f, "forged", ROW_IMAGE, json!({ "result": "written" }));
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn hints_that_match_two_disks_fail_the_node_naming_both() {
+    let f = start();
+    let token = f.boot(TWO_MATCH);
+    let r = f.report(Some(&token), TWO_MATCH, &facts(TWO_MATCH));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let n = node(&f, TWO_MATCH);
+    assert_eq!(n["state"]["state"], "failed", "{n}");
+    assert_eq!(n["state"]["step"], "installing");
+    let reason = n["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("vda") && reason.contains("vdb") && reason.contains("DISK-A"),
+        "{reason}"
+    );
+    assert_eq!(next(&f, &token, TWO_MATCH)["action"], "power_off");
+}
+
+#[test]
+fn a_node_without_an_image_waits_and_says_why() {
+    let f = start();
+    let token = f.boot(NO_IMAGE);
+    let r = f.report(Some(&token), NO_IMAGE, &facts(NO_IMAGE));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(node(&f, NO_IMAGE)["state"]["state"], "inspected");
+    let i = next(&f, &token, NO_IMAGE);
+    assert_eq!(i["action"], "wait", "{i}");
+    let why = i["reason"].as_str().unwrap();
+    assert!(
+        why.contains("no OS image") && why.contains("qemu-lab"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_failed_write_fails_the_node_with_the_stage_and_the_numbers() {
+    let f = start();
+    let token = f.boot(FAILS);
+    let r = f.report(Some(&token), FAILS, &facts(FAILS));
+    assert_eq!(r.status, 202, "{}", r.body);
+    // No hints: the smallest disk of at least 4 GiB.
+    assert_eq!(next(&f, &token, FAILS)["plan"]["disk"]["name"], "vda");
+    let why = "read-back of range 0-1 MiB: sha256 00 expected 11";
+    let (code, body) = install_report(
+        &f,
+        &token,
+        FAILS,
+        json!({ "result": "failed", "stage": "read-back", "reason": why }),
+    );
+    assert_eq!(code, 202, "{body}");
+    let n = node(&f, FAILS);
+    assert_eq!(n["state"]["state"], "failed");
+    assert_eq!(n["state"]["step"], "installing");
+    let reason = n["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("read-back") && reason.contains(why),
+        "{reason}"
+    );
+    let s = script(&f, FAILS);
+    assert!(!s.contains("provisioner.token"), "a failed node waits: {s}");
+}
