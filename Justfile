@@ -64,6 +64,12 @@ bench-http:
     cargo build --release
     python3 tests/bench/http_serve.py
 
+# The agent's install writer against `bmaptool copy`, same image, same nginx (root; BUILD is an
+# `image build --out` folder).
+bench-install BUILD:
+    cargo build --release
+    python3 tests/bench/install.py {{BUILD}}
+
 # The overview page of a 10,000-node site: render time and size.
 bench-pages:
     cargo build --release

@@ -4,7 +4,8 @@
 //! the image's URLs (served, with the digests the instruction names), the disk and a fresh
 //! credential; a node that boots again before its disk is written starts over in the
 //! discovery image; a written disk makes it boot its disk; a failed write fails it with the
-//! stage and the numbers.
+//! stage and the numbers; a retired or reprovisioned node's agent wipes the disk it was given
+//! at its next discovery boot, and a retired one is then only told to stay off.
 
 mod common;
 
@@ -256,4 +257,107 @@ fn a_failed_write_fails_the_node_with_the_stage_and_the_numbers() {
     );
     let s = script(&f, FAILS);
     assert!(!s.contains("provisioner.token"), "a failed node waits: {s}");
+}
+
+/// Boots, reports and writes `mac`'s disk; returns the agent token of that boot.
+fn written(f: &App, mac: &str) -> String {
+    let token = f.boot(mac);
+    let r = f.report(Some(&token), mac, &facts(mac));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(next(f, &token, mac)["action"], "install");
+    let (code, body) = install_report(f, &token, mac, json!({ "result": "written" }));
+    assert_eq!(code, 202, "{body}");
+    token
+}
+
+fn act(f: &App, admin: &str, mac: &str, action: &str) {
+    let r = f.post_json(
+        &format!("/api/v1/nodes/{mac}/actions"),
+        Some(admin),
+        &json!({ "action": action }).to_string(),
+    );
+    assert!((200..300).contains(&r.status), "{action}: {}", r.body);
+}
+
+#[test]
+fn a_retired_node_boots_once_more_to_wipe_the_disk_it_was_given_then_stays_off() {
+    let f = start();
+    let admin = f.cli(&["token", "create", "alice"]);
+    written(&f, ROW_IMAGE);
+    act(&f, &admin, ROW_IMAGE, "retire");
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(
+        n["state"],
+        json!({ "state": "retired", "wiped": false }),
+        "{n}"
+    );
+
+    // Its next network boot: the discovery image, whose agent is told to wipe that disk.
+    let token = f.boot(ROW_IMAGE);
+    let i = next(&f, &token, ROW_IMAGE);
+    assert_eq!(i["action"], "wipe", "{i}");
+    assert_eq!(i["disk"]["name"], "vdb");
+    assert_eq!(i["disk"]["serial"], "DISK-B");
+    assert_eq!(i["image"], NAME);
+
+    // A failed wipe is not asked again in this boot; the node is told to power off, saying so.
+    let (code, body) = install_report(
+        &f,
+        &token,
+        ROW_IMAGE,
+        json!({ "result": "failed", "stage": "wipe", "reason": "EIO at 0" }),
+    );
+    assert_eq!(code, 202, "{body}");
+    let i = next(&f, &token, ROW_IMAGE);
+    assert_eq!(i["action"], "power_off", "{i}");
+    assert!(i["reason"].as_str().unwrap().contains("EIO at 0"), "{i}");
+    assert_eq!(node(&f, ROW_IMAGE)["state"]["wiped"], false);
+
+    // The next boot tries again, and a wipe done ends it: only "stay off" from then on.
+    let token = f.boot(ROW_IMAGE);
+    assert_eq!(next(&f, &token, ROW_IMAGE)["action"], "wipe");
+    let (code, body) = install_report(&f, &token, ROW_IMAGE, json!({ "result": "wiped" }));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(node(&f, ROW_IMAGE)["state"]["wiped"], true);
+    assert_eq!(next(&f, &token, ROW_IMAGE)["action"], "power_off");
+    let s = script(&f, ROW_IMAGE);
+    assert!(
+        !s.contains("provisioner.token"),
+        "a wiped retired node boots nothing: {s}"
+    );
+    // A second wipe report changes nothing.
+    let (code, _) = install_report(&f, &token, ROW_IMAGE, json!({ "result": "wiped" }));
+    assert_eq!(code, 409);
+}
+
+#[test]
+fn a_reprovisioned_node_wipes_its_old_disk_before_it_reports_again() {
+    let f = start();
+    let admin = f.cli(&["token", "create", "alice"]);
+    written(&f, ROW_IMAGE);
+    act(&f, &admin, ROW_IMAGE, "reprovision");
+    let token = f.boot(ROW_IMAGE);
+    assert_eq!(node(&f, ROW_IMAGE)["state"]["state"], "inspecting");
+    let i = next(&f, &token, ROW_IMAGE);
+    assert_eq!(i["action"], "wipe", "{i}");
+    let (code, body) = install_report(&f, &token, ROW_IMAGE, json!({ "result": "wiped" }));
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(next(&f, &token, ROW_IMAGE)["action"], "report");
+    // And it is installed again, with a new install.
+    let r = f.report(Some(&token), ROW_IMAGE, &facts(ROW_IMAGE));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(next(&f, &token, ROW_IMAGE)["action"], "install");
+}
+
+#[test]
+fn a_retired_node_that_never_had_a_disk_written_is_only_told_to_stay_off() {
+    let f = start();
+    let admin = f.cli(&["token", "create", "alice"]);
+    let token = f.boot(NO_IMAGE);
+    let r = f.report(Some(&token), NO_IMAGE, &facts(NO_IMAGE));
+    assert_eq!(r.status, 202, "{}", r.body);
+    act(&f, &admin, NO_IMAGE, "retire");
+    let token = f.boot(NO_IMAGE);
+    assert_eq!(next(&f, &token, NO_IMAGE)["action"], "power_off");
+    assert_eq!(node(&f, NO_IMAGE)["state"]["wiped"], true);
 }

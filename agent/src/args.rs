@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
-usage: provisioner-agent [--once | --burn-in PLAN] [--root DIR] [--cmdline FILE]
-                         [--really-power-off]
+usage: provisioner-agent [--once | --burn-in PLAN | --write-image PLAN --to DEVICE]
+                         [--root DIR] [--cmdline FILE] [--really-power-off]
 
 Reports this node's facts to the provisioning appliance named on the kernel command line
 (provisioner.url, provisioner.mac, provisioner.token), then does what the appliance says.
@@ -14,6 +14,10 @@ Reports this node's facts to the provisioning appliance named on the kernel comm
   --burn-in PLAN      run the burn-in PLAN (a JSON file, as `provisioner burnin plan SKU`
                       prints it) on this machine, print the report as JSON on stdout and
                       exit; judge it with `provisioner burnin judge`. Nothing is sent
+  --write-image PLAN  write the OS image of PLAN (an install plan as JSON, as the appliance
+  --to DEVICE         gives it in `next`) to DEVICE, a disk or a file, as an install does:
+                      wiped, mapped ranges only, read back, first MiB last. The plan's disk
+                      is not checked: DEVICE is. Prints the summary as JSON; nothing is sent
   --root DIR          read sysfs and procfs under DIR instead of / (a recorded tree); the
                       boot interface is then left alone, DIR not being this machine's
   --cmdline FILE      read the kernel command line from FILE instead of /proc/cmdline
@@ -26,6 +30,8 @@ Reports this node's facts to the provisioning appliance named on the kernel comm
 pub struct Options {
     pub once: bool,
     pub burn_in: Option<PathBuf>,
+    /// `--write-image PLAN --to DEVICE`.
+    pub write_image: Option<(PathBuf, PathBuf)>,
     pub root: PathBuf,
     pub cmdline: PathBuf,
     pub really_power_off: bool,
@@ -37,6 +43,7 @@ impl Default for Options {
         Options {
             once: false,
             burn_in: None,
+            write_image: None,
             root: PathBuf::from("/"),
             cmdline: PathBuf::from("/proc/cmdline"),
             really_power_off: false,
@@ -51,11 +58,14 @@ pub enum ArgsError {
     Unknown(String),
     #[error("{0} needs a value")]
     MissingValue(&'static str),
+    #[error("--write-image and --to go together")]
+    WriteImageAlone,
 }
 
 impl Options {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, ArgsError> {
         let mut options = Options::default();
+        let (mut write_plan, mut write_to): (Option<PathBuf>, Option<PathBuf>) = (None, None);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -69,6 +79,16 @@ impl Options {
                             .into(),
                     )
                 }
+                "--write-image" => {
+                    write_plan = Some(
+                        args.next()
+                            .ok_or(ArgsError::MissingValue("--write-image"))?
+                            .into(),
+                    )
+                }
+                "--to" => {
+                    write_to = Some(args.next().ok_or(ArgsError::MissingValue("--to"))?.into())
+                }
                 "--root" => {
                     options.root = args.next().ok_or(ArgsError::MissingValue("--root"))?.into()
                 }
@@ -81,6 +101,11 @@ impl Options {
                 _ => return Err(ArgsError::Unknown(arg)),
             }
         }
+        options.write_image = match (write_plan, write_to) {
+            (Some(plan), Some(to)) => Some((plan, to)),
+            (None, None) => None,
+            _ => return Err(ArgsError::WriteImageAlone),
+        };
         Ok(options)
     }
 
@@ -96,6 +121,24 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Options, ArgsError> {
         Options::parse(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn write_image_needs_its_device() {
+        let o = parse(&["--write-image", "p.json", "--to", "/dev/vdb"]).unwrap();
+        assert_eq!(
+            o.write_image,
+            Some((PathBuf::from("p.json"), PathBuf::from("/dev/vdb")))
+        );
+        assert_eq!(
+            parse(&["--write-image", "p.json"]),
+            Err(ArgsError::WriteImageAlone)
+        );
+        assert_eq!(parse(&["--to", "x"]), Err(ArgsError::WriteImageAlone));
+        assert_eq!(
+            parse(&["--write-image"]),
+            Err(ArgsError::MissingValue("--write-image"))
+        );
     }
 
     #[test]

@@ -6,14 +6,18 @@
 use std::path::Path;
 use std::time::Instant;
 
-use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport};
+use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport, TargetDisk};
 use provisioner_protocol::{Disk, Facts};
 
 use crate::install::{self, ImageSource, Progress, WriteOptions};
 
 /// Why the planned disk is not the one to write, or `None` when it is.
 pub fn disk_mismatch(plan: &InstallPlan, disks: &[Disk]) -> Option<String> {
-    let want = &plan.disk;
+    not_the_disk(&plan.disk, disks)
+}
+
+/// Why `want` (as the appliance saw it) is not on this node now, or `None` when it is.
+pub fn not_the_disk(want: &TargetDisk, disks: &[Disk]) -> Option<String> {
     let Some(have) = disks.iter().find(|d| d.name == want.name) else {
         let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
         return Some(format!(
@@ -105,10 +109,49 @@ pub fn run(
     }
 }
 
+/// Wipes the signatures of `disk` (an earlier install of `image` wrote it) at `dev_dir/NAME`,
+/// after checking it is still that disk: a retired or reprovisioned node's disk must not boot.
+pub fn wipe(
+    image: &str,
+    disk: &TargetDisk,
+    facts: &Facts,
+    dev_dir: &Path,
+    say: &mut dyn FnMut(&str),
+) -> InstallReport {
+    let started = Instant::now();
+    let outcome = match not_the_disk(disk, &facts.disks) {
+        Some(why) => InstallOutcome::Failed {
+            stage: "disk".into(),
+            reason: why,
+        },
+        None => match install::wipe_signatures(&dev_dir.join(&disk.name)) {
+            Ok(spans) => {
+                say(&format!("wiped {} ({} ranges)", disk.name, spans.len()));
+                InstallOutcome::Wiped
+            }
+            Err(e) => InstallOutcome::Failed {
+                stage: "wipe".into(),
+                reason: e.to_string(),
+            },
+        },
+    };
+    if let InstallOutcome::Failed { reason, .. } = &outcome {
+        say(&format!("wipe of {} failed: {reason}", disk.name));
+    }
+    InstallReport {
+        mac: Default::default(),
+        image: image.to_string(),
+        outcome,
+        written_bytes: 0,
+        received_bytes: 0,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provisioner_protocol::install::{FirstBoot, TargetDisk};
+    use provisioner_protocol::install::FirstBoot;
 
     fn plan(name: &str, size: u64, serial: Option<&str>) -> InstallPlan {
         InstallPlan {
@@ -175,5 +218,36 @@ mod tests {
         assert_eq!(stage, "disk");
         assert!(reason.contains("vdb"), "{reason}");
         assert_eq!(r.written_bytes, 0);
+    }
+
+    #[test]
+    fn a_wipe_clears_the_signatures_of_that_disk_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 8u64 << 20;
+        for name in ["vda", "vdb"] {
+            std::fs::write(dir.path().join(name), vec![0xEEu8; size as usize]).unwrap();
+        }
+        let facts = Facts {
+            disks: vec![disk("vda", size, "S0"), disk("vdb", size, "S1")],
+            ..Facts::default()
+        };
+        let target = plan("vdb", size, Some("S1")).disk;
+        let r = wipe("img", &target, &facts, dir.path(), &mut |_: &str| {});
+        assert_eq!(r.outcome, InstallOutcome::Wiped, "{r:?}");
+        let vdb = std::fs::read(dir.path().join("vdb")).unwrap();
+        assert!(vdb[..1 << 20].iter().all(|b| *b == 0), "first MiB wiped");
+        assert!(
+            vdb[vdb.len() - (1 << 20)..].iter().all(|b| *b == 0),
+            "last MiB wiped"
+        );
+        let vda = std::fs::read(dir.path().join("vda")).unwrap();
+        assert!(
+            vda.iter().all(|b| *b == 0xEE),
+            "the other disk is untouched"
+        );
+        // A disk that is not the one the install wrote is left alone.
+        let other = plan("vdb", size, Some("S9")).disk;
+        let r = wipe("img", &other, &facts, dir.path(), &mut |_: &str| {});
+        assert!(matches!(r.outcome, InstallOutcome::Failed { ref stage, .. } if stage == "disk"));
     }
 }

@@ -19,7 +19,7 @@ use provisioner_agent::session::{self, Ending, Node};
 use provisioner_agent::{burnin, facts, installing};
 use provisioner_protocol::Facts;
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
-use provisioner_protocol::install::{InstallPlan, InstallReport};
+use provisioner_protocol::install::{InstallPlan, InstallReport, TargetDisk};
 
 /// A call to the appliance that takes longer than this is failed and retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +49,9 @@ fn main() -> ExitCode {
     if let Some(plan) = &options.burn_in {
         return burn_in_here(plan, &options.root);
     }
+    if let Some((plan, device)) = &options.write_image {
+        return write_image_here(plan, device);
+    }
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
@@ -72,6 +75,50 @@ fn print_facts(root: &Path) -> ExitCode {
         facts.problems.len()
     ));
     ExitCode::SUCCESS
+}
+
+/// `--write-image PLAN --to DEVICE`: an install's write without an appliance (a technician
+/// restoring a disk, the install benchmark); the summary as JSON on stdout.
+fn write_image_here(plan: &Path, device: &Path) -> ExitCode {
+    let plan: InstallPlan = match fs::read_to_string(plan)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            say(&format!(
+                "cannot read the install plan {}: {e}",
+                plan.display()
+            ));
+            return ExitCode::from(2);
+        }
+    };
+    let source = provisioner_agent::install::ImageSource::from(&plan);
+    let options = provisioner_agent::install::WriteOptions::default();
+    match provisioner_agent::install::write_image(&source, device, &options, &mut |p| {
+        say(&format!("install: {p}"))
+    }) {
+        Ok(done) => {
+            let summary = serde_json::json!({
+                "image_bytes": done.image_bytes,
+                "disk_bytes": done.disk_bytes,
+                "mapped_bytes": done.mapped_bytes,
+                "received_bytes": done.received_bytes,
+                "written_bytes": done.written_bytes,
+                "retries": done.retries,
+                "seconds": done.seconds,
+            });
+            if print_json(&summary, "the summary") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            say(&format!("install failed at {}: {e}", e.stage()));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `value` as pretty JSON on stdout; says so on the console and returns false if it cannot.
@@ -196,6 +243,17 @@ impl Node for Console<'_> {
             say(&trouble);
         }
         report
+    }
+
+    fn wipe(&mut self, image: &str, disk: &TargetDisk) -> InstallReport {
+        let facts = facts::collect(&self.root);
+        installing::wipe(
+            image,
+            disk,
+            &facts,
+            &self.root.join("dev"),
+            &mut |line: &str| say(line),
+        )
     }
 
     fn install(&mut self, plan: &InstallPlan) -> InstallReport {

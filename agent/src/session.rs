@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
-use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport};
+use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport, TargetDisk};
 use provisioner_protocol::{Facts, InspectionReport, Instruction};
 
 use crate::appliance::{Answer, Appliance};
@@ -51,6 +51,8 @@ pub trait Node {
     /// Writes the image the appliance named to the disk it chose; how it went (the report's
     /// `mac` is filled in by the session).
     fn install(&mut self, plan: &InstallPlan) -> InstallReport;
+    /// Wipes the signatures of the disk an earlier install of `image` wrote; how it went.
+    fn wipe(&mut self, image: &str, disk: &TargetDisk) -> InstallReport;
 }
 
 /// How the session ends: the node is to go down, and why.
@@ -105,6 +107,16 @@ pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
                 result.mac = *mac;
                 send_install(api, &result, node);
             }
+            Instruction::Wipe {
+                image,
+                disk,
+                reason,
+            } => {
+                node.say(&format!("wiping {}: {reason}", disk.name));
+                let mut result = node.wipe(&image, &disk);
+                result.mac = *mac;
+                send_install(api, &result, node);
+            }
             Instruction::PowerOff { reason } => return Ending::PowerOff { reason },
             Instruction::Reboot { reason } => return Ending::Reboot { reason },
         }
@@ -125,8 +137,11 @@ fn send_install(api: &impl Api, result: &InstallReport, node: &mut impl Node) {
                         result.written_bytes >> 20,
                         result.seconds
                     ),
+                    InstallOutcome::Wiped => {
+                        format!("reported the wipe of the disk of {}", result.image)
+                    }
                     InstallOutcome::Failed { stage, reason } => {
-                        format!("reported the failed install ({stage}): {reason}")
+                        format!("reported the failure ({stage}): {reason}")
                     }
                 });
                 return;
@@ -294,6 +309,18 @@ mod tests {
             BurnInReport {
                 mac: None,
                 devices: vec![Default::default(); 2],
+            }
+        }
+
+        fn wipe(&mut self, image: &str, disk: &TargetDisk) -> InstallReport {
+            self.lines.push(format!("wipe {} of {image}", disk.name));
+            InstallReport {
+                mac: Default::default(),
+                image: image.to_string(),
+                outcome: InstallOutcome::Wiped,
+                written_bytes: 0,
+                received_bytes: 0,
+                seconds: 0.1,
             }
         }
 

@@ -75,6 +75,8 @@ pub struct InstallReport {
 pub enum InstallOutcome {
     /// Written, read back against the block map, first MiB written last.
     Written,
+    /// The disk's signatures were wiped (`Instruction::Wipe`): it boots nothing.
+    Wiped,
     /// A stage failed: which, and the numbers (`read-back of range 512-1024 MiB: sha256 ...
     /// expected ...`). The disk is left without a bootable first MiB.
     Failed { stage: String, reason: String },

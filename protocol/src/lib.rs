@@ -194,6 +194,14 @@ pub enum Instruction {
     BurnIn { plan: burnin::BurnInPlan },
     /// Write an OS image to a disk and report it (`POST /api/v1/agent/install`).
     Install { plan: Box<install::InstallPlan> },
+    /// Wipe the signatures of the disk an earlier install wrote (a retired or reprovisioned
+    /// node) and report it (`POST /api/v1/agent/install`, outcome `wiped`).
+    Wipe {
+        /// The install whose disk it is, named in the report.
+        image: String,
+        disk: install::TargetDisk,
+        reason: String,
+    },
 }
 
 /// Why a call was refused.

@@ -21,6 +21,11 @@ CREATE TABLE installs (
     installed_ms     BIGINT,
     -- Ended by a failure, a new install, a retire or a reprovision: its credential no longer
     -- stands.
-    ended_ms         BIGINT
+    ended_ms         BIGINT,
+    -- A written disk of an install ended by a retire or a reprovision has its signatures wiped
+    -- by the agent at the node's next discovery boot: then this is set.
+    wiped_ms         BIGINT,
+    -- Why the last wipe failed; cleared at the node's next discovery boot, which tries again.
+    wipe_error       TEXT
 );
 CREATE INDEX installs_by_node ON installs (node_id, id);

@@ -44,7 +44,9 @@ pub fn boot_target(state: Option<&State>, have: Available) -> BootTarget {
         Some(State::Installing { written: true } | State::BurningIn | State::Enrolled) => {
             BootTarget::LocalDisk
         }
-        Some(s @ (State::Failed { .. } | State::Held { .. } | State::Retired)) => {
+        // Retired: once more the discovery image, whose agent wipes the disk it was given.
+        Some(State::Retired { wiped: false }) if have.discovery => BootTarget::Discovery,
+        Some(s @ (State::Failed { .. } | State::Held { .. } | State::Retired { .. })) => {
             BootTarget::Wait(format!("this node is {s}; waiting for an operator"))
         }
     }
@@ -98,6 +100,15 @@ mod tests {
             from: Box::new(State::Enrolled),
         };
         assert!(matches!(boot_target(Some(&held), ALL), BootTarget::Wait(_)));
+        // Retired: the discovery image once more to wipe its disk, then nothing.
+        assert_eq!(
+            boot_target(Some(&State::Retired { wiped: false }), ALL),
+            BootTarget::Discovery
+        );
+        assert!(matches!(
+            boot_target(Some(&State::Retired { wiped: true }), ALL),
+            BootTarget::Wait(_)
+        ));
         // What is missing makes the node wait, saying what.
         let none = Available { discovery: false };
         assert_eq!(

@@ -22,7 +22,7 @@ pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> 
             seconds: 30,
             reason: "held by an operator".into(),
         },
-        s @ (State::Failed { .. } | State::Retired) => Instruction::PowerOff {
+        s @ (State::Failed { .. } | State::Retired { .. }) => Instruction::PowerOff {
             reason: format!("this node is {s}"),
         },
         s @ (State::Discovered
@@ -211,8 +211,33 @@ impl Lifecycle {
             return Err(AgentError::UnknownNode(mac));
         };
         let mut changed = None;
+        // The disk an earlier install wrote is wiped first (reprovisioned, retired).
+        if matches!(
+            node.state,
+            State::Inspecting | State::Retired { wiped: false }
+        ) && let Some(wipe) = self.wipe_instruction(&mut tx, &node).await?
+        {
+            tx.commit().await?;
+            return Ok(wipe);
+        }
         let next = match node.state {
             State::BurningIn => self.burnin_instruction(&mut tx, &node).await?,
+            State::Retired { wiped: false } => {
+                if let Some(why) = db::installs::wipe_error(&mut tx, node.id).await? {
+                    tx.commit().await?;
+                    return Ok(Instruction::PowerOff {
+                        reason: format!(
+                            "retired; wiping its disk failed ({why}): the next boot tries again"
+                        ),
+                    });
+                }
+                // Nothing (left) to wipe.
+                let applied =
+                    apply(&mut tx, &node, &Input::DiskWiped, &Actor::Appliance, now).await??;
+                let next = instruction(&applied.state, None, reported);
+                changed = Some(applied);
+                next
+            }
             State::Installing { written: false } => {
                 self.install_instruction(&mut tx, &node, base).await?
             }

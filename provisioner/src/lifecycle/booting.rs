@@ -85,6 +85,7 @@ impl Lifecycle {
             }
             let t = new_token();
             db::tokens::issue_agent_token(&mut tx, &hash_token(&t), mac, &addr, now).await?;
+            db::installs::clear_wipe_errors(&mut tx, node.id).await?;
             token = Some(t);
         }
         self.commit(tx, [done]).await?;

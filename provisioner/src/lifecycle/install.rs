@@ -299,6 +299,77 @@ impl Lifecycle {
         })
     }
 
+    /// The wipe a node's agent is to do first, if the disk an ended install wrote is not
+    /// wiped yet (reprovisioned, retired): only that disk, as it was chosen then.
+    pub(super) async fn wipe_instruction(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        node: &db::nodes::NodeRecord,
+    ) -> Result<Option<Instruction>, StoreError> {
+        let Some(install) = db::installs::pending_wipe(tx, node.id).await? else {
+            return Ok(None);
+        };
+        let disk: TargetDisk = serde_json::from_str(&install.disk_json)
+            .map_err(|e| StoreError::Corrupt(format!("install {} disk: {e}", install.id)))?;
+        Ok(Some(Instruction::Wipe {
+            image: install.image.clone(),
+            reason: format!(
+                "{}: the disk {} was written with {} and must not boot",
+                node.state.name(),
+                disk.name,
+                install.image
+            ),
+            disk,
+        }))
+    }
+
+    /// A report of a wipe: the disk is recorded wiped (a retired node is then only told to
+    /// stay off), or why it failed (tried again at the next discovery boot).
+    async fn wipe_report(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        node: &db::nodes::NodeRecord,
+        report: &InstallReport,
+        now: i64,
+    ) -> Result<Option<Applied>, AgentError> {
+        let Some(install) = db::installs::pending_wipe(tx, node.id).await? else {
+            return Err(AgentError::NotNow {
+                mac: node.mac,
+                state: node.state.to_string(),
+                what: "a wipe report",
+            });
+        };
+        if install.image != report.image {
+            return Err(AgentError::NotNow {
+                mac: node.mac,
+                state: node.state.to_string(),
+                what: "a wipe report of another install",
+            });
+        }
+        match &report.outcome {
+            InstallOutcome::Wiped => {
+                db::installs::set_wiped(tx, node.id, install.id, now).await?;
+                if node.state == (State::Retired { wiped: false }) {
+                    return Ok(Some(
+                        apply(tx, node, &Input::DiskWiped, &Actor::Agent, now).await??,
+                    ));
+                }
+            }
+            InstallOutcome::Failed { stage, reason } => {
+                warn!(mac = %node.mac, stage, reason, "wiping a disk failed");
+                db::installs::set_wipe_error(tx, install.id, &format!("{stage}: {reason}")).await?;
+            }
+            InstallOutcome::Written => {
+                return Err(AgentError::NotNow {
+                    mac: node.mac,
+                    state: node.state.to_string(),
+                    what: "a write report",
+                });
+            }
+        }
+        Ok(None)
+    }
+
     /// The agent's report of its write: written and read back moves the node on to boot its
     /// disk; a failure fails the install with the stage and the numbers.
     pub async fn install_report(
@@ -312,6 +383,17 @@ impl Lifecycle {
         let (mac, _, node) = self
             .calling_node(&mut tx, bearer, Some(report.mac), false)
             .await?;
+        if matches!(node.state, State::Inspecting | State::Retired { .. })
+            || report.outcome == InstallOutcome::Wiped
+        {
+            let applied = self.wipe_report(&mut tx, &node, report, now).await?;
+            let state = applied
+                .as_ref()
+                .map_or(node.state.clone(), |a| a.state.clone());
+            self.commit(tx, applied).await?;
+            info!(%mac, %state, image = %report.image, "wipe report taken");
+            return Ok(state);
+        }
         let current = db::installs::current(&mut tx, node.id).await?;
         let install = match (&node.state, current) {
             (State::Installing { written: false }, Some(i)) if i.image == report.image => i,
@@ -341,6 +423,14 @@ impl Lifecycle {
                 Input::StepFailed {
                     reason: format!("install of {}: {stage}: {reason}", report.image),
                 }
+            }
+            // Taken above; named here so that a new outcome is a compile error.
+            InstallOutcome::Wiped => {
+                return Err(AgentError::NotNow {
+                    mac,
+                    state: node.state.to_string(),
+                    what: "a wipe report",
+                });
             }
         };
         let applied = apply(&mut tx, &node, &input, &Actor::Agent, now).await??;

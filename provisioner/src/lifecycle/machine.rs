@@ -29,7 +29,13 @@ pub enum State {
     Held {
         from: Box<State>,
     },
-    Retired,
+    /// Out of service for good. `wiped`: the disk an install wrote had its signatures wiped
+    /// (or there was none), so the node is only told to stay off; until then it boots the
+    /// discovery image once more for its agent to wipe it.
+    Retired {
+        #[serde(default)]
+        wiped: bool,
+    },
 }
 
 /// The steps that can fail or time out: the working states.
@@ -89,7 +95,7 @@ impl State {
             State::Enrolled => "enrolled",
             State::Failed { .. } => "failed",
             State::Held { .. } => "held",
-            State::Retired => "retired",
+            State::Retired { .. } => "retired",
         }
     }
 
@@ -177,6 +183,8 @@ pub enum Input {
     DiskWritten,
     /// The installed system booted and reported the image it runs.
     Installed,
+    /// The agent wiped the disk of a retired node (or there was nothing to wipe).
+    DiskWiped,
     /// Burn-in passed.
     BurnInPassed,
     /// A step failed, with why.
@@ -253,6 +261,7 @@ fn describe(input: &Input) -> String {
         Input::CannotInstall { .. } => "be refused an install".into(),
         Input::DiskWritten => "have its disk written".into(),
         Input::Installed => "finish installing".into(),
+        Input::DiskWiped => "have its disk wiped".into(),
         Input::BurnInPassed => "pass burn-in".into(),
         Input::StepFailed { .. } => "fail a step".into(),
         Input::TimedOut { .. } => "time out".into(),
@@ -300,6 +309,11 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
             "image written and read back; it boots its disk from now on".into(),
             vec![],
         ),
+        (Retired { wiped: false }, DiskWiped) => go(
+            Retired { wiped: true },
+            "its disk's signatures wiped: it boots nothing".into(),
+            vec![],
+        ),
         (Installing { written: true }, Installed) => go(
             BurningIn,
             "the installed system booted the image it was given".into(),
@@ -330,7 +344,7 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
                 vec![],
             )
         }
-        (Held { .. } | Retired, Operator(Action::Hold) | Contested { .. }) => {
+        (Held { .. } | Retired { .. }, Operator(Action::Hold) | Contested { .. }) => {
             Err(refused(state, input))
         }
         (s, Contested { reason }) => go(
@@ -355,16 +369,18 @@ pub fn next(state: &State, input: &Input) -> Result<Transition, Refused> {
             "retried by an operator".into(),
             vec![ReleaseSlot, ClearFacts],
         ),
-        (Retired, Operator(Action::Reprovision)) => Err(refused(state, input)),
+        (Retired { .. }, Operator(Action::Reprovision)) => Err(refused(state, input)),
         (_, Operator(Action::Reprovision)) => go(
             Discovered,
             "reprovisioned by an operator".into(),
             vec![ReleaseSlot, ClearFacts],
         ),
-        (Retired, Operator(Action::Retire)) => Err(refused(state, input)),
-        (_, Operator(Action::Retire)) => {
-            go(Retired, "retired by an operator".into(), vec![ReleaseSlot])
-        }
+        (Retired { .. }, Operator(Action::Retire)) => Err(refused(state, input)),
+        (_, Operator(Action::Retire)) => go(
+            Retired { wiped: false },
+            "retired by an operator".into(),
+            vec![ReleaseSlot],
+        ),
         _ => Err(refused(state, input)),
     }
 }
@@ -408,7 +424,8 @@ mod tests {
             State::Enrolled,
             failed(Step::Inspecting, "x"),
             held(State::Inspecting),
-            State::Retired,
+            State::Retired { wiped: false },
+            State::Retired { wiped: true },
         ]
     }
 
@@ -421,6 +438,7 @@ mod tests {
             Input::CannotInstall { reason: "r".into() },
             Input::DiskWritten,
             Input::Installed,
+            Input::DiskWiped,
             Input::BurnInPassed,
             Input::StepFailed { reason: "r".into() },
             Input::TimedOut {
@@ -486,6 +504,12 @@ mod tests {
                 vec![],
             ),
             (
+                State::Retired { wiped: false },
+                Input::DiskWiped,
+                State::Retired { wiped: true },
+                vec![],
+            ),
+            (
                 State::BurningIn,
                 Input::BurnInPassed,
                 State::Enrolled,
@@ -519,7 +543,7 @@ mod tests {
             t.push((s, timed_out.clone(), failed(step, &reason), vec![]));
         }
         for s in every_state() {
-            if !matches!(s, State::Held { .. } | State::Retired) {
+            if !matches!(s, State::Held { .. } | State::Retired { .. }) {
                 t.push((
                     s.clone(),
                     Input::Operator(Action::Hold),
@@ -533,7 +557,7 @@ mod tests {
                     vec![],
                 ));
             }
-            if s != State::Retired {
+            if !matches!(s, State::Retired { .. }) {
                 t.push((
                     s.clone(),
                     Input::Operator(Action::Reprovision),
@@ -543,7 +567,7 @@ mod tests {
                 t.push((
                     s,
                     Input::Operator(Action::Retire),
-                    State::Retired,
+                    State::Retired { wiped: false },
                     vec![ReleaseSlot],
                 ));
             }
@@ -576,9 +600,9 @@ mod tests {
                 refused += 1;
             }
         }
-        // 10 states (installing twice: written or not) × 16 inputs, less the legal ones: the
+        // 11 states (installing and retired twice each) × 17 inputs, less the legal ones: the
         // table is the whole machine.
-        assert_eq!(refused + legal.len(), 10 * 16);
+        assert_eq!(refused + legal.len(), 11 * 17);
     }
 
     #[test]

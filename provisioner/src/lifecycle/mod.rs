@@ -249,7 +249,10 @@ async fn apply(
             Effect::ClearFacts => db::nodes::set_facts(tx, node.id, None, None).await?,
         }
     }
-    if matches!(t.to, State::Discovered | State::Retired) {
+    // (A retired node's wipe keeps it retired: that boot's token still stands, to be told off.)
+    if matches!(t.to, State::Discovered | State::Retired { .. })
+        && !matches!(node.state, State::Retired { .. })
+    {
         // Starting over (retry, reprovision) or retired: no token of an earlier boot stands,
         // nor the credential of an earlier install.
         db::tokens::end_agent_tokens(tx, node.mac).await?;

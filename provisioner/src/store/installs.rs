@@ -133,6 +133,84 @@ pub async fn set_installed(
     Ok(())
 }
 
+/// The install whose written disk is to be wiped (ended by a retire or reprovision, not
+/// wiped yet, no failed wipe in this boot), the latest first.
+pub async fn pending_wipe(
+    tx: &mut Transaction<'_, Sqlite>,
+    node_id: i64,
+) -> Result<Option<InstallRecord>, StoreError> {
+    Ok(sqlx::query_as(install_select!(
+        "WHERE node_id = ? AND written_ms IS NOT NULL AND ended_ms IS NOT NULL
+           AND wiped_ms IS NULL AND wipe_error IS NULL
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(node_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// The agent wiped the disk of `install_id`: every earlier written install of the node was on
+/// a disk the same hints chose, so those are done as well.
+pub async fn set_wiped(
+    tx: &mut Transaction<'_, Sqlite>,
+    node_id: i64,
+    install_id: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE installs SET wiped_ms = ? WHERE id = ? OR (node_id = ? AND id < ? AND ended_ms IS NOT NULL AND wiped_ms IS NULL)",
+    )
+    .bind(now_ms)
+    .bind(install_id)
+    .bind(node_id)
+    .bind(install_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The wipe failed, and why: not asked again until the node's next discovery boot.
+pub async fn set_wipe_error(
+    tx: &mut Transaction<'_, Sqlite>,
+    install_id: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE installs SET wipe_error = ? WHERE id = ?")
+        .bind(reason)
+        .bind(install_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Why the node's last wipe failed in this boot, if it did.
+pub async fn wipe_error(
+    tx: &mut Transaction<'_, Sqlite>,
+    node_id: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT wipe_error FROM installs WHERE node_id = ? AND wipe_error IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(node_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// A new discovery boot tries a failed wipe again.
+pub async fn clear_wipe_errors(
+    tx: &mut Transaction<'_, Sqlite>,
+    node_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE installs SET wipe_error = NULL WHERE node_id = ? AND wipe_error IS NOT NULL",
+    )
+    .bind(node_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Ends every install of the node not yet ended: failed, retried, reprovisioned, retired.
 pub async fn end_all(
     tx: &mut Transaction<'_, Sqlite>,
