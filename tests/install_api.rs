@@ -259,15 +259,80 @@ fn a_failed_write_fails_the_node_with_the_stage_and_the_numbers() {
     assert!(!s.contains("provisioner.token"), "a failed node waits: {s}");
 }
 
-/// Boots, reports and writes `mac`'s disk; returns the agent token of that boot.
-fn written(f: &App, mac: &str) -> String {
+/// Boots, reports and writes `mac`'s disk; returns the boot's token and the credential its
+/// installed system got.
+fn written(f: &App, mac: &str) -> (String, String) {
     let token = f.boot(mac);
     let r = f.report(Some(&token), mac, &facts(mac));
     assert_eq!(r.status, 202, "{}", r.body);
-    assert_eq!(next(f, &token, mac)["action"], "install");
+    let i = next(f, &token, mac);
+    assert_eq!(i["action"], "install");
     let (code, body) = install_report(f, &token, mac, json!({ "result": "written" }));
     assert_eq!(code, 202, "{body}");
-    token
+    let credential = i["plan"]["first_boot"]["credential"].as_str().unwrap();
+    (token, credential.to_string())
+}
+
+/// The installed system's first call, with `auth` as its bearer.
+fn installed(f: &App, auth: &str, mac: &str, kernel: &str) -> (u16, String) {
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(f.data().join(format!("images/os/{NAME}/image.json"))).unwrap(),
+    )
+    .unwrap();
+    let body = json!({ "mac": mac, "image": NAME, "raw_sha256": m["raw"]["sha256"],
+        "kernel_release": kernel });
+    let r = f.post_json(
+        provisioner_protocol::PATH_INSTALLED,
+        Some(auth),
+        &body.to_string(),
+    );
+    (r.status, r.body)
+}
+
+#[test]
+fn the_installed_system_reports_with_its_own_credential_and_then_burns_in() {
+    let f = start();
+    let (token, credential) = written(&f, ROW_IMAGE);
+    // The discovery boot's token is not the installed system's.
+    let (code, body) = installed(&f, &token, ROW_IMAGE, "6.1.0-0-amd64");
+    assert!(code == 401 || code == 409, "{code} {body}");
+    // Another node's MAC with this credential is refused.
+    let (code, body) = installed(&f, &credential, NO_IMAGE, "6.1.0-0-amd64");
+    assert_eq!(code, 403, "{body}");
+    // Asking next before saying what it booted: told to say it first.
+    assert_eq!(next(&f, &credential, ROW_IMAGE)["action"], "wait");
+    let (code, body) = installed(&f, &credential, ROW_IMAGE, "6.1.0-0-amd64");
+    assert_eq!(code, 202, "{body}");
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(n["state"]["state"], "burning_in", "{n}");
+    // Its burn-in is asked for with the same credential, from its own disk.
+    assert_eq!(next(&f, &credential, ROW_IMAGE)["action"], "burn_in");
+    assert!(script(&f, ROW_IMAGE).contains("boots from its own disk"));
+}
+
+#[test]
+fn an_installed_system_that_booted_another_kernel_fails_naming_both() {
+    let f = start();
+    let (_, credential) = written(&f, ROW_IMAGE);
+    let (code, body) = installed(&f, &credential, ROW_IMAGE, "6.1.0-99-amd64");
+    assert_eq!(code, 202, "{body}");
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(n["state"]["state"], "failed", "{n}");
+    let reason = n["state"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("6.1.0-99-amd64") && reason.contains("6.1.0-0-amd64"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_credential_stops_standing_when_the_node_is_retired() {
+    let f = start();
+    let admin = f.cli(&["token", "create", "alice"]);
+    let (_, credential) = written(&f, ROW_IMAGE);
+    act(&f, &admin, ROW_IMAGE, "retire");
+    let (code, body) = installed(&f, &credential, ROW_IMAGE, "6.1.0-0-amd64");
+    assert_eq!(code, 401, "{body}");
 }
 
 fn act(f: &App, admin: &str, mac: &str, action: &str) {

@@ -81,3 +81,16 @@ pub enum InstallOutcome {
     /// expected ...`). The disk is left without a bootable first MiB.
     Failed { stage: String, reason: String },
 }
+
+/// `POST /api/v1/agent/installed`: the installed system's first call, with its install's
+/// credential: what it booted, read from the system itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstalledReport {
+    pub mac: crate::MacAddr,
+    /// The image's name, as the installer recorded it on the disk.
+    pub image: String,
+    /// sha256 of the raw image, as the installer recorded it after its read-back.
+    pub raw_sha256: String,
+    /// `uname -r` of the running kernel.
+    pub kernel_release: String,
+}

@@ -27,6 +27,7 @@ pub const PATH_NEXT: &str = "/api/v1/agent/next";
 pub const PATH_BURNIN: &str = "/api/v1/agent/burnin";
 pub const PATH_PROGRESS: &str = "/api/v1/agent/progress";
 pub const PATH_INSTALL: &str = "/api/v1/agent/install";
+pub const PATH_INSTALLED: &str = "/api/v1/agent/installed";
 
 /// `POST /api/v1/agent/progress`: console lines of a long step (burn-in), sent as they come,
 /// so the appliance shows where a node is before its report.

@@ -10,10 +10,10 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use provisioner_protocol::burnin::BurnInReport;
-use provisioner_protocol::install::InstallReport;
+use provisioner_protocol::install::{InstallReport, InstalledReport};
 use provisioner_protocol::{
-    InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_NEXT, PATH_PROGRESS,
-    ProgressReport,
+    InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_INSTALLED, PATH_NEXT,
+    PATH_PROGRESS, ProgressReport,
 };
 use serde::Deserialize;
 
@@ -168,6 +168,35 @@ pub async fn install(
                 .into_response()
         }
         Err(e) => refused(&st, e, Some(report.mac), peer, PATH_INSTALL).await,
+    }
+}
+
+/// `POST /api/v1/agent/installed`: the installed system's first call.
+pub async fn installed(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    report: Result<Json<InstalledReport>, JsonRejection>,
+) -> Response {
+    let report = match body(report, "installed report") {
+        Ok(r) => r,
+        Err(why) => return refuse(Kind::BadRequest, why),
+    };
+    match st.boot.lifecycle.installed(bearer(&headers), &report).await {
+        Ok(state) => {
+            note(
+                &st,
+                Some(report.mac),
+                peer,
+                format!("POST {PATH_INSTALLED}"),
+            );
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
+            )
+                .into_response()
+        }
+        Err(e) => refused(&st, e, Some(report.mac), peer, PATH_INSTALLED).await,
     }
 }
 

@@ -38,7 +38,8 @@ pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> 
 pub const REFUSALS_PER_MINUTE: i64 = 30;
 
 impl Lifecycle {
-    /// Checks an agent's bearer token against the MAC it speaks for. Refusals are recorded.
+    /// Checks an agent's bearer token against the MAC it speaks for: a boot's one-time token,
+    /// or the credential an install gave the node's installed system. Refusals are recorded.
     pub(super) async fn authenticate(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -46,12 +47,32 @@ impl Lifecycle {
         mac: MacAddr,
         for_report: bool,
     ) -> Result<String, AgentError> {
+        Ok(self.caller(tx, bearer, mac, for_report).await?.0)
+    }
+
+    /// [`Self::authenticate`], also saying whether the caller is an installed system (its
+    /// install's credential) rather than the discovery image (a boot's token).
+    pub(super) async fn caller(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        bearer: Option<&str>,
+        mac: MacAddr,
+        for_report: bool,
+    ) -> Result<(String, bool), AgentError> {
         let Some(token) = bearer.filter(|t| !t.is_empty()) else {
             return Err(AgentAuthError::NoToken.into());
         };
         let hash = hash_token(token);
         let Some(rec) = db::tokens::agent_token(tx, &hash).await? else {
-            return Err(AgentAuthError::UnknownToken.into());
+            // An installed system's credential: its install must stand and be this node's.
+            let Some(install) = db::installs::by_credential(tx, &hash).await? else {
+                return Err(AgentAuthError::UnknownToken.into());
+            };
+            let node = db::nodes::node_by_mac(tx, mac).await?;
+            if node.map(|n| n.id) != Some(install.node_id) || for_report {
+                return Err(AgentAuthError::OtherNode(mac).into());
+            }
+            return Ok((hash, true));
         };
         if rec.mac != mac {
             return Err(AgentAuthError::OtherNode(mac).into());
@@ -61,7 +82,7 @@ impl Lifecycle {
             db::tokens::TokenStatus::Reported if for_report => {
                 Err(AgentAuthError::AlreadyReported.into())
             }
-            _ => Ok(hash),
+            _ => Ok((hash, false)),
         }
     }
 
@@ -202,10 +223,11 @@ impl Lifecycle {
         let _one = self.write.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let hash = self.authenticate(&mut tx, bearer, mac, false).await?;
-        let reported = db::tokens::agent_token(&mut tx, &hash)
-            .await?
-            .is_some_and(|t| t.status == db::tokens::TokenStatus::Reported);
+        let (hash, installed) = self.caller(&mut tx, bearer, mac, false).await?;
+        let reported = installed
+            || db::tokens::agent_token(&mut tx, &hash)
+                .await?
+                .is_some_and(|t| t.status == db::tokens::TokenStatus::Reported);
         let node = db::nodes::node_by_mac(&mut tx, mac).await?;
         let Some(node) = node else {
             return Err(AgentError::UnknownNode(mac));
@@ -222,6 +244,11 @@ impl Lifecycle {
         }
         let next = match node.state {
             State::BurningIn => self.burnin_instruction(&mut tx, &node).await?,
+            // Its installed system says what it booted first (`POST .../installed`).
+            State::Installing { written: true } if installed => Instruction::Wait {
+                seconds: 10,
+                reason: "installed system: report what was booted first".into(),
+            },
             State::Retired { wiped: false } => {
                 if let Some(why) = db::installs::wipe_error(&mut tx, node.id).await? {
                     tx.commit().await?;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use provisioner_protocol::install::{
-    FirstBoot, InstallOutcome, InstallPlan, InstallReport, TargetDisk,
+    FirstBoot, InstallOutcome, InstallPlan, InstallReport, InstalledReport, TargetDisk,
 };
 use provisioner_protocol::{Disk, Facts, Instruction};
 use tracing::{info, warn};
@@ -437,6 +437,74 @@ impl Lifecycle {
         let state = applied.state.clone();
         self.commit(tx, [applied]).await?;
         info!(%mac, %state, image = %report.image, written = report.written_bytes, "install report taken");
+        Ok(state)
+    }
+}
+
+impl Lifecycle {
+    /// The installed system's first call: what it booted must be what it was sent (the image
+    /// and its digest as the installer recorded them, the image's kernel). It then burns in;
+    /// anything else fails the install, naming both.
+    pub async fn installed(
+        &self,
+        bearer: Option<&str>,
+        report: &InstalledReport,
+    ) -> Result<State, AgentError> {
+        let _one = self.write.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mac = report.mac;
+        let (_, installed) = self.caller(&mut tx, bearer, mac, false).await?;
+        let node = db::nodes::node_by_mac(&mut tx, mac)
+            .await?
+            .ok_or(AgentError::UnknownNode(mac))?;
+        let install = match (installed, &node.state) {
+            (true, State::Installing { written: true }) => {
+                db::installs::current(&mut tx, node.id).await?
+            }
+            _ => None,
+        };
+        let Some(install) = install else {
+            return Err(AgentError::NotNow {
+                mac,
+                state: node.state.to_string(),
+                what: "an installed system's report",
+            });
+        };
+        let kernel = self
+            .install
+            .data_dir
+            .as_ref()
+            .and_then(|d| library::find(d, &install.image).ok())
+            .map(|e| e.manifest.kernel.release);
+        let mut wrong = Vec::new();
+        if report.image != install.image {
+            wrong.push(format!("image {} (sent {})", report.image, install.image));
+        }
+        if report.raw_sha256 != install.raw_sha256 {
+            wrong.push(format!(
+                "raw sha256 {} (sent {})",
+                report.raw_sha256, install.raw_sha256
+            ));
+        }
+        if let Some(k) = kernel.filter(|k| *k != report.kernel_release) {
+            wrong.push(format!(
+                "kernel {} (the image's {k})",
+                report.kernel_release
+            ));
+        }
+        let input = if wrong.is_empty() {
+            db::installs::set_installed(&mut tx, install.id, now).await?;
+            Input::Installed
+        } else {
+            Input::StepFailed {
+                reason: format!("the installed system booted {}", wrong.join(", ")),
+            }
+        };
+        let applied = apply(&mut tx, &node, &input, &Actor::Agent, now).await??;
+        let state = applied.state.clone();
+        self.commit(tx, [applied]).await?;
+        info!(%mac, %state, image = %report.image, kernel = %report.kernel_release, "installed system reported");
         Ok(state)
     }
 }
