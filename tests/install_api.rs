@@ -216,19 +216,24 @@ fn hints_that_match_two_disks_fail_the_node_naming_both() {
 }
 
 #[test]
-fn a_node_without_an_image_waits_and_says_why() {
+fn a_node_without_an_image_stays_inspected_and_powers_off_saying_why() {
     let f = start();
     let token = f.boot(NO_IMAGE);
     let r = f.report(Some(&token), NO_IMAGE, &facts(NO_IMAGE));
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(node(&f, NO_IMAGE)["state"]["state"], "inspected");
     let i = next(&f, &token, NO_IMAGE);
-    assert_eq!(i["action"], "wait", "{i}");
+    assert_eq!(i["action"], "power_off", "{i}");
     let why = i["reason"].as_str().unwrap();
     assert!(
         why.contains("no OS image") && why.contains("qemu-lab"),
         "{why}"
     );
+    // Powered on again, it boots the discovery image, and its agent is told the same.
+    let token = f.boot(NO_IMAGE);
+    let i = next(&f, &token, NO_IMAGE);
+    assert_eq!(i["action"], "power_off", "{i}");
+    assert_eq!(node(&f, NO_IMAGE)["state"]["state"], "inspected");
 }
 
 #[test]

@@ -165,11 +165,11 @@ fn agent_tokens_are_bound_to_the_node_and_the_boot() {
     assert_eq!(refusals.len(), 7, "{refusals:#?}");
     assert!(refusals[6].contains("already carried"), "{refusals:#?}");
 
-    // Inspected, and no image for its slot: the agent waits, told why.
+    // Inspected, and no image for its slot: the agent is told to power off, and why.
     let (code, body) = next(&f, Some(&format!("Bearer {a2}")), A);
     assert_eq!(code, 200, "{body}");
     let next: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(next["action"], "wait");
+    assert_eq!(next["action"], "power_off");
     let why = next["reason"].as_str().unwrap();
     assert!(why.contains("lab/r1/a01/U10"), "{why}");
     assert!(why.contains("no OS image"), "{why}");

@@ -40,7 +40,10 @@ pub fn boot_target(state: Option<&State>, have: Available) -> BootTarget {
         | Some(State::Discovered | State::Inspecting | State::Installing { written: false }) => {
             BootTarget::Wait(NO_DISCOVERY.into())
         }
-        Some(State::Inspected) => BootTarget::Wait("inspected; waiting to be installed".into()),
+        // Inspected and powered on again: its agent is told to install (the image is there
+        // now) or, again, why not.
+        Some(State::Inspected) if have.discovery => BootTarget::Discovery,
+        Some(State::Inspected) => BootTarget::Wait(NO_DISCOVERY.into()),
         Some(State::Installing { written: true } | State::BurningIn | State::Enrolled) => {
             BootTarget::LocalDisk
         }
@@ -87,6 +90,11 @@ mod tests {
         assert_eq!(
             boot_target(Some(&State::Enrolled), ALL),
             BootTarget::LocalDisk
+        );
+        assert_eq!(
+            boot_target(Some(&State::Inspected), ALL),
+            BootTarget::Discovery,
+            "an inspected node powered on again is told to install or why not"
         );
         let failed = State::Failed {
             step: Step::Inspecting,

@@ -11,9 +11,11 @@ pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> 
             seconds: 10,
             reason: "report received; waiting for the appliance".into(),
         },
-        State::Inspected => Instruction::Wait {
-            seconds: 60,
-            reason: format!("inspected and matched to slot {}", slot.unwrap_or("?")),
+        State::Inspected => Instruction::PowerOff {
+            reason: format!(
+                "inspected and matched to slot {}; powering off until installation",
+                slot.unwrap_or("?")
+            ),
         },
         State::Installing { written: true } => Instruction::Reboot {
             reason: "image written and read back; rebooting into its disk".into(),
@@ -282,10 +284,11 @@ impl Lifecycle {
                     changed = Some(applied);
                     next
                 }
-                (None, Some(why)) => Instruction::Wait {
-                    seconds: 60,
+                // Like a commissioned machine in MAAS: off until it can be installed (an
+                // operator or, later, its BMC powers it on again once the image is there).
+                (None, Some(why)) => Instruction::PowerOff {
                     reason: format!(
-                        "inspected and matched to slot {}; waiting: {why}",
+                        "inspected and matched to slot {}; powering off until it can be installed: {why}",
                         node.slot.as_deref().unwrap_or("?")
                     ),
                 },

@@ -330,6 +330,12 @@ mod tests {
             instruction(&State::Inspecting, None, true),
             Instruction::Wait { .. }
         ));
+        let Instruction::PowerOff { reason } =
+            instruction(&State::Inspected, Some("dc1/r1/a01/U10"), true)
+        else {
+            panic!()
+        };
+        assert!(reason.contains("dc1/r1/a01/U10"));
         assert!(matches!(
             instruction(&State::Installing { written: true }, None, true),
             Instruction::Reboot { .. }
