@@ -283,14 +283,14 @@ impl ThrowAway {
         cp.args(["-a", "--reflink=auto"]).arg(tree).arg(&root);
         run("copy the tree", "cp", "coreutils", &mut cp, &[0])?;
         // oscap's dpkginfo probe reads apt's configuration: the build host's snippets (a
-        // docker-clean one, say) must not steer how it reads the image's package database.
+        // docker-clean one, say) must not steer how it reads the image's package database,
+        // and its architecture is the image's (an arm64 image graded on an x86 host would
+        // otherwise have none of its packages "installed").
         let apt_config = dir.path().join("apt.conf");
-        std::fs::write(&apt_config, "Dir::Etc::Parts \"/nonexistent\";\n").map_err(|source| {
-            GradeError::Io {
-                step: "write a neutral APT_CONFIG",
-                path: apt_config.clone(),
-                source,
-            }
+        std::fs::write(&apt_config, apt_config_for(&root)).map_err(|source| GradeError::Io {
+            step: "write a neutral APT_CONFIG",
+            path: apt_config.clone(),
+            source,
         })?;
         Ok(ThrowAway {
             dir,
@@ -298,6 +298,22 @@ impl ThrowAway {
             apt_config,
         })
     }
+}
+
+/// The APT configuration oscap's dpkginfo probe reads for the tree at `root`: no snippets of
+/// the host's, and the tree's own architecture (its `var/lib/dpkg/arch`, first line).
+fn apt_config_for(root: &Path) -> String {
+    let mut conf = String::from("Dir::Etc::Parts \"/nonexistent\";\n");
+    let arch = std::fs::read_to_string(root.join("var/lib/dpkg/arch")).unwrap_or_default();
+    let arch = arch.lines().next().unwrap_or("").trim();
+    if !arch.is_empty()
+        && arch
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        conf += &format!("APT::Architecture \"{arch}\";\n");
+    }
+    conf
 }
 
 /// Runs `cmd`; an exit status outside `ok` is an error naming the tool and the step.
@@ -682,5 +698,19 @@ mod tests {
         let banner =
             "OpenSCAP command line tool (oscap) 1.3.7\nCopyright 2009--2021 Red Hat Inc.\n";
         assert_eq!(version_of_banner(banner).as_deref(), Some("1.3.7"));
+    }
+
+    #[test]
+    fn the_probe_reads_packages_for_the_trees_own_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            apt_config_for(dir.path()),
+            "Dir::Etc::Parts \"/nonexistent\";\n"
+        );
+        std::fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
+        std::fs::write(dir.path().join("var/lib/dpkg/arch"), "arm64\ni386\n").unwrap();
+        assert!(apt_config_for(dir.path()).ends_with("APT::Architecture \"arm64\";\n"));
+        std::fs::write(dir.path().join("var/lib/dpkg/arch"), "arm64\"; X \"y\n").unwrap();
+        assert!(!apt_config_for(dir.path()).contains("APT::Architecture"));
     }
 }
