@@ -232,17 +232,7 @@ impl Node for Console<'_> {
 
     fn burn_in(&mut self, plan: &BurnInPlan) -> BurnInReport {
         let facts = facts::collect(&self.root);
-        let progress = &mut self.progress;
-        let report = burnin::run(plan, &facts, &mut |line: &str| {
-            say(line);
-            if let Some(trouble) = progress.line(line, Instant::now()) {
-                say(&trouble);
-            }
-        });
-        if let Some(trouble) = progress.flush(Instant::now()) {
-            say(&trouble);
-        }
-        report
+        self.with_progress(|line| burnin::run(plan, &facts, line))
     }
 
     fn wipe(&mut self, image: &str, disk: &TargetDisk) -> InstallReport {
@@ -258,8 +248,16 @@ impl Node for Console<'_> {
 
     fn install(&mut self, plan: &InstallPlan) -> InstallReport {
         let facts = facts::collect(&self.root);
+        let dev = self.root.join("dev");
+        self.with_progress(|line| installing::run(plan, &facts, &dev, line))
+    }
+}
+
+impl Console<'_> {
+    /// Runs a long step whose lines go to the console and, as progress, to the appliance.
+    fn with_progress<T>(&mut self, step: impl FnOnce(&mut dyn FnMut(&str)) -> T) -> T {
         let progress = &mut self.progress;
-        let report = installing::run(plan, &facts, &self.root.join("dev"), &mut |line: &str| {
+        let result = step(&mut |line: &str| {
             say(line);
             if let Some(trouble) = progress.line(line, Instant::now()) {
                 say(&trouble);
@@ -268,6 +266,6 @@ impl Node for Console<'_> {
         if let Some(trouble) = progress.flush(Instant::now()) {
             say(&trouble);
         }
-        report
+        result
     }
 }

@@ -164,6 +164,35 @@ class Server:
             return ""
 
 
+def nginx(net, work, root, worker_connections=4096):
+    """nginx (one worker, sendfile) serving root on net's server address, port 80, in its
+    server namespace; its temporary files and logs under work. Not started."""
+    tmp = os.path.join(work, "nginx-tmp")
+    os.makedirs(tmp, exist_ok=True)
+    conf = os.path.join(work, "nginx.conf")
+    temps = "".join(f"    {k}_temp_path {tmp}/{k};\n"
+                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    with open(conf, "w") as f:
+        f.write(f"""user root;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    sendfile on;
+    access_log off;
+    default_type application/octet-stream;
+{temps}    server {{
+        listen {net.server_ip}:80;
+        root {root};
+    }}
+}}
+""")
+    argv = ["nginx", "-p", work, "-e", os.path.join(work, "nginx-error.log"), "-c", conf,
+            "-g", "daemon off;"]
+    return Server("nginx", argv, work, lambda s: net.port_open(80, "tcp"), ns=net.srv)
+
+
 def run_bounded(argv, timeout):
     """Runs argv in its own process group; on timeout kills that group. (rc, output, seconds)."""
     t0 = time.monotonic()

@@ -53,30 +53,7 @@ def appliance(binary, work, root, files, ready_s):
 
 
 def nginx(work, root):
-    tmp = os.path.join(work, "nginx-tmp")
-    os.makedirs(tmp, exist_ok=True)
-    conf = os.path.join(work, "nginx.conf")
-    temps = "".join(f"    {k}_temp_path {tmp}/{k};\n"
-                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    with open(conf, "w") as f:
-        f.write(f"""user root;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    sendfile on;
-    access_log off;
-    default_type application/octet-stream;
-{temps}    server {{
-        listen {SERVER_IP}:80;
-        root {root};
-    }}
-}}
-""")
-    argv = ["nginx", "-p", work, "-e", os.path.join(work, "nginx-error.log"), "-c", conf,
-            "-g", "daemon off;"]
-    server = benchlib.Server("nginx", argv, work, lambda s: NET.port_open(80, "tcp"), ns=NET.srv)
+    server = benchlib.nginx(NET, work, root)
     server.urls = {BIG: f"http://{SERVER_IP}/{BIG}", SMALL: f"http://{SERVER_IP}/{SMALL}"}
     return server
 

@@ -31,33 +31,6 @@ SERVER_IP, CLIENT_IP = "10.217.0.1", "10.217.0.2"
 NET = benchlib.NetnsPair("pvi", SERVER_IP, CLIENT_IP, prefixlen=24, mtu=1500)
 
 
-def nginx(work, root):
-    tmp = os.path.join(work, "nginx-tmp")
-    os.makedirs(tmp, exist_ok=True)
-    conf = os.path.join(work, "nginx.conf")
-    temps = "".join(f"    {k}_temp_path {tmp}/{k};\n"
-                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    with open(conf, "w") as f:
-        f.write(f"""user root;
-worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    sendfile on;
-    access_log off;
-    default_type application/octet-stream;
-{temps}    server {{
-        listen {SERVER_IP}:80;
-        root {root};
-    }}
-}}
-""")
-    argv = ["nginx", "-p", work, "-e", os.path.join(work, "nginx-error.log"), "-c", conf,
-            "-g", "daemon off;"]
-    return benchlib.Server("nginx", argv, work, lambda s: NET.port_open(80, "tcp"), ns=NET.srv)
-
-
 def target(path, size):
     if os.path.exists(path):
         os.remove(path)
@@ -104,7 +77,7 @@ def main():
     server = None
     try:
         NET.setup()
-        server = nginx(work, os.path.abspath(args.build))
+        server = benchlib.nginx(NET, work, os.path.abspath(args.build), worker_connections=64)
         server.start()
         url, bmap_url = f"http://{SERVER_IP}/{zst}", f"http://{SERVER_IP}/{bmap}"
         plan = os.path.join(work, "plan.json")
