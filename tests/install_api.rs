@@ -45,17 +45,8 @@ fn start() -> App {
 
 /// What the agent reports: 2 GiB, one NIC, two disks with serials.
 fn facts(mac: &str) -> Value {
-    let mut f = provisioner_protocol::Facts::default();
+    let mut f = common::inproc::lab_facts(mac);
     f.cpu.arch = Some("x86_64".into());
-    f.memory.total_bytes = 2 << 30;
-    f.nics.push(provisioner_protocol::Nic {
-        name: "eth0".into(),
-        mac: mac.into(),
-        driver: None,
-        pci_address: None,
-        speed_mbps: None,
-        carrier: Some(true),
-    });
     for (name, gib, serial) in [("vda", 20u64, "DISK-A"), ("vdb", 40, "DISK-B")] {
         f.disks.push(provisioner_protocol::Disk {
             name: name.into(),

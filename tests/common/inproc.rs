@@ -229,17 +229,8 @@ impl App {
     /// The node boots and reports a serial and 2 GiB; returns the state it is put in.
     pub fn inspect(&self, mac: &str, serial: &str) -> String {
         let token = self.boot(mac);
-        let mut facts = provisioner_protocol::Facts::default();
+        let mut facts = lab_facts(mac);
         facts.dmi.product_serial = Some(serial.to_string());
-        facts.memory.total_bytes = 2 << 30;
-        facts.nics.push(provisioner_protocol::Nic {
-            name: "eth0".into(),
-            mac: mac.into(),
-            driver: None,
-            pci_address: None,
-            speed_mbps: None,
-            carrier: Some(true),
-        });
         let reply = self.report(Some(&token), mac, &serde_json::to_value(facts).unwrap());
         assert!(
             (200..300).contains(&reply.status),
@@ -258,4 +249,19 @@ impl Drop for App {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A lab node's facts as its agent reports them: 2 GiB and one NIC, `eth0` with `mac`.
+pub fn lab_facts(mac: &str) -> provisioner_protocol::Facts {
+    let mut facts = provisioner_protocol::Facts::default();
+    facts.memory.total_bytes = 2 << 30;
+    facts.nics.push(provisioner_protocol::Nic {
+        name: "eth0".into(),
+        mac: mac.into(),
+        driver: None,
+        pci_address: None,
+        speed_mbps: None,
+        carrier: Some(true),
+    });
+    facts
 }

@@ -5,18 +5,7 @@ use super::*;
 
 const MIB: u64 = 1 << 20;
 
-/// Whether `tool` runs here; without it the test is skipped, except under CI, where it fails.
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool).arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is missing and CI=true: install it"
-        );
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
-}
+use crate::install::have;
 
 /// A 64 MiB GPT image like the image builder's: BIOS boot, ESP, root to the end.
 fn image(path: &Path) {

@@ -110,18 +110,7 @@ mod tests {
 
     use super::*;
 
-    /// Whether `tool` runs here; without it the test is skipped, except under CI.
-    fn have(tool: &str) -> bool {
-        let found = Command::new(tool).arg("--version").output().is_ok();
-        if !found {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{tool} is missing and CI=true: install it"
-            );
-            eprintln!("skipping: {tool} is not installed");
-        }
-        found
-    }
+    use crate::install::have;
 
     /// The signature types `wipefs` finds on `path`.
     fn signatures(path: &Path) -> Vec<String> {
