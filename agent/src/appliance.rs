@@ -7,10 +7,10 @@ use std::io;
 use std::time::Duration;
 
 use provisioner_protocol::burnin::BurnInReport;
-use provisioner_protocol::install::InstallReport;
+use provisioner_protocol::install::{InstallReport, InstalledReport};
 use provisioner_protocol::{
-    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_NEXT,
-    PATH_PROGRESS, ProgressReport, Refusal,
+    InspectionReport, Instruction, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_INSTALLED,
+    PATH_NEXT, PATH_PROGRESS, ProgressReport, Refusal,
 };
 use ureq::http::StatusCode;
 
@@ -67,6 +67,11 @@ impl Appliance {
     /// `POST {url}/api/v1/agent/install`.
     pub fn install(&self, report: &InstallReport) -> Answer<()> {
         self.post(PATH_INSTALL, report, "the install report")
+    }
+
+    /// `POST {url}/api/v1/agent/installed`: the installed system's first call.
+    pub fn installed(&self, report: &InstalledReport) -> Answer<()> {
+        self.post(PATH_INSTALLED, report, "the installed report")
     }
 
     /// `POST {url}/api/v1/agent/progress`.

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
-usage: provisioner-agent [--once | --burn-in PLAN | --write-image PLAN --to DEVICE]
-                         [--root DIR] [--cmdline FILE] [--really-power-off]
+usage: provisioner-agent [--once | --burn-in PLAN | --write-image PLAN --to DEVICE |
+                          --installed RECORD] [--root DIR] [--cmdline FILE]
+                         [--really-power-off]
 
 Reports this node's facts to the provisioning appliance named on the kernel command line
 (provisioner.url, provisioner.mac, provisioner.token), then does what the appliance says.
@@ -18,6 +19,10 @@ Reports this node's facts to the provisioning appliance named on the kernel comm
   --to DEVICE         gives it in `next`) to DEVICE, a disk or a file, as an install does:
                       wiped, mapped ranges only, read back, first MiB last. The plan's disk
                       is not checked: DEVICE is. Prints the summary as JSON; nothing is sent
+  --installed RECORD  run as the installed system's agent: RECORD (the installer's
+                      /etc/provisioner/node.json) names the appliance and holds the
+                      node's credential; says what was booted, then does what the
+                      appliance says (burn-in, reboot) and keeps checking in
   --root DIR          read sysfs and procfs under DIR instead of / (a recorded tree); the
                       boot interface is then left alone, DIR not being this machine's
   --cmdline FILE      read the kernel command line from FILE instead of /proc/cmdline
@@ -32,6 +37,8 @@ pub struct Options {
     pub burn_in: Option<PathBuf>,
     /// `--write-image PLAN --to DEVICE`.
     pub write_image: Option<(PathBuf, PathBuf)>,
+    /// `--installed RECORD`.
+    pub installed: Option<PathBuf>,
     pub root: PathBuf,
     pub cmdline: PathBuf,
     pub really_power_off: bool,
@@ -44,6 +51,7 @@ impl Default for Options {
             once: false,
             burn_in: None,
             write_image: None,
+            installed: None,
             root: PathBuf::from("/"),
             cmdline: PathBuf::from("/proc/cmdline"),
             really_power_off: false,
@@ -88,6 +96,13 @@ impl Options {
                 }
                 "--to" => {
                     write_to = Some(args.next().ok_or(ArgsError::MissingValue("--to"))?.into())
+                }
+                "--installed" => {
+                    options.installed = Some(
+                        args.next()
+                            .ok_or(ArgsError::MissingValue("--installed"))?
+                            .into(),
+                    )
                 }
                 "--root" => {
                     options.root = args.next().ok_or(ArgsError::MissingValue("--root"))?.into()
@@ -135,6 +150,15 @@ mod tests {
             Err(ArgsError::WriteImageAlone)
         );
         assert_eq!(parse(&["--to", "x"]), Err(ArgsError::WriteImageAlone));
+        let o = parse(&["--installed", "/etc/provisioner/node.json"]).unwrap();
+        assert_eq!(
+            o.installed,
+            Some(PathBuf::from("/etc/provisioner/node.json"))
+        );
+        assert_eq!(
+            parse(&["--installed"]),
+            Err(ArgsError::MissingValue("--installed"))
+        );
         assert_eq!(
             parse(&["--write-image"]),
             Err(ArgsError::MissingValue("--write-image"))

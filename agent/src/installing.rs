@@ -6,10 +6,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport, TargetDisk};
-use provisioner_protocol::{Disk, Facts};
+use provisioner_protocol::install::{
+    InstallOutcome, InstallPlan, InstallReport, NodeRecord, TargetDisk,
+};
+use provisioner_protocol::{Disk, Facts, MacAddr};
 
-use crate::install::{self, ImageSource, Progress, WriteOptions};
+use crate::install::{self, ImageSource, Progress, WriteOptions, bootentry, firstboot, target};
 
 /// Why the planned disk is not the one to write, or `None` when it is.
 pub fn disk_mismatch(plan: &InstallPlan, disks: &[Disk]) -> Option<String> {
@@ -44,12 +46,93 @@ pub fn not_the_disk(want: &TargetDisk, disks: &[Disk]) -> Option<String> {
     None
 }
 
-/// Checks the disk, writes the image to `dev_dir/NAME` and says how it went; `say` gets the
-/// console's lines (progress about once a second).
+/// The record the installed agent gets: how this agent reached the appliance, and the plan's
+/// credential and image.
+pub fn node_record(plan: &InstallPlan, url: &str, mac: MacAddr) -> NodeRecord {
+    NodeRecord {
+        url: url.trim_end_matches('/').to_string(),
+        mac,
+        credential: plan.first_boot.credential.clone(),
+        image: plan.image.clone(),
+        raw_sha256: plan.raw_sha256.clone(),
+        hostname: plan.first_boot.hostname.clone(),
+    }
+}
+
+/// Writes the first-boot files into the root filesystem of the image on `device`, whose
+/// first MiB is `first` (not yet on the disk). A regular file standing in for a disk (a test,
+/// the benchmark) has no partitions to mount: it is left as the image made it, and said so.
+fn first_boot(
+    device: &Path,
+    first: &[u8],
+    plan: &InstallPlan,
+    node: &NodeRecord,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let block = std::fs::metadata(device).is_ok_and(|m| m.file_type().is_block_device());
+    if !block {
+        say(&format!(
+            "install: {} is a file, not a disk: no first-boot files written",
+            device.display()
+        ));
+        return Ok(());
+    }
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0);
+    let written = target::with_root_mounted(device, first, |root| {
+        firstboot::configure(root, &plan.first_boot, node, today).map_err(|e| e.to_string())
+    })
+    .map_err(|e| e.to_string())?;
+    say(&format!(
+        "install: first-boot files written: {}",
+        written.join(" ")
+    ));
+    Ok(())
+}
+
+/// The disk's UEFI boot entry, after the network entries; a BIOS node (no `efi`) has none.
+fn boot_entry(
+    efi: &Path,
+    first: &[u8],
+    plan: &InstallPlan,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    if !efi.is_dir() {
+        say("install: BIOS firmware: no boot entry to add (the disk boots after the network)");
+        return Ok(());
+    }
+    let description = format!(
+        "{}{} on {}",
+        bootentry::OURS,
+        plan.image,
+        plan.disk.serial.as_deref().unwrap_or(&plan.disk.name)
+    );
+    let added = bootentry::add_disk_entry(
+        &efi.join("efivars"),
+        first,
+        &description,
+        bootentry::loader(),
+    )
+    .map_err(|e| e.to_string())?;
+    say(&format!(
+        "install: UEFI boot entry \"{description}\": {added}"
+    ));
+    Ok(())
+}
+
+/// Checks the disk, writes the image to `dev_dir/NAME` with the first-boot files for the
+/// installed agent (`node`) and says how it went; `say` gets the console's lines (progress
+/// about once a second). On a UEFI node (`efi`, the firmware's `/sys/firmware/efi`, exists)
+/// the disk then gets its boot entry, after the network's ([`bootentry`]).
 pub fn run(
     plan: &InstallPlan,
     facts: &Facts,
     dev_dir: &Path,
+    efi: &Path,
+    node: &NodeRecord,
     say: &mut dyn FnMut(&str),
 ) -> InstallReport {
     let started = Instant::now();
@@ -81,13 +164,22 @@ pub fn run(
             plan.disk.hints.as_str()
         }
     ));
-    let mut progress = |p: Progress| say(&format!("install: {p}"));
-    match install::write_image(
+    let lines = std::cell::RefCell::new(say);
+    let mut progress = |p: Progress| (lines.borrow_mut())(&format!("install: {p}"));
+    let mut first_mib = Vec::new();
+    let mut configure = |first: &[u8]| {
+        first_mib = first.to_vec();
+        first_boot(&device, first, plan, node, &mut *lines.borrow_mut())
+    };
+    let written = install::write_image_then(
         &ImageSource::from(plan),
         &device,
         &WriteOptions::default(),
         &mut progress,
-    ) {
+        &mut configure,
+    );
+    let say = lines.into_inner();
+    match written {
         Ok(done) => {
             say(&format!(
                 "install: {} MiB written and read back, {} MiB received, {} retries, {:.0} s",
@@ -96,6 +188,14 @@ pub fn run(
                 done.retries,
                 done.seconds
             ));
+            if let Err(why) = boot_entry(efi, &first_mib, plan, say) {
+                say(&format!("install failed: boot entry: {why}"));
+                let failed = InstallOutcome::Failed {
+                    stage: "boot entry".into(),
+                    reason: why,
+                };
+                return report(failed, done.written_bytes, done.received_bytes);
+            }
             report(
                 InstallOutcome::Written,
                 done.written_bytes,
@@ -206,10 +306,15 @@ mod tests {
             ..Facts::default()
         };
         let mut lines = Vec::new();
+        let p = plan("vdb", 200, Some("S1"));
+        let node = node_record(&p, "http://a/", "52:54:00:00:00:01".parse().unwrap());
+        assert_eq!(node.url, "http://a");
         let r = run(
-            &plan("vdb", 200, Some("S1")),
+            &p,
             &facts,
             Path::new("/nonexistent-dev"),
+            Path::new("/nonexistent-efi"),
+            &node,
             &mut |l: &str| lines.push(l.to_string()),
         );
         let InstallOutcome::Failed { stage, reason } = &r.outcome else {

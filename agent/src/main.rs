@@ -18,8 +18,11 @@ use provisioner_agent::progress::Progress;
 use provisioner_agent::session::{self, Ending, Node};
 use provisioner_agent::{burnin, facts, installing};
 use provisioner_protocol::Facts;
+use provisioner_protocol::MacAddr;
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
-use provisioner_protocol::install::{InstallPlan, InstallReport, TargetDisk};
+use provisioner_protocol::install::{
+    InstallPlan, InstallReport, InstalledReport, NodeRecord, TargetDisk,
+};
 
 /// A call to the appliance that takes longer than this is failed and retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,7 +55,11 @@ fn main() -> ExitCode {
     if let Some((plan, device)) = &options.write_image {
         return write_image_here(plan, device);
     }
-    match run(&options) {
+    let ran = match &options.installed {
+        Some(record) => run_installed(record, &options),
+        None => run(&options),
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(why) => {
             say(&why);
@@ -182,9 +189,43 @@ fn run(options: &Options) -> Result<(), String> {
     let appliance = Appliance::new(&params.url, &params.token, CALL_TIMEOUT);
     let mut node = Console {
         root: options.root.clone(),
+        url: params.url.clone(),
+        mac: params.mac,
         progress: Progress::new(&appliance, params.mac, PROGRESS_EVERY),
     };
     let ending = session::run(&appliance, &params.mac, &mut node);
+    go_down(ending, options.really_power_off)
+}
+
+/// `--installed RECORD`: the installed system's agent. The network is the system's own
+/// (ifupdown, DHCP); the unit starts it once the network is online.
+fn run_installed(record: &Path, options: &Options) -> Result<(), String> {
+    let text = fs::read_to_string(record)
+        .map_err(|e| format!("cannot read the node record {}: {e}", record.display()))?;
+    let node: NodeRecord = serde_json::from_str(&text)
+        .map_err(|e| format!("the node record {} is not one: {e}", record.display()))?;
+    let kernel_release = fs::read_to_string(options.root.join("proc/sys/kernel/osrelease"))
+        .map_err(|e| format!("cannot read the kernel release: {e}"))?
+        .trim()
+        .to_string();
+    say(&format!(
+        "installed system {} ({}, kernel {kernel_release}): appliance {}, boot interface {}",
+        node.hostname, node.image, node.url, node.mac
+    ));
+    let appliance = Appliance::new(&node.url, &node.credential, CALL_TIMEOUT);
+    let booted = InstalledReport {
+        mac: node.mac,
+        image: node.image.clone(),
+        raw_sha256: node.raw_sha256.clone(),
+        kernel_release,
+    };
+    let mut console = Console {
+        root: options.root.clone(),
+        url: node.url.clone(),
+        mac: node.mac,
+        progress: Progress::new(&appliance, node.mac, PROGRESS_EVERY),
+    };
+    let ending = session::run_installed(&appliance, &booted, &mut console);
     go_down(ending, options.really_power_off)
 }
 
@@ -203,6 +244,20 @@ fn go_down(ending: Ending, really_power_off: bool) -> Result<(), String> {
         return Ok(());
     }
     say(&format!("{verb}: {reason}"));
+    // An installed system's services are stopped and its filesystems unmounted in order.
+    if !(power::is_init() || power::in_initramfs()) {
+        let how = match action {
+            PowerAction::PowerOff => "poweroff",
+            PowerAction::Reboot => "reboot",
+        };
+        match std::process::Command::new("systemctl").arg(how).status() {
+            Ok(status) if status.success() => return Ok(()),
+            Ok(status) => say(&format!("systemctl {how}: {status}; doing it directly")),
+            Err(e) => say(&format!(
+                "cannot run systemctl {how} ({e}); doing it directly"
+            )),
+        }
+    }
     let e = power::now(action);
     Err(format!("cannot {verb}: {e}"))
 }
@@ -214,6 +269,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// lines also go to the appliance.
 struct Console<'a> {
     root: PathBuf,
+    /// The appliance, as this agent reached it, and the boot interface: for the node record
+    /// an install writes.
+    url: String,
+    mac: MacAddr,
     progress: Progress<&'a Appliance>,
 }
 
@@ -249,7 +308,9 @@ impl Node for Console<'_> {
     fn install(&mut self, plan: &InstallPlan) -> InstallReport {
         let facts = facts::collect(&self.root);
         let dev = self.root.join("dev");
-        self.with_progress(|line| installing::run(plan, &facts, &dev, line))
+        let node = installing::node_record(plan, &self.url, self.mac);
+        let efi = self.root.join("sys/firmware/efi");
+        self.with_progress(|line| installing::run(plan, &facts, &dev, &efi, &node, line))
     }
 }
 

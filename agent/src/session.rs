@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
-use provisioner_protocol::install::{InstallOutcome, InstallPlan, InstallReport, TargetDisk};
+use provisioner_protocol::install::{
+    InstallOutcome, InstallPlan, InstallReport, InstalledReport, TargetDisk,
+};
 use provisioner_protocol::{Facts, InspectionReport, Instruction};
 
 use crate::appliance::{Answer, Appliance};
@@ -17,6 +19,7 @@ pub trait Api {
     fn report(&self, report: &InspectionReport) -> Answer<()>;
     fn burnin(&self, report: &BurnInReport) -> Answer<()>;
     fn install(&self, report: &InstallReport) -> Answer<()>;
+    fn installed(&self, report: &InstalledReport) -> Answer<()>;
     fn next(&self, mac: &str) -> Answer<Instruction>;
 }
 
@@ -31,6 +34,10 @@ impl Api for Appliance {
 
     fn install(&self, report: &InstallReport) -> Answer<()> {
         Appliance::install(self, report)
+    }
+
+    fn installed(&self, report: &InstalledReport) -> Answer<()> {
+        Appliance::installed(self, report)
     }
 
     fn next(&self, mac: &str) -> Answer<Instruction> {
@@ -67,7 +74,36 @@ const MIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Reports, then asks what to do next and does it, until told to power off or reboot.
 pub fn run(api: &impl Api, mac: &MacAddr, node: &mut impl Node) -> Ending {
-    let mut report_due = true;
+    converse(api, mac, node, true)
+}
+
+/// The installed system's session: says what it booted (`installed`), then asks what to do
+/// next and does it, until told to power off or reboot. Its facts were reported by the
+/// discovery image before the install: it does not report them again.
+pub fn run_installed(api: &impl Api, booted: &InstalledReport, node: &mut impl Node) -> Ending {
+    let mut backoff = Backoff::default();
+    loop {
+        match api.installed(booted) {
+            Answer::Done(()) => {
+                node.say(&format!(
+                    "reported the installed system: {} (kernel {})",
+                    booted.image, booted.kernel_release
+                ));
+                break;
+            }
+            // Already taken (a restarted agent), or wrong: the appliance says what next.
+            Answer::Refused(why) => {
+                node.say(&format!("{why}; asking what to do next"));
+                break;
+            }
+            Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
+        }
+    }
+    converse(api, &booted.mac, node, false)
+}
+
+fn converse(api: &impl Api, mac: &MacAddr, node: &mut impl Node, report_first: bool) -> Ending {
+    let mut report_due = report_first;
     let mut refused = false;
     // An appliance that refuses the report and asks for it again must not be hammered.
     let mut refusals = Backoff::default();
@@ -271,6 +307,17 @@ mod tests {
                 .expect("no more scripted report answers")
         }
 
+        fn installed(&self, report: &InstalledReport) -> Answer<()> {
+            self.sent.borrow_mut().push(format!(
+                "installed {} {} {}",
+                report.mac, report.image, report.kernel_release
+            ));
+            self.reports
+                .borrow_mut()
+                .pop_front()
+                .expect("no more scripted report answers")
+        }
+
         fn next(&self, mac: &str) -> Answer<Instruction> {
             self.sent.borrow_mut().push(format!("next {mac}"));
             self.instructions
@@ -427,6 +474,52 @@ mod tests {
             "{:?}",
             node.lines
         );
+    }
+
+    #[test]
+    fn the_installed_system_says_what_it_booted_first_and_never_reports_facts() {
+        let api = Scripted::default();
+        api.reports.borrow_mut().extend([
+            retry("appliance unreachable (connection refused)"),
+            Answer::Done(()),
+        ]);
+        api.instructions.borrow_mut().extend([
+            Answer::Done(Instruction::Wait {
+                seconds: 60,
+                reason: "this node is enrolled".into(),
+            }),
+            Answer::Done(Instruction::Reboot {
+                reason: "reprovision".into(),
+            }),
+        ]);
+        let booted = InstalledReport {
+            mac: mac(),
+            image: "img-1".into(),
+            raw_sha256: "ab".repeat(32),
+            kernel_release: "6.1.0-57-amd64".into(),
+        };
+        let mut node = Recorder::default();
+        let ending = run_installed(&api, &booted, &mut node);
+        assert_eq!(
+            ending,
+            Ending::Reboot {
+                reason: "reprovision".into()
+            }
+        );
+        let sent = api.sent.borrow();
+        let installed = "installed 52:54:00:12:34:56 img-1 6.1.0-57-amd64";
+        assert_eq!(
+            *sent,
+            [
+                installed,
+                installed,
+                "next 52:54:00:12:34:56",
+                "next 52:54:00:12:34:56"
+            ],
+            "no inspection report from the installed system"
+        );
+        assert_eq!(node.slept, [1, 60]);
+        assert!(node.lines[1].starts_with("reported the installed system: img-1"));
     }
 
     #[test]

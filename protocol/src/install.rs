@@ -94,3 +94,19 @@ pub struct InstalledReport {
     /// `uname -r` of the running kernel.
     pub kernel_release: String,
 }
+
+/// `/etc/provisioner/node.json` on an installed system (mode 0600): what the installer wrote
+/// for the installed agent, so that it finds the appliance and proves who it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The appliance, as the installing agent reached it (`http://10.99.0.1:8080`).
+    pub url: String,
+    /// The boot interface the node was installed through.
+    pub mac: crate::MacAddr,
+    /// The install's credential (`Authorization: Bearer`).
+    pub credential: String,
+    pub image: String,
+    /// sha256 of the raw image the installer wrote and read back.
+    pub raw_sha256: String,
+    pub hostname: String,
+}

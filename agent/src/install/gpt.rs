@@ -289,6 +289,64 @@ fn entries_span(header: &Header, sector: u64, held: u64) -> Result<(usize, usize
     }
 }
 
+/// One used entry of a GPT, in LBAs of the table's sector size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// 1-based entry number: the kernel's partition number.
+    pub number: u32,
+    /// The type GUID, upper case, as the specifications write it.
+    pub type_guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    /// The partition's own GUID as stored (the bytes a UEFI `HD()` device path carries).
+    pub unique_guid: [u8; 16],
+}
+
+/// The sector size and used entries of the GPT in `first` (the image's first bytes, primary
+/// header and entries), both CRCs checked.
+pub fn entries(first: &[u8]) -> Result<(u64, Vec<Entry>), GptError> {
+    let sector = image_sector(first)?;
+    let ss = sector as usize;
+    let header = Header::read(first.get(ss..2 * ss).ok_or(GptError::NoGpt)?)?;
+    let (at, len) = entries_span(&header, sector, first.len() as u64)?;
+    let table = &first[at..at + len];
+    let expected = u32_at(&header.0, Header::ENTRIES_CRC);
+    let got = crc32fast::hash(table);
+    if got != expected {
+        return Err(GptError::EntriesCrc { got, expected });
+    }
+    let size = u32_at(&header.0, Header::ENTRY_SIZE) as usize;
+    let used = table
+        .chunks_exact(size)
+        .enumerate()
+        .filter(|(_, e)| e[..16].iter().any(|b| *b != 0))
+        .map(|(i, e)| Entry {
+            number: i as u32 + 1,
+            type_guid: guid_text(&e[..16]),
+            first_lba: u64_at(e, 32),
+            last_lba: u64_at(e, 40),
+            unique_guid: e[16..32].try_into().expect("16 bytes"),
+        })
+        .collect();
+    Ok((sector, used))
+}
+
+/// A GUID's 16 bytes as text: the first three fields are stored little-endian.
+pub fn guid_text(b: &[u8]) -> String {
+    format!(
+        "{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{}",
+        u32_at(b, 0),
+        u16::from_le_bytes([b[4], b[5]]),
+        u16::from_le_bytes([b[6], b[7]]),
+        b[8],
+        b[9],
+        b[10..16]
+            .iter()
+            .map(|x| format!("{x:02X}"))
+            .collect::<String>()
+    )
+}
+
 /// Extends the used entry that ends last to `new_last`; returns its number and old end.
 fn grow_last(
     entries: &mut [u8],

@@ -13,7 +13,8 @@ fn image(path: &Path) {
     file.set_len(64 * MIB).unwrap();
     let script = "label: gpt\nunit: sectors\nfirst-lba: 2048\n\
         start=2048, size=4096, type=21686148-6449-6E6F-744E-656564454649, name=bios\n\
-        start=6144, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n\
+        start=6144, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp, \
+        uuid=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n\
         start=22528, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name=root\n";
     run_with_input(Command::new("sfdisk").arg("-q").arg(path), script);
 }
@@ -152,4 +153,40 @@ fn refuses_what_it_cannot_fit() {
     // Entries held in fewer bytes than they need.
     let err = relocate(&mut first[..4096].to_vec(), &file, 96 * MIB, 512).unwrap_err();
     assert!(matches!(err, GptError::EntriesOutside { .. }), "{err}");
+}
+
+#[test]
+fn the_entries_are_read_as_sfdisk_wrote_them() {
+    if !have("sfdisk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    image(&img);
+    let first = std::fs::read(&img).unwrap()[..MIB as usize].to_vec();
+    let (sector, used) = entries(&first).unwrap();
+    assert_eq!(sector, 512);
+    let got: Vec<(u32, &str, u64, u64)> = used
+        .iter()
+        .map(|e| (e.number, e.type_guid.as_str(), e.first_lba, e.last_lba))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "21686148-6449-6E6F-744E-656564454649", 2048, 6143),
+            (2, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", 6144, 22527),
+            (3, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", 22528, 129023),
+        ]
+    );
+    // The partition's own GUID, in its stored (mixed-endian) bytes.
+    assert_eq!(
+        guid_text(&used[1].unique_guid),
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+    );
+    assert_eq!(used[1].unique_guid[..4], [0xAF, 0x3D, 0xC6, 0x0F]);
+    // A flipped bit in the entries is caught by their CRC.
+    let mut bad = first.clone();
+    bad[1024 + 130] ^= 1;
+    assert!(matches!(entries(&bad), Err(GptError::EntriesCrc { .. })));
+    assert!(matches!(entries(&[0u8; 4096]), Err(GptError::NoGpt)));
 }

@@ -8,11 +8,14 @@
 //! [`wipe`], `stream` (download+write), `verify` (read-back), [`gpt`] (relocation).
 
 pub mod bmap;
+pub mod bootentry;
 mod device;
 pub mod fetch;
+pub mod firstboot;
 pub mod gpt;
 mod meter;
 mod stream;
+pub mod target;
 mod verify;
 
 /// Whether `tool` runs here; without it a test is skipped, except under CI, where it fails.
@@ -187,6 +190,8 @@ pub enum InstallError {
     FirstMib(io::Error),
     #[error("the first MiB read back differs from what was written, first at byte {at}")]
     FirstMibDiffers { at: u64 },
+    #[error("first-boot configuration: {0}")]
+    FirstBoot(String),
 }
 
 impl InstallError {
@@ -211,6 +216,7 @@ impl InstallError {
             InstallError::Read { .. } | InstallError::ReadBack { .. } => "read-back",
             InstallError::Gpt(_) => "gpt",
             InstallError::FirstMib(_) | InstallError::FirstMibDiffers { .. } => "first MiB",
+            InstallError::FirstBoot(_) => "first-boot",
         }
     }
 
@@ -251,6 +257,20 @@ pub fn write_image(
     device: &Path,
     options: &WriteOptions,
     progress: &mut dyn FnMut(Progress),
+) -> Result<WriteSummary, InstallError> {
+    write_image_then(source, device, options, progress, &mut |_| Ok(()))
+}
+
+/// [`write_image`], with `before_first_mib` run once everything else is written and read
+/// back, the disk closed, and given the first MiB about to be written (its GPT already fitted
+/// to the disk): the installer writes the first-boot files there. Its error fails the install
+/// at stage `first-boot`, with the first MiB unwritten.
+pub fn write_image_then(
+    source: &ImageSource,
+    device: &Path,
+    options: &WriteOptions,
+    progress: &mut dyn FnMut(Progress),
+    before_first_mib: &mut dyn FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<WriteSummary, InstallError> {
     let mut meter = meter::Meter::new(progress, Instant::now());
     let image_sha = digest("sha256", &source.sha256)?;
@@ -300,6 +320,18 @@ pub fn write_image(
         false => None,
     };
     sync("gpt")?;
+    // Closed while the first-boot files are written: the kernel lets nobody mount a
+    // partition of a disk held exclusively.
+    drop(disk);
+    before_first_mib(&held).map_err(InstallError::FirstBoot)?;
+    let disk = device::open(device).map_err(|source| InstallError::Open {
+        device: device.to_path_buf(),
+        source,
+    })?;
+    let sync = |after| {
+        disk.sync_all()
+            .map_err(|source| InstallError::Sync { after, source })
+    };
     meter.phase(Phase::FirstMib, Some(held.len() as u64), Instant::now());
     disk.write_all_at(&held, 0)
         .map_err(InstallError::FirstMib)?;

@@ -136,8 +136,10 @@ fn in_root(root: &Path, abs: &str) -> PathBuf {
     root.join(abs.trim_start_matches('/'))
 }
 
-/// The agent at the recipe's path, started by systemd when the kernel command line names an
-/// appliance (the installer puts `provisioner.url` there).
+/// The agent at the recipe's path, started by systemd once the installer has written the
+/// node's record (`/etc/provisioner/node.json`: the appliance, the node's credential); an
+/// image booted without an install (a test VM) runs no agent. Its lines go to the journal and
+/// the console.
 pub fn install_agent(
     steps: &mut Steps,
     recipe: &Recipe,
@@ -156,12 +158,14 @@ pub fn install_agent(
         "[Unit]\n\
          Description=Provisioner node agent: reports to the appliance and does what it says\n\
          Documentation=https://provisioner.invalid/docs/images.md\n\
-         ConditionKernelCommandLine=provisioner.url\n\
+         ConditionPathExists=/etc/provisioner/node.json\n\
          Wants=network-online.target\n\
          After=network-online.target\n\n\
          [Service]\n\
          Type=simple\n\
-         ExecStart={} --really-power-off\n\
+         ExecStart={} --installed /etc/provisioner/node.json --really-power-off\n\
+         StandardOutput=journal+console\n\
+         StandardError=journal+console\n\
          Restart=on-failure\n\
          RestartSec=10\n\
          NoNewPrivileges=yes\n\
