@@ -307,6 +307,41 @@ fn the_installed_system_reports_with_its_own_credential_and_then_burns_in() {
 }
 
 #[test]
+fn an_enrolled_installed_system_checks_in_and_is_neither_rebooted_nor_reinstalled() {
+    let f = start();
+    let (_, credential) = written(&f, ROW_IMAGE);
+    let (code, body) = installed(&f, &credential, ROW_IMAGE, "6.1.0-0-amd64");
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(next(&f, &credential, ROW_IMAGE)["action"], "burn_in");
+    // The qemu-lab SKU's burn-in: one disk read, well over its 10 MB/s.
+    let report = json!({ "mac": ROW_IMAGE, "devices": [{
+        "id": "vdb", "kind": "disk", "measurements": {
+            "sequential_read": { "value": 180.0, "unit": "MB/s", "attempt": 1 } },
+        "counters": {}, "xids": [] }] });
+    let r = f.post_json(
+        provisioner_protocol::PATH_BURNIN,
+        Some(&credential),
+        &report.to_string(),
+    );
+    assert!(
+        r.status == 200 || r.status == 202,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(n["state"]["state"], "enrolled", "{n}");
+    for _ in 0..3 {
+        let i = next(&f, &credential, ROW_IMAGE);
+        assert_eq!(i["action"], "wait", "{i}");
+        assert!(i["reason"].as_str().unwrap().contains("enrolled"), "{i}");
+    }
+    assert_eq!(node(&f, ROW_IMAGE)["state"]["state"], "enrolled");
+    // Powered on again, it boots its disk, not the installer.
+    assert!(script(&f, ROW_IMAGE).contains("boots from its own disk"));
+}
+
+#[test]
 fn an_installed_system_that_booted_another_kernel_fails_naming_both() {
     let f = start();
     let (_, credential) = written(&f, ROW_IMAGE);

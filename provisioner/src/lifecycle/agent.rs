@@ -36,6 +36,9 @@ pub(super) fn instruction(state: &State, slot: Option<&str>, reported: bool) -> 
     }
 }
 
+/// How often an enrolled node's installed agent asks again.
+pub const ENROLLED_CHECK_IN_SECONDS: u32 = 60;
+
 /// Refused calls recorded per peer and minute; more are only logged.
 pub const REFUSALS_PER_MINUTE: i64 = 30;
 
@@ -270,6 +273,11 @@ impl Lifecycle {
             State::Installing { written: false } => {
                 self.install_instruction(&mut tx, &node, base).await?
             }
+            // An enrolled node's installed system checks in; it is not rebooted.
+            State::Enrolled if installed => Instruction::Wait {
+                seconds: ENROLLED_CHECK_IN_SECONDS,
+                reason: "this node is enrolled; checking in again later".into(),
+            },
             State::Inspected => match self.consider_install(&mut tx, &node, now).await? {
                 (Some(applied), _) => {
                     let next = match &applied.state {
