@@ -1,6 +1,7 @@
 //! The virtual rack: a private network (one namespace, one bridge, a tap per node), the
 //! appliance on it in full DHCP mode, and N QEMU nodes network-booting from it, each with its
-//! serial console in a file. Everything it made is removed on exit, Ctrl-C or failure.
+//! serial console in a file. Every packet a node sends is counted by destination
+//! ([`traffic`]). Everything it made is removed on exit, Ctrl-C or failure.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::types::MacAddr;
+
+pub mod traffic;
 
 /// The lab network, inside its own namespace.
 pub const LAB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -80,6 +83,8 @@ pub struct NodeSpec {
     pub nvme_mib: Option<u64>,
     /// The SMBIOS system serial number, if set.
     pub serial: Option<String>,
+    /// This node's firmware, if not the lab's.
+    pub firmware: Option<Firmware>,
 }
 
 impl NodeSpec {
@@ -90,6 +95,7 @@ impl NodeSpec {
             disk_mib: None,
             nvme_mib: None,
             serial: None,
+            firmware: None,
         }
     }
 }
@@ -97,7 +103,8 @@ impl NodeSpec {
 impl std::str::FromStr for NodeSpec {
     type Err = String;
 
-    /// `mem=1024,cpus=2,disk=2048,nvme=1024,serial=SN1` (sizes in MiB; all optional).
+    /// `mem=1024,cpus=2,disk=2048,nvme=1024,serial=SN1,firmware=uefi` (sizes in MiB; all
+    /// optional).
     fn from_str(s: &str) -> Result<Self, String> {
         let mut spec = NodeSpec::with_memory(512);
         for part in s.split(',').filter(|p| !p.is_empty()) {
@@ -120,7 +127,19 @@ impl std::str::FromStr for NodeSpec {
                     spec.serial = Some(v.to_string())
                 }
                 "serial" => return Err(format!("serial `{v}`: letters, digits and '-' only")),
-                _ => return Err(format!("unknown key `{k}` (mem, cpus, disk, nvme, serial)")),
+                "firmware" => {
+                    spec.firmware = Some(match v {
+                        "bios" => Firmware::Bios,
+                        "uefi" => Firmware::Uefi,
+                        "uefi-arm64" => Firmware::UefiArm64,
+                        _ => return Err(format!("firmware `{v}`: bios, uefi or uefi-arm64")),
+                    })
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown key `{k}` (mem, cpus, disk, nvme, serial, firmware)"
+                    ));
+                }
             }
         }
         Ok(spec)
@@ -159,6 +178,8 @@ pub struct NodeSummary {
     pub until_seen: bool,
     /// `GET /api/v1/nodes/{mac}` from the appliance, while it still ran.
     pub api: serde_json::Value,
+    /// What the node sent, by destination ([`traffic`]); null where `nft` was missing.
+    pub traffic: Option<traffic::Traffic>,
 }
 
 /// Removes, on drop, what the lab made: processes by PID, then the namespace (with its
@@ -270,11 +291,14 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             bail!("discovery image file {} does not exist", f.display());
         }
     }
-    let (qemu, uefi, packages) = opts.firmware.machine();
-    if let Some((code, _)) = uefi
-        && !Path::new(code).is_file()
-    {
-        bail!("{code} is missing (apt-get install {packages})");
+    let firmware_of = |spec: &NodeSpec| spec.firmware.unwrap_or(opts.firmware);
+    for spec in &opts.nodes {
+        let (_, uefi, packages) = firmware_of(spec).machine();
+        if let Some((code, _)) = uefi
+            && !Path::new(code).is_file()
+        {
+            bail!("{code} is missing (apt-get install {packages})");
+        }
     }
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create {}", opts.dir.display()))?;
@@ -305,6 +329,15 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
         ip(&["-n", &ns, "link", "set", &tap, "master", "br0"])?;
         ip(&["-n", &ns, "link", "set", &tap, "up"])?;
     }
+    // Every packet a node sends is counted by destination: the appliance, the segment, or
+    // elsewhere (which a sovereign node never has).
+    let watch = match traffic::start(&ns, opts.nodes.len(), LAB_ADDR) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "the nodes' traffic is not counted");
+            None
+        }
+    };
 
     let app_log = opts.dir.join("appliance.log");
     let data = opts.dir.join("data");
@@ -329,8 +362,11 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
     for (i, spec) in opts.nodes.iter().enumerate() {
         let i = i as u8;
         let console = opts.dir.join(format!("node{i}.console"));
+        let firmware = firmware_of(spec);
+        let (qemu, uefi, packages) = firmware.machine();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns, qemu, "-accel", "tcg", "-no-reboot"])
+        // A reboot resets the VM, as a server's does; powering off ends QEMU.
+        cmd.args(["netns", "exec", &ns, qemu, "-accel", "tcg"])
             // -nographic: SeaBIOS and the NIC's iPXE ROM print to the serial line too.
             .args([
                 "-m",
@@ -348,44 +384,59 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
                 &format!("tap,id=n0,ifname=tap{i},script=no,downscript=no"),
             ]);
         let mac = node_mac(i);
-        for (kind, size) in [("virtio", spec.disk_mib), ("nvme", spec.nvme_mib)] {
+        // Disks boot after the network, in this order, as a server's boot order has them.
+        for (bootindex, (kind, size)) in [("virtio", spec.disk_mib), ("nvme", spec.nvme_mib)]
+            .into_iter()
+            .enumerate()
+        {
             let Some(mib) = size else { continue };
             let path = opts.dir.join(format!("node{i}.{kind}.img"));
-            // Sparse: the nodes only read their size and identity.
-            std::fs::File::create(&path)?.set_len(mib << 20)?;
+            // Sparse, and kept: a second lab in the same DIR powers the same nodes on again.
+            let disk = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            if disk.metadata()?.len() != mib << 20 {
+                disk.set_len(mib << 20)?;
+            }
             let id = format!("{kind}{i}");
             cmd.arg("-drive").arg(format!(
                 "file={},if=none,id={id},format=raw",
                 path.display()
             ));
+            let bootindex = bootindex + 2;
             cmd.args([
                 "-device",
                 &match kind {
-                    "nvme" => format!("nvme,drive={id},serial=LABNVME{i}"),
-                    _ => format!("virtio-blk-pci,drive={id},serial=LABDISK{i}"),
+                    "nvme" => format!("nvme,drive={id},serial=LABNVME{i},bootindex={bootindex}"),
+                    _ => {
+                        format!("virtio-blk-pci,drive={id},serial=LABDISK{i},bootindex={bootindex}")
+                    }
                 },
             ]);
         }
         if let Some(serial) = &spec.serial {
             cmd.args(["-smbios", &format!("type=1,serial={serial}")]);
         }
-        match opts.firmware {
+        match firmware {
             Firmware::Bios => {
                 cmd.args([
-                    "-boot",
-                    "n",
                     "-device",
-                    &format!("virtio-net-pci,netdev=n0,mac={mac}"),
+                    &format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1"),
                 ]);
             }
             Firmware::Uefi | Firmware::UefiArm64 => {
                 let (code, vars_template) = uefi.expect("UEFI firmware has its files");
-                if opts.firmware == Firmware::UefiArm64 {
+                if firmware == Firmware::UefiArm64 {
                     cmd.args(["-machine", "virt", "-cpu", "cortex-a57"]);
                 }
+                // The node's NVRAM, kept like its disks.
                 let vars = opts.dir.join(format!("node{i}.vars.fd"));
-                std::fs::copy(vars_template, &vars)
-                    .with_context(|| format!("cannot copy {vars_template}"))?;
+                if !vars.is_file() {
+                    std::fs::copy(vars_template, &vars)
+                        .with_context(|| format!("cannot copy {vars_template}"))?;
+                }
                 cmd.args([
                     "-drive",
                     &format!("if=pflash,format=raw,readonly=on,file={code}"),
@@ -455,6 +506,14 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
         }
     }
 
+    let counted = match watch.as_ref().map(traffic::Watch::read) {
+        Some(Ok(t)) => t.into_iter().map(Some).collect(),
+        Some(Err(e)) => {
+            warn!(error = %e, "cannot read the nodes' traffic counters");
+            vec![None; nodes.len()]
+        }
+        None => vec![None; nodes.len()],
+    };
     let mut summary = Vec::new();
     for (i, (mac, console, powered_on_ms)) in nodes.into_iter().enumerate() {
         let api = settled_node(&ns, mac).await;
@@ -462,12 +521,19 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             mac: mac.to_string(),
             spec: opts.nodes[i].clone(),
             powered_on_ms,
-            firmware: opts.firmware,
+            firmware: opts.nodes[i].firmware.unwrap_or(opts.firmware),
             console,
             exited: exited[i],
             until_seen: until_seen[i],
             api,
+            traffic: counted[i].clone(),
         });
+        if let Some(t) = &counted[i]
+            && t.elsewhere > 0
+        {
+            warn!(node = i, packets = t.elsewhere, destinations = ?t.elsewhere_destinations,
+                "the node sent packets to destinations other than the appliance");
+        }
     }
     std::fs::write(
         opts.dir.join("summary.json"),

@@ -382,8 +382,10 @@ struct LabArgs {
     /// Memory of each node, MiB.
     #[arg(long, default_value_t = 512)]
     memory: u32,
-    /// One node's hardware, e.g. `mem=1024,cpus=2,disk=2048,nvme=1024,serial=SN1` (MiB);
-    /// repeat for each node. Replaces --nodes and --memory.
+    /// One node's hardware, e.g. `mem=1024,cpus=2,disk=2048,nvme=1024,serial=SN1` (MiB),
+    /// `firmware=uefi` for one that differs from --firmware; repeat for each node. Replaces
+    /// --nodes and --memory. Disks and UEFI variables stay in DIR: a second lab in the same
+    /// DIR powers the same nodes on again.
     #[arg(long = "node", value_name = "SPEC")]
     node_specs: Vec<provisioner::lab::NodeSpec>,
     /// A rack plan (.csv or .toml) imported into the lab's appliance before it starts.
