@@ -11,6 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::labrun::LabProcess;
 use common::{appliance, firmware_dir, require, workspace};
 
 /// What QEMU is given: memory MiB, CPUs, virtio disk MiB, NVMe MiB, serial (as `just
@@ -20,25 +21,6 @@ const NODES: [(u64, u32, u64, Option<u64>, &str); 3] = [
     (1536, 2, 3072, Some(1024), "LAB-SN-1"),
     (1024, 1, 1024, None, "LAB-SN-9"),
 ];
-
-/// The lab, stopped with SIGINT (it then removes its namespace and nodes) if the test ends
-/// while it still runs.
-struct LabProcess(std::process::Child);
-
-impl Drop for LabProcess {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-            if common::wait_for(Duration::from_secs(30), || self.0.try_wait().ok().flatten())
-                .is_none()
-            {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-    }
-}
 
 fn within_5_percent(got: u64, want: u64) -> bool {
     got.abs_diff(want) * 100 <= want * 5

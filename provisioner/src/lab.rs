@@ -456,6 +456,10 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
             .stderr(qemu_log)
             .spawn()
             .with_context(|| format!("cannot start {qemu} (apt-get install {packages})"))?;
+        // `ip netns exec` execs QEMU: this PID is the node's (pulling its plug kills it).
+        if let Some(pid) = child.id() {
+            std::fs::write(opts.dir.join(format!("node{i}.pid")), format!("{pid}\n"))?;
+        }
         info!(node = i, %mac, console = %console.display(), "node powered on");
         lab.children.push(child);
         nodes.push((mac, console, crate::clock::now_ms()));
@@ -477,7 +481,9 @@ pub async fn run(opts: LabOptions) -> anyhow::Result<Vec<NodeSummary>> {
         if let Some(text) = &opts.until {
             for (i, seen) in until_seen.iter_mut().enumerate() {
                 if !*seen
-                    && std::fs::read_to_string(&nodes[i].1).is_ok_and(|c| c.contains(text.as_str()))
+                    // Firmware writes bytes that are not UTF-8 to the console.
+                    && std::fs::read(&nodes[i].1)
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(text.as_str()))
                 {
                     *seen = true;
                     info!(node = i, "node's console showed the --until text");

@@ -7,6 +7,7 @@
 
 pub mod images;
 pub mod inproc;
+pub mod labrun;
 pub mod nvidia;
 pub mod site;
 
@@ -403,7 +404,10 @@ pub fn cli(data: &Path, args: &[&str]) -> String {
 }
 
 pub fn read(p: &Path) -> String {
-    fs::read_to_string(p).unwrap_or_default()
+    // Lossy: a console holds what firmware wrote, not always UTF-8.
+    fs::read(p)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 /// The appliance started on loopback with `args` after `up`; killed (by PID) on drop.
