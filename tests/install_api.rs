@@ -337,8 +337,14 @@ fn an_enrolled_installed_system_checks_in_and_is_neither_rebooted_nor_reinstalle
         assert!(i["reason"].as_str().unwrap().contains("enrolled"), "{i}");
     }
     assert_eq!(node(&f, ROW_IMAGE)["state"]["state"], "enrolled");
-    // Powered on again, it boots its disk, not the installer.
+    // Powered on again, it boots its disk, not the installer, and says so: taken, and it
+    // stays enrolled with nothing refused.
     assert!(script(&f, ROW_IMAGE).contains("boots from its own disk"));
+    let (code, body) = installed(&f, &credential, ROW_IMAGE, "6.1.0-0-amd64");
+    assert_eq!(code, 202, "{body}");
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(n["state"]["state"], "enrolled", "{n}");
+    assert_eq!(n["refusals"].as_array().map_or(0, Vec::len), 0, "{n}");
 }
 
 #[test]

@@ -462,6 +462,13 @@ impl Lifecycle {
             (true, State::Installing { written: true }) => {
                 db::installs::current(&mut tx, node.id).await?
             }
+            // Booted again once past its first boot (a power cycle, a reboot): taken, and
+            // nothing changes; what it first booted was checked then.
+            (true, State::BurningIn | State::Enrolled) => {
+                info!(%mac, state = %node.state, image = %report.image,
+                    kernel = %report.kernel_release, "installed system booted again");
+                return Ok(node.state.clone());
+            }
             _ => None,
         };
         let Some(install) = install else {
