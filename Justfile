@@ -17,7 +17,7 @@ lab nodes="2" firmware="bios":
 
 # The lab tests alone, with their output (root).
 lab-test:
-    cargo test --test lab_dhcp --test lab_boot --test lab_inspect --test lab_arm64 --test lab_install -- --nocapture
+    cargo test --test lab_dhcp --test lab_boot --test lab_inspect --test lab_arm64 --test lab_install --test lab_install_faults -- --nocapture
 
 # The node agent, as the discovery image carries it.
 agent:
