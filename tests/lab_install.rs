@@ -15,7 +15,7 @@ mod common;
 
 use common::labrun::{
     INSTALL_TOOLS, LabRun, build_images, never_written, only_to_the_appliance, operator_config,
-    phases, states,
+    phases, plan, states,
 };
 use common::require;
 
@@ -59,20 +59,13 @@ fn a_bios_and_a_uefi_node_are_installed_burned_in_enrolled_and_then_boot_their_o
     let Some(images) = build_images(tmp.path()) else {
         return;
     };
-    let name = &images.name;
     let dir = tmp.path().join("lab");
-
     // Both nodes by MAC; the hint names the virtio disk, so the NVMe disk must stay untouched.
-    let plan = tmp.path().join("plan.csv");
-    std::fs::write(
-        &plan,
-        format!(
-            "site,row,rack,u,serial,mac,sku,image,root_device\n\
-             lab,r1,a01,10,,52:54:00:99:00:00,qemu-lab,{name},serial=LABDISK0\n\
-             lab,r1,a01,12,,52:54:00:99:00:01,qemu-lab,{name},serial=LABDISK1\n"
-        ),
-    )
-    .unwrap();
+    let plan = plan(
+        tmp.path(),
+        &images.name,
+        &["serial=LABDISK0", "serial=LABDISK1"],
+    );
     let config = operator_config(tmp.path());
     let lab = |limit| LabRun {
         dir: &dir,

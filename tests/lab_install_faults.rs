@@ -21,7 +21,7 @@ use nix::sys::signal::{Signal, kill};
 
 use common::labrun::{
     INSTALL_TOOLS, LabRun, build_images, never_written, only_to_the_appliance, operator_config,
-    phases, pid, states,
+    phases, pid, plan, states,
 };
 use common::{read, require, wait_for};
 
@@ -59,19 +59,12 @@ fn a_killed_appliance_a_pulled_plug_and_ambiguous_hints_each_end_as_they_should(
     let Some(images) = build_images(tmp.path()) else {
         return;
     };
-    let name = &images.name;
     let dir = tmp.path().join("lab");
-    let plan = tmp.path().join("plan.csv");
-    std::fs::write(
-        &plan,
-        format!(
-            "site,row,rack,u,serial,mac,sku,image,root_device\n\
-             lab,r1,a02,10,,52:54:00:99:00:00,qemu-lab,{name},serial=LABDISK0\n\
-             lab,r1,a02,12,,52:54:00:99:00:01,qemu-lab,{name},serial=LABDISK1\n\
-             lab,r1,a02,14,,52:54:00:99:00:02,qemu-lab,{name},size=>=10\n"
-        ),
-    )
-    .unwrap();
+    let plan = plan(
+        tmp.path(),
+        &images.name,
+        &["serial=LABDISK0", "serial=LABDISK1", "size=>=10"],
+    );
     let config = operator_config(tmp.path());
     let first = LabRun {
         dir: &dir,

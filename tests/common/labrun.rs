@@ -50,35 +50,26 @@ pub struct Images {
     pub discovery: PathBuf,
 }
 
-/// Builds the hardened x86_64 image into the library of the lab that will run over
-/// `tmp/lab` (signed by that appliance's key; packages cached in target/os-image-cache), and
-/// the discovery image. `None` (skipped, said why) where the agent cannot be built.
+/// The hardened x86_64 image for the lab that will run over `tmp/lab`, and the discovery
+/// image. The hardened image is built once per appliance and agent build (a folder under
+/// target/os-image-cache/lab-images named by both binaries' sha256, the packages cached
+/// beside it) and imported into each lab's library after its appliance trusts the builder's
+/// key, as an operator carries an image from a staging appliance: CI builds it once for all
+/// the install lab tests. `None` (skipped, said why) where the agent cannot be built.
 pub fn build_images(tmp: &Path) -> Option<Images> {
     let agent = super::agent_binary()?;
-    let started = Instant::now();
-    let built = Command::new(appliance())
-        .args(["image", "build", "debian12-hardened", "--arch", "x86_64"])
-        .arg("--agent")
-        .arg(&agent)
-        .arg("--data-dir")
-        .arg(tmp.join("lab/data"))
-        .arg("--cache-dir")
-        .arg(target_dir().join("os-image-cache"))
-        .arg("--out")
-        .arg(tmp.join("os"))
-        .output()
-        .expect("run provisioner image build");
-    assert!(
-        built.status.success(),
-        "image build failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    eprintln!(
-        "MEASURED image build: {:.0} s",
-        started.elapsed().as_secs_f64()
+    let built = hardened_image(&agent);
+    let lab_data = tmp.join("lab/data");
+    let public = tmp.join("builder.pub");
+    let key = super::cli(&built.join("data"), &["key", "show"]) + "\n";
+    std::fs::write(&public, key).unwrap();
+    super::cli(&lab_data, &["key", "trust", public.to_str().unwrap()]);
+    super::cli(
+        &lab_data,
+        &["image", "import", built.join("out").to_str().unwrap()],
     );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.join("os/image.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(built.join("out/image.json")).unwrap()).unwrap();
     let discovery = tmp.join("discovery");
     let out = Command::new(appliance())
         .args(["image", "build-discovery", "--out"])
@@ -100,6 +91,68 @@ pub fn build_images(tmp: &Path) -> Option<Images> {
         name: manifest["name"].as_str().unwrap().to_string(),
         discovery,
     })
+}
+
+/// A rack plan at `tmp/plan.csv` with one slot per lab node (by MAC, in tap order), each
+/// installing `image` on the disk `hints[i]` chooses.
+pub fn plan(tmp: &Path, image: &str, hints: &[&str]) -> PathBuf {
+    let mut csv = String::from("site,row,rack,u,serial,mac,sku,image,root_device\n");
+    for (i, hint) in hints.iter().enumerate() {
+        csv.push_str(&format!(
+            "lab,r1,a01,{},,52:54:00:99:00:{i:02x},qemu-lab,{image},{hint}\n",
+            10 + 2 * i
+        ));
+    }
+    let path = tmp.join("plan.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// The folder (`data/`, `out/`) where the hardened image of this appliance and `agent` was
+/// built, building it if it is not there; older builds are removed.
+fn hardened_image(agent: &Path) -> PathBuf {
+    let cache = target_dir().join("os-image-cache");
+    let root = cache.join("lab-images");
+    let key =
+        super::sha256(Path::new(appliance()))[..16].to_string() + "-" + &super::sha256(agent)[..16];
+    let dir = root.join(&key);
+    if dir.join("out/image.json").is_file() {
+        eprintln!(
+            "MEASURED image build: none, built before ({})",
+            dir.display()
+        );
+        return dir;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    for old in std::fs::read_dir(&root).unwrap().flatten() {
+        let _ = std::fs::remove_dir_all(old.path());
+    }
+    // Built beside, then renamed: a build cut short is never taken for a whole one.
+    let partial = root.join(format!("{key}.partial"));
+    let started = Instant::now();
+    let built = Command::new(appliance())
+        .args(["image", "build", "debian12-hardened", "--arch", "x86_64"])
+        .arg("--agent")
+        .arg(agent)
+        .arg("--data-dir")
+        .arg(partial.join("data"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--out")
+        .arg(partial.join("out"))
+        .output()
+        .expect("run provisioner image build");
+    assert!(
+        built.status.success(),
+        "image build failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    eprintln!(
+        "MEASURED image build: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::rename(&partial, &dir).unwrap();
+    dir
 }
 
 /// A configuration with an operator's SSH key (made with ssh-keygen under `tmp`).
