@@ -23,19 +23,10 @@ fn first_mib(dir: &Path, with_esp: bool) -> Vec<u8> {
          start=6144, size=16384, type={esp}, uuid=6D4F2C1A-0B3E-4D5F-9A8B-7C6D5E4F3A2B\n\
          start=22528, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n"
     );
-    let mut child = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    crate::install::gpt::tests::run_with_input(
+        Command::new("sfdisk").arg("-q").arg(&path),
+        &script,
+    );
     std::fs::read(&path).unwrap()[..MIB].to_vec()
 }
 
@@ -107,6 +98,17 @@ fn nvram(dir: &Path) {
     .unwrap();
 }
 
+/// A temporary folder with an empty `efivars` in it; `None` (skipped) without sfdisk.
+fn efivars() -> Option<(tempfile::TempDir, PathBuf)> {
+    if !have("sfdisk") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("efivars");
+    std::fs::create_dir(&vars).unwrap();
+    Some((dir, vars))
+}
+
 #[test]
 fn a_load_option_survives_encoding_and_a_truncated_one_is_refused() {
     let o = LoadOption {
@@ -129,12 +131,9 @@ fn a_load_option_survives_encoding_and_a_truncated_one_is_refused() {
 
 #[test]
 fn the_disk_entry_goes_after_the_network_and_replaces_ours() {
-    if !have("sfdisk") {
+    let Some((dir, vars)) = efivars() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let vars = dir.path().join("efivars");
-    std::fs::create_dir(&vars).unwrap();
+    };
     nvram(&vars);
     let first = first_mib(dir.path(), true);
     let added = add_disk_entry(&vars, &first, "Provisioner: img-1 on LABDISK0", loader()).unwrap();
@@ -187,12 +186,9 @@ fn the_disk_entry_goes_after_the_network_and_replaces_ours() {
 
 #[test]
 fn without_network_entries_ours_goes_last_and_without_variables_it_is_an_error() {
-    if !have("sfdisk") {
+    let Some((dir, vars)) = efivars() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let vars = dir.path().join("efivars");
-    std::fs::create_dir(&vars).unwrap();
+    };
     let first = first_mib(dir.path(), true);
     let err = add_disk_entry(&vars, &first, "Provisioner: x", loader()).unwrap_err();
     assert!(matches!(err, BootEntryError::NoVariables(_)), "{err}");

@@ -428,4 +428,4 @@ pub fn grow_gpt(dev: &Path) -> Result<GptChange, GptError> {
 
 #[cfg(test)]
 #[path = "gpt_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -19,7 +19,8 @@ fn image(path: &Path) {
     run_with_input(Command::new("sfdisk").arg("-q").arg(path), script);
 }
 
-fn run_with_input(cmd: &mut Command, input: &str) {
+/// Runs `cmd` with `input` on its stdin; it must succeed.
+pub(crate) fn run_with_input(cmd: &mut Command, input: &str) {
     use std::io::Write;
     let mut child = cmd.stdin(std::process::Stdio::piped()).spawn().unwrap();
     child
