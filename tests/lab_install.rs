@@ -14,10 +14,8 @@
 mod common;
 
 use common::labrun::{
-    INSTALL_TOOLS, LabRun, build_images, never_written, only_to_the_appliance, operator_config,
-    phases, plan, states,
+    LabRun, never_written, only_to_the_appliance, operator_config, phases, plan, prepare, states,
 };
-use common::require;
 
 /// The enrolled node's installed agent says this on its console each time it checks in.
 const ENROLLED: &str = "this node is enrolled";
@@ -54,9 +52,7 @@ fn booted_our_entry(summary: &serde_json::Value, i: usize, console: &str) {
     ignore = "lab test: needs root (network namespaces, taps, QEMU, mmdebstrap) and the packages .ci/run installs"
 )]
 fn a_bios_and_a_uefi_node_are_installed_burned_in_enrolled_and_then_boot_their_own_disk() {
-    require(INSTALL_TOOLS);
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(images) = build_images(tmp.path()) else {
+    let Some((tmp, images)) = prepare() else {
         return;
     };
     let dir = tmp.path().join("lab");

@@ -20,10 +20,10 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 
 use common::labrun::{
-    INSTALL_TOOLS, LabRun, build_images, never_written, only_to_the_appliance, operator_config,
-    phases, pid, plan, states,
+    LabRun, never_written, only_to_the_appliance, operator_config, phases, pid, plan, prepare,
+    states,
 };
-use common::{read, require, wait_for};
+use common::{read, wait_for};
 
 const ENROLLED: &str = "this node is enrolled";
 /// The agent's progress line while it downloads and writes.
@@ -54,9 +54,7 @@ fn console_shows(dir: &std::path::Path, i: usize, text: &str) {
     ignore = "lab test: needs root (network namespaces, taps, QEMU, mmdebstrap) and the packages .ci/run installs"
 )]
 fn a_killed_appliance_a_pulled_plug_and_ambiguous_hints_each_end_as_they_should() {
-    require(INSTALL_TOOLS);
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(images) = build_images(tmp.path()) else {
+    let Some((tmp, images)) = prepare() else {
         return;
     };
     let dir = tmp.path().join("lab");

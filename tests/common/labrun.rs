@@ -50,6 +50,15 @@ pub struct Images {
     pub discovery: PathBuf,
 }
 
+/// What every install lab test starts from: its tools checked (see [`super::require`]), a
+/// temporary folder, and the images built for the lab over `TMP/lab` ([`build_images`]).
+pub fn prepare() -> Option<(tempfile::TempDir, Images)> {
+    super::require(INSTALL_TOOLS);
+    let tmp = tempfile::tempdir().unwrap();
+    let images = build_images(tmp.path())?;
+    Some((tmp, images))
+}
+
 /// The hardened x86_64 image for the lab that will run over `tmp/lab`, and the discovery
 /// image. The hardened image is built once per appliance and agent build (a folder under
 /// target/os-image-cache/lab-images named by both binaries' sha256, the packages cached
