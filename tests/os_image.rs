@@ -16,18 +16,10 @@ use std::time::{Duration, Instant};
 
 use provisioner::image::os::ImageManifest;
 
+/// Besides [`common::IMAGE_TOOLS`].
 const TOOLS: &[(&str, &str)] = &[
-    ("mmdebstrap", "mmdebstrap"),
-    ("sfdisk", "fdisk"),
-    ("mkfs.vfat", "dosfstools"),
-    ("mcopy", "mtools"),
-    ("mkfs.ext4", "e2fsprogs"),
-    ("grub-mkimage", "grub-common"),
-    ("bmaptool", "bmap-tools"),
-    ("zstd", "zstd"),
     ("minisign", "minisign"),
     ("qemu-system-x86_64", "qemu-system-x86"),
-    ("oscap", "openscap-scanner"),
 ];
 
 /// Kills the VM by its PID when the test ends, however it ends.
@@ -157,6 +149,7 @@ fn copy_of(raw: &Path, to: &Path) -> PathBuf {
 )]
 #[test]
 fn the_hardened_image_is_verifiable_graded_boots_on_bios_and_uefi_and_rebuilds_the_same() {
+    common::require(common::IMAGE_TOOLS);
     common::require(TOOLS);
     let Some(agent) = common::agent_binary() else {
         panic!("no agent binary: cargo build --release -p provisioner-agent");

@@ -8,19 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::{appliance, firmware_dir, read, target_dir, wait_for};
 
-/// The tools the install lab tests need, with their Debian packages.
+/// The tools the install lab tests need besides [`super::IMAGE_TOOLS`], with their packages.
 pub const INSTALL_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu"),
-    ("mmdebstrap", "mmdebstrap"),
-    ("sfdisk", "fdisk"),
-    ("mkfs.vfat", "dosfstools"),
-    ("mcopy", "mtools"),
-    ("mkfs.ext4", "e2fsprogs"),
-    ("grub-mkimage", "grub-common"),
-    ("bmaptool", "bmap-tools"),
-    ("zstd", "zstd"),
-    ("oscap", "openscap-scanner"),
     ("ssh-keygen", "openssh-client"),
     ("nft", "nftables"),
 ];
@@ -53,6 +44,7 @@ pub struct Images {
 /// What every install lab test starts from: its tools checked (see [`super::require`]), a
 /// temporary folder, and the images built for the lab over `TMP/lab` ([`build_images`]).
 pub fn prepare() -> Option<(tempfile::TempDir, Images)> {
+    super::require(super::IMAGE_TOOLS);
     super::require(INSTALL_TOOLS);
     let tmp = tempfile::tempdir().unwrap();
     let images = build_images(tmp.path())?;

@@ -17,6 +17,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// What building and grading a hardened OS image needs (program, Debian package).
+pub const IMAGE_TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("sfdisk", "fdisk"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("grub-mkimage", "grub-common"),
+    ("bmaptool", "bmap-tools"),
+    ("zstd", "zstd"),
+    ("oscap", "openscap-scanner"),
+];
+
 /// Checks a lab test's prerequisites: root and `tools` (program, Debian package). Such a test
 /// is marked `#[cfg_attr(not(lab), ignore = "...")]` (see `provisioner/build.rs`), so it runs
 /// only as root or in CI; a program missing then fails it, naming the package to install.
