@@ -4,14 +4,14 @@
 //!
 //! - `cfg(lab)`: running as root (network namespaces, taps, port 69);
 //! - `cfg(tool = "NAME")`: NAME is on the PATH (curl, tftp, atftp, chromium, ldd, apt-get,
-//!   minisign, mmdebstrap).
+//!   minisign, mmdebstrap, gpg, apt-ftparchive).
 //!
 //! In CI (`CI=true`) every one is set: there each test runs, and a missing package fails it.
 //! Only the tests read these; the appliance is the same either way.
 
 use std::path::Path;
 
-const TOOLS: [&str; 8] = [
+const TOOLS: [&str; 10] = [
     "curl",
     "tftp",
     "atftp",
@@ -20,6 +20,8 @@ const TOOLS: [&str; 8] = [
     "apt-get",
     "minisign",
     "mmdebstrap",
+    "gpg",
+    "apt-ftparchive",
 ];
 
 fn main() {

@@ -165,6 +165,8 @@ impl Appliance {
             http_port,
             lifecycle,
             runtime: tokio::runtime::Handle::current(),
+            repo_dir: crate::repo::repo_dir(&config.data_dir),
+            archive_key: crate::repo::ArchiveKey::public_path(&config.data_dir),
         });
         let boots_locally = {
             let boot = boot.clone();

@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod provide;
+pub mod repo;
 pub mod store;
 pub mod supervise;
 pub mod tftp;

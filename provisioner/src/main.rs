@@ -50,6 +50,58 @@ enum Command {
     /// The appliance's signing key, and the keys of other appliances it trusts.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The appliance's package repository: vendor driver bundles carried in, checked and
+    /// published as signed apt suites at /repo/.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum RepoCommand {
+    /// Trust the vendor OpenPGP key(s) in KEYFILE (armored or binary; a keyring adds each):
+    /// bundles whose Release they signed can be imported.
+    Trust {
+        keyfile: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Import a vendor bundle (a folder or .tar/.tar.gz/.tar.zst with the vendor's signed
+    /// InRelease or Release + Release.gpg, its Packages and .deb files), checked against the
+    /// trusted keys down to each package's sha256, as a new suite NAME-N.
+    Import {
+        bundle: PathBuf,
+        /// The suite's name, before its number (default: the bundle's file name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The published suites.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One suite: its packages, their versions and where each came from.
+    Show {
+        suite: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a suite (refused while a driver set names it), and the packages only it held.
+    Remove {
+        suite: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the appliance's archive key (OpenPGP, armored; made on first use): what apt
+    /// is given as `signed-by` for /repo/.
+    Key {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -567,6 +619,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Repo(cmd) => repo(cmd),
         Command::Key(KeyCommand::Trust { file, store }) => {
             let config = store.config()?;
             let key = provisioner::keys::trust(&config.data_dir, &file)?;
@@ -697,6 +750,9 @@ fn main() -> anyhow::Result<()> {
                 public = %provisioner::keys::ApplianceKey::public_path(&config.data_dir).display(),
                 "appliance signing key"
             );
+            // And the OpenPGP key that signs the repository's suites (/repo/archive.asc).
+            let archive = provisioner::repo::ArchiveKey::load_or_create(&config.data_dir)?;
+            info!(key = %archive.fingerprint(), "repository archive key");
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
@@ -717,6 +773,115 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `provisioner checklist ...`: the same checklists as the API, on the store directly.
+fn repo(cmd: RepoCommand) -> anyhow::Result<()> {
+    use provisioner::repo;
+    match cmd {
+        RepoCommand::Trust { keyfile, store } => {
+            let config = store.config()?;
+            for k in repo::trust(&config.data_dir, &keyfile)? {
+                println!("trusted {} {}", k.fingerprint(), k.user());
+            }
+        }
+        RepoCommand::Import {
+            bundle,
+            name,
+            store,
+        } => {
+            let config = store.config()?;
+            let started = std::time::Instant::now();
+            let mut say = |line: &str| eprintln!("{line}");
+            let done = repo::import(&config.data_dir, &bundle, name.as_deref(), &mut say)?;
+            println!(
+                "imported suite {}: {} packages, {} in {:.1} s{}",
+                done.suite,
+                done.packages,
+                mib(done.bytes),
+                started.elapsed().as_secs_f64(),
+                if done.not_carried > 0 {
+                    format!(
+                        " ({} more listed by the vendor's indexes, not carried)",
+                        done.not_carried
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            for s in &done.signers {
+                println!("  signed by {} {} ({})", s.key, s.user, s.hash);
+            }
+        }
+        RepoCommand::List { store } => {
+            let config = store.config()?;
+            let suites = repo::list(&config.data_dir)?;
+            if suites.is_empty() {
+                println!("no suites (import a vendor bundle: `provisioner repo import BUNDLE`)");
+            }
+            for s in suites {
+                println!(
+                    "{:<32} {:>5} packages {:>10}  {}  from {}",
+                    s.suite,
+                    s.packages.len(),
+                    mib(s.bytes()),
+                    provisioner::repo::release::format_date(s.created),
+                    s.bundle
+                );
+            }
+        }
+        RepoCommand::Show { suite, json, store } => {
+            let config = store.config()?;
+            let s = repo::show(&config.data_dir, &suite)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            println!("suite {} ({})", s.suite, s.architectures().join(" "));
+            println!(
+                "imported {} from {}",
+                provisioner::repo::release::format_date(s.created),
+                s.bundle
+            );
+            for signer in &s.signers {
+                println!("vendor signature: {signer}");
+            }
+            for p in &s.packages {
+                println!(
+                    "{:<36} {:<28} {:<6} {:>10}  sha256 {}  from {} ({})",
+                    p.package,
+                    p.version,
+                    p.architecture,
+                    mib(p.size),
+                    p.sha256,
+                    p.from,
+                    p.release
+                );
+            }
+        }
+        RepoCommand::Remove { suite, store } => {
+            let config = store.config()?;
+            let users = suite_users(&config, &suite)?;
+            let freed = repo::remove(&config.data_dir, &suite, &users)?;
+            println!("removed suite {suite}; {} of packages freed", mib(freed));
+        }
+        RepoCommand::Key { store } => {
+            let config = store.config()?;
+            let key = repo::ArchiveKey::load_or_create(&config.data_dir)?;
+            eprintln!(
+                "archive key {} ({}; served at /repo/{})",
+                key.fingerprint(),
+                repo::ArchiveKey::public_path(&config.data_dir).display(),
+                repo::openpgp::PUBLIC_FILE
+            );
+            print!("{}", key.public_armored()?);
+        }
+    }
+    Ok(())
+}
+
+/// What names `suite` (driver sets), so that it is not removed under them.
+fn suite_users(_config: &Config, _suite: &str) -> anyhow::Result<Vec<String>> {
+    Ok(Vec::new())
+}
+
 fn burnin(cmd: BurninCommand) -> anyhow::Result<()> {
     use provisioner::burnin::{judge::Level, offline};
     match cmd {

@@ -10,6 +10,7 @@ pub mod inproc;
 pub mod labrun;
 pub mod nvidia;
 pub mod site;
+pub mod vendor;
 
 use std::fs;
 use std::path::{Path, PathBuf};

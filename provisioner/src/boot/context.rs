@@ -29,6 +29,10 @@ pub struct BootContext {
     pub lifecycle: Arc<Lifecycle>,
     /// The appliance's main runtime, for callers on other threads (TFTP).
     pub runtime: tokio::runtime::Handle,
+    /// The package repository served at `/repo/` (`DATA_DIR/repo`), and the archive key's
+    /// public half served beside it.
+    pub repo_dir: std::path::PathBuf,
+    pub archive_key: std::path::PathBuf,
 }
 
 pub type Boot = Arc<BootContext>;

@@ -102,6 +102,44 @@ pub async fn artifact(
     super::files::serve(&path, sha, &headers).await
 }
 
+/// `GET /repo/{PATH}`: the package repository (`DATA_DIR/repo`: `dists/` and `pool/`) and the
+/// archive key, with Range and a sha256 ETag like every file served. A package's digest is in
+/// its path (checked at import); an index's is computed as it is served (they are small).
+pub async fn repo(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let file = if path == crate::repo::openpgp::PUBLIC_FILE {
+        st.boot.archive_key.clone()
+    } else {
+        match crate::repo::served_path(&st.boot.repo_dir, &path) {
+            Some(f) => f,
+            None => return StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    let sha = match path
+        .strip_prefix("pool/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|s| s.parse::<Sha256>().ok())
+    {
+        Some(sha) => sha,
+        None => {
+            let f = file.clone();
+            match tokio::task::spawn_blocking(move || crate::types::sha256_file(&f)).await {
+                Ok(Ok((sha, _))) => sha,
+                _ => return StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    };
+    if let Some(ip) = client_ip(&peer) {
+        st.events
+            .record_ip(ip, EventKind::Http, format!("GET /repo/{path}"));
+    }
+    super::files::serve(&file, sha, &headers).await
+}
+
 /// Records a firmware fetch against the client's MAC.
 pub fn note_firmware(st: &AppState, peer: SocketAddr, name: &str) {
     if let Some(ip) = client_ip(&peer) {

@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/firmware/{name}", get(boot::firmware))
         .route("/artifacts/{sha}", get(boot::artifact))
         .route("/artifacts/{sha}/{name}", get(boot::artifact))
+        .route("/repo/{*path}", get(boot::repo))
         .with_state(state)
 }
 
@@ -354,6 +355,8 @@ mod tests {
                 http_port: 8080,
                 lifecycle,
                 runtime: tokio::runtime::Handle::current(),
+                repo_dir: crate::repo::repo_dir(dir),
+                archive_key: crate::repo::ArchiveKey::public_path(dir),
             }),
             checklists: Arc::new(crate::checklist::Templates::shipped().unwrap()),
             shutdown: CancellationToken::new(),
