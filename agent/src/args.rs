@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
 usage: provisioner-agent [--once | --burn-in PLAN | --write-image PLAN --to DEVICE |
-                          --installed RECORD] [--root DIR] [--cmdline FILE]
-                         [--really-power-off]
+                          --installed RECORD | --verify-drivers SET [--kernel K]]
+                         [--root DIR] [--cmdline FILE] [--really-power-off]
 
 Reports this node's facts to the provisioning appliance named on the kernel command line
 (provisioner.url, provisioner.mac, provisioner.token), then does what the appliance says.
@@ -23,6 +23,12 @@ Reports this node's facts to the provisioning appliance named on the kernel comm
                       /etc/provisioner/node.json) names the appliance and holds the
                       node's credential; says what was booted, then does what the
                       appliance says (burn-in, reboot) and keeps checking in
+  --verify-drivers SET  check the driver SET (JSON, as `provisioner drivers show SET`
+                      prints it) on this system, or on the tree at --root DIR (an
+                      image being built: packages, holds, modules; no live checks); prints
+                      the report as JSON; exits 1 if a check failed
+  --kernel K          the kernel release to check modules for (default: the running one, or
+                      the one kernel under --root)
   --root DIR          read sysfs and procfs under DIR instead of / (a recorded tree); the
                       boot interface is then left alone, DIR not being this machine's
   --cmdline FILE      read the kernel command line from FILE instead of /proc/cmdline
@@ -39,6 +45,10 @@ pub struct Options {
     pub write_image: Option<(PathBuf, PathBuf)>,
     /// `--installed RECORD`.
     pub installed: Option<PathBuf>,
+    /// `--verify-drivers SET`.
+    pub verify_drivers: Option<PathBuf>,
+    /// `--kernel K`.
+    pub kernel: Option<String>,
     pub root: PathBuf,
     pub cmdline: PathBuf,
     pub really_power_off: bool,
@@ -52,6 +62,8 @@ impl Default for Options {
             burn_in: None,
             write_image: None,
             installed: None,
+            verify_drivers: None,
+            kernel: None,
             root: PathBuf::from("/"),
             cmdline: PathBuf::from("/proc/cmdline"),
             really_power_off: false,
@@ -103,6 +115,16 @@ impl Options {
                             .ok_or(ArgsError::MissingValue("--installed"))?
                             .into(),
                     )
+                }
+                "--verify-drivers" => {
+                    options.verify_drivers = Some(
+                        args.next()
+                            .ok_or(ArgsError::MissingValue("--verify-drivers"))?
+                            .into(),
+                    )
+                }
+                "--kernel" => {
+                    options.kernel = Some(args.next().ok_or(ArgsError::MissingValue("--kernel"))?)
                 }
                 "--root" => {
                     options.root = args.next().ok_or(ArgsError::MissingValue("--root"))?.into()

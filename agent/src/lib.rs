@@ -7,6 +7,7 @@ pub mod args;
 pub mod backoff;
 pub mod burnin;
 pub mod cmdline;
+pub mod drivers;
 pub mod facts;
 pub mod install;
 pub mod installing;

@@ -55,6 +55,9 @@ fn main() -> ExitCode {
     if let Some((plan, device)) = &options.write_image {
         return write_image_here(plan, device);
     }
+    if let Some(set) = &options.verify_drivers {
+        return verify_drivers_here(set, &options);
+    }
     let ran = match &options.installed {
         Some(record) => run_installed(record, &options),
         None => run(&options),
@@ -138,6 +141,58 @@ fn print_json(value: &impl serde::Serialize, what: &str) -> bool {
         return false;
     }
     true
+}
+
+/// `--verify-drivers SET`: the driver checks here, or on an image's tree (`--root`); the
+/// report as JSON on stdout.
+fn verify_drivers_here(set: &Path, options: &Options) -> ExitCode {
+    use provisioner_agent::drivers;
+    let set: provisioner_protocol::drivers::DriverSet = match fs::read_to_string(set)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
+    {
+        Ok(set) => set,
+        Err(e) => {
+            say(&format!(
+                "cannot read the driver set {}: {e}",
+                set.display()
+            ));
+            return ExitCode::from(2);
+        }
+    };
+    let live = options.live();
+    let kernel = match (&options.kernel, live) {
+        (Some(k), _) => k.clone(),
+        (None, true) => drivers::running_kernel(),
+        (None, false) => match drivers::installed_kernel(&options.root) {
+            Ok(k) => k,
+            Err(e) => {
+                say(&e);
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let sys = Path::new("/sys");
+    let report = drivers::verify(&set, &options.root, &kernel, live.then_some(sys));
+    if !print_json(&report, "the report") {
+        return ExitCode::FAILURE;
+    }
+    match report.failed() {
+        Some(c) => {
+            say(&format!(
+                "driver set {}: {} failed: {}",
+                set.name, c.check, c.detail
+            ));
+            ExitCode::FAILURE
+        }
+        None => {
+            say(&format!(
+                "driver set {}: every check held for kernel {kernel}",
+                set.name
+            ));
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// `--burn-in PLAN`: the burn-in run here, without an appliance (a technician's check of a

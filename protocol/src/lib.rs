@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod burnin;
+pub mod drivers;
 pub mod ids;
 pub mod install;
 

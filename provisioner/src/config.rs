@@ -178,6 +178,8 @@ pub struct LifecycleFile {
     pub skus: Option<PathBuf>,
     /// A burn-in profiles file replacing the shipped one.
     pub burnin_profiles: Option<PathBuf>,
+    /// A driver sets file replacing the shipped `drivers.toml`.
+    pub drivers: Option<PathBuf>,
     /// Step name (`discovered`, `inspecting`, `installing`, `burning_in`) to a duration such
     /// as `"15m"`; a step not named keeps its default.
     #[serde(default)]
@@ -300,6 +302,7 @@ pub struct Config {
     pub store_sync: SyncMode,
     pub skus: Option<PathBuf>,
     pub burnin_profiles: Option<PathBuf>,
+    pub drivers: Option<PathBuf>,
     pub timeouts: crate::lifecycle::Timeouts,
     pub sweep_every: std::time::Duration,
     pub install: crate::lifecycle::InstallSettings,
@@ -465,6 +468,7 @@ impl Config {
             store_sync: file.store.sync.unwrap_or_default(),
             skus: file.lifecycle.skus,
             burnin_profiles: file.lifecycle.burnin_profiles,
+            drivers: file.lifecycle.drivers,
             timeouts: timeouts(&file.lifecycle.timeouts)?,
             sweep_every: sweep_every(file.lifecycle.sweep_every.as_deref())?,
             install: crate::lifecycle::InstallSettings {

@@ -10,6 +10,7 @@ pub mod checklist;
 pub mod clock;
 pub mod config;
 pub mod dhcp;
+pub mod drivers;
 pub mod error;
 pub mod events;
 pub mod firmware;

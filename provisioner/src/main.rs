@@ -54,6 +54,38 @@ enum Command {
     /// published as signed apt suites at /repo/.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Driver sets (drivers.toml): which packages, at which versions, each SKU's nodes get.
+    #[command(subcommand)]
+    Drivers(DriversCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum DriversCommand {
+    /// Each set, and whether it resolves against its suite.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Resolve sets (or SET) against their suites: each pin to exactly one version there,
+    /// with its sha256; fails if any does not.
+    Check {
+        set: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The apt preferences that hold a node to SET (priority 1001, every package exact).
+    Pins {
+        set: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// SET resolved against its suite, as JSON: what a node's agent checks
+    /// (`provisioner-agent --verify-drivers FILE`).
+    Show {
+        set: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -385,7 +417,7 @@ enum TokenCommand {
 }
 
 /// Where the store is, as `up` finds it.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct StoreArgs {
     /// TOML configuration file (default: ./provisioner.toml if present).
     #[arg(long, env = "PROVISIONER_CONFIG")]
@@ -620,6 +652,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Repo(cmd) => repo(cmd),
+        Command::Drivers(cmd) => drivers(cmd),
         Command::Key(KeyCommand::Trust { file, store }) => {
             let config = store.config()?;
             let key = provisioner::keys::trust(&config.data_dir, &file)?;
@@ -878,8 +911,90 @@ fn repo(cmd: RepoCommand) -> anyhow::Result<()> {
 }
 
 /// What names `suite` (driver sets), so that it is not removed under them.
-fn suite_users(_config: &Config, _suite: &str) -> anyhow::Result<Vec<String>> {
-    Ok(Vec::new())
+fn suite_users(config: &Config, suite: &str) -> anyhow::Result<Vec<String>> {
+    let skus = provisioner::app::load_skus(config.skus.as_deref())?;
+    let sets = provisioner::drivers::load(config.drivers.as_deref(), &skus)?;
+    Ok(sets.users_of(suite))
+}
+
+fn drivers(cmd: DriversCommand) -> anyhow::Result<()> {
+    let (store, which) = match &cmd {
+        DriversCommand::List { store } => (store, None),
+        DriversCommand::Check { store, set } => (store, set.clone()),
+        DriversCommand::Pins { store, set } | DriversCommand::Show { store, set } => {
+            (store, Some(set.clone()))
+        }
+    };
+    let config = store.clone().config()?;
+    let skus = provisioner::app::load_skus(config.skus.as_deref())?;
+    let sets = provisioner::drivers::load(config.drivers.as_deref(), &skus)?;
+    if let Some(name) = &which
+        && !sets.set.contains_key(name)
+    {
+        anyhow::bail!("no driver set {name} (see `provisioner drivers list`)");
+    }
+    let suites = provisioner::repo::list(&config.data_dir)?;
+    let mut failed = false;
+    for (name, def) in &sets.set {
+        if which.as_deref().is_some_and(|w| w != name) {
+            continue;
+        }
+        let devices = def
+            .skus
+            .first()
+            .and_then(|s| skus.sku.get(s))
+            .map(|s| s.gpus.max(s.neuron_devices))
+            .unwrap_or(0);
+        let arch = if def.skus.iter().any(|s| s.starts_with("gb200")) {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let resolved = match suites.iter().find(|s| s.suite == def.suite) {
+            None => Err(vec![format!(
+                "suite {} is not in the repository (import the vendor's bundle: `provisioner repo import BUNDLE`)",
+                def.suite
+            )]),
+            Some(suite) => def.resolve(name, suite, arch, devices),
+        };
+        match (&cmd, resolved) {
+            (DriversCommand::Pins { .. }, Ok(set)) => {
+                print!("{}", provisioner::drivers::apt_preferences(&set));
+            }
+            (DriversCommand::Show { .. }, Ok(set)) => {
+                println!("{}", serde_json::to_string_pretty(&set)?);
+            }
+            (DriversCommand::Pins { .. } | DriversCommand::Show { .. }, Err(errs)) => {
+                anyhow::bail!("driver set {name} does not resolve: {}", errs.join("; "));
+            }
+            (_, Ok(set)) => {
+                println!(
+                    "{name:<28} ready     suite {:<20} for {}: {}",
+                    set.suite,
+                    def.skus.join(", "),
+                    def.description
+                );
+                if matches!(cmd, DriversCommand::Check { .. }) {
+                    for (p, v) in &set.packages {
+                        println!("  {p:<36} {v:<28} sha256 {}", set.sha256[p]);
+                    }
+                }
+            }
+            (_, Err(errs)) => {
+                failed = matches!(cmd, DriversCommand::Check { .. });
+                println!(
+                    "{name:<28} not ready suite {:<20} for {}: {}",
+                    def.suite,
+                    def.skus.join(", "),
+                    errs.join("; ")
+                );
+            }
+        }
+    }
+    if failed {
+        anyhow::bail!("a driver set does not resolve against its suite");
+    }
+    Ok(())
 }
 
 fn burnin(cmd: BurninCommand) -> anyhow::Result<()> {

@@ -112,6 +112,11 @@ pub struct Pkg {
     pub version: &'static str,
     pub arch: &'static str,
     pub depends: &'static str,
+    /// A `postinst` (run chrootless under `DPKG_ROOT` in the tests); `@UPSTREAM@` becomes
+    /// the upstream part of the version.
+    pub postinst: &'static str,
+    /// Empty files the package installs, besides its doc file.
+    pub files: &'static [&'static str],
 }
 
 pub const fn pkg(name: &'static str, version: &'static str, depends: &'static str) -> Pkg {
@@ -120,6 +125,8 @@ pub const fn pkg(name: &'static str, version: &'static str, depends: &'static st
         version,
         arch: "amd64",
         depends,
+        postinst: "",
+        files: &[],
     }
 }
 
@@ -140,6 +147,18 @@ pub fn build_deb(dir: &Path, p: &Pkg) -> PathBuf {
         control.push_str(&format!("Depends: {}\n", p.depends));
     }
     std::fs::write(tree.join("DEBIAN/control"), control).unwrap();
+    if !p.postinst.is_empty() {
+        let upstream = p.version.rsplit_once('-').map_or(p.version, |(u, _)| u);
+        let script = tree.join("DEBIAN/postinst");
+        std::fs::write(&script, p.postinst.replace("@UPSTREAM@", upstream)).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    for f in p.files {
+        let path = tree.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "").unwrap();
+    }
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join(format!("{}_{}_{}.deb", p.name, p.version, p.arch));
     run(Command::new("dpkg-deb")
@@ -241,7 +260,10 @@ impl Apt {
             "etc/apt/trusted.gpg.d",
             "var/lib/apt/lists/partial",
             "var/cache/apt/archives/partial",
-            "var/lib/dpkg",
+            "var/lib/dpkg/info",
+            "var/lib/dpkg/updates",
+            "var/lib/dpkg/triggers",
+            "var/log/apt",
             "download",
         ] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -265,6 +287,33 @@ impl Apt {
             root: root.to_path_buf(),
             config,
         }
+    }
+
+    /// Makes apt install into `root` itself, as into an image's tree: dpkg runs with
+    /// `--root` and maintainer scripts run chrootless, with `DPKG_ROOT` set.
+    pub fn installing_into_root(self) -> Self {
+        let mut conf = std::fs::read_to_string(&self.config).unwrap();
+        conf.push_str(&format!(
+            "DPkg::Options {{ \"--root={r}\"; \"--force-script-chrootless\"; \"--force-not-root\"; }};\nDPkg::Use-Pty \"false\";\n",
+            r = self.root.display()
+        ));
+        std::fs::write(&self.config, conf).unwrap();
+        self
+    }
+
+    /// `apt-mark ARGS` with this configuration.
+    pub fn mark(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("apt-mark")
+            .env("APT_CONFIG", &self.config)
+            .env("LC_ALL", "C")
+            .args(args)
+            .output()
+            .expect("run apt-mark");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     }
 
     /// `apt-get ARGS`: whether it succeeded, and what it said.

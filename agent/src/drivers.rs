@@ -1,0 +1,523 @@
+//! Checking a driver set on a system: what apt and DKMS claim is not taken on trust. DKMS
+//! reports success and apt exits 0 when the kernel's headers are missing and no module was
+//! built; a meta-package pin lets apt pull a fabric manager of another version. So each
+//! promise is checked where it lands:
+//!
+//! - `packages`: every package of the set installed at its exact version (dpkg's status);
+//! - `held`: every one held (`apt-mark hold`), and the apt preferences pinning them present;
+//! - `module NAME`: the module exists for the kernel (`modinfo -k KERNEL`), at the driver's
+//!   version, and is signed;
+//! - on the running system only (`live`): the driver loads and its loaded version is the
+//!   set's, the devices the SKU has are there and answer (`nvidia-smi`, `neuron-ls`), and the
+//!   units the fabric needs are active. Where the node has none of the vendor's devices (a
+//!   lab VM) those come out `cannot_validate`, with what was seen: never a pass.
+//!
+//! The same checks run on an image's root tree at build (`root` not `/`, not live).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use provisioner_protocol::drivers::{
+    DriverCheck, DriverReport, DriverSet, InstalledPackage, Outcome,
+};
+
+/// Where the set's apt preferences are written, under the root.
+pub const PREFERENCES: &str = "etc/apt/preferences.d/provisioner-drivers.pref";
+
+/// A package as dpkg's status file has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub version: String,
+    /// `install ok installed`, `hold ok installed`, ...
+    pub status: String,
+}
+
+/// Reads dpkg's status file: package → its status and version (architecture qualifiers are
+/// not needed here: a set names each package once).
+pub fn dpkg_status(text: &str) -> BTreeMap<String, Status> {
+    let mut out = BTreeMap::new();
+    for para in text.split("\n\n") {
+        let mut package = None;
+        let mut version = String::new();
+        let mut status = String::new();
+        for line in para.lines() {
+            if let Some(v) = line.strip_prefix("Package: ") {
+                package = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("Version: ") {
+                version = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("Status: ") {
+                status = v.trim().to_string();
+            }
+        }
+        if let Some(p) = package {
+            out.insert(p, Status { version, status });
+        }
+    }
+    out
+}
+
+fn check(name: impl Into<String>, outcome: Outcome, detail: impl Into<String>) -> DriverCheck {
+    DriverCheck {
+        check: name.into(),
+        outcome,
+        detail: detail.into(),
+    }
+}
+
+/// The package checks and the installed list, from the status file's text.
+fn package_checks(
+    set: &DriverSet,
+    status: &BTreeMap<String, Status>,
+    prefs: Option<&str>,
+) -> (Vec<DriverCheck>, Vec<InstalledPackage>) {
+    let mut wrong = Vec::new();
+    let mut not_held = Vec::new();
+    let mut installed = Vec::new();
+    for (p, want) in &set.packages {
+        match status.get(p) {
+            Some(s) if s.status.ends_with(" ok installed") => {
+                if &s.version != want {
+                    wrong.push(format!("{p} is {}, the set pins {want}", s.version));
+                }
+                if !s.status.starts_with("hold ") {
+                    not_held.push(p.clone());
+                }
+                installed.push(InstalledPackage {
+                    package: p.clone(),
+                    version: s.version.clone(),
+                    sha256: if &s.version == want {
+                        set.sha256.get(p).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    },
+                });
+            }
+            Some(s) => wrong.push(format!("{p} is not installed (dpkg: {})", s.status)),
+            None => wrong.push(format!("{p} is not installed")),
+        }
+    }
+    let mut checks = vec![if wrong.is_empty() {
+        check(
+            "packages",
+            Outcome::Pass,
+            format!("{} packages at their pinned versions", set.packages.len()),
+        )
+    } else {
+        check("packages", Outcome::Fail, wrong.join("; "))
+    }];
+    let unpinned: Vec<&String> = set
+        .packages
+        .iter()
+        .filter(|(p, v)| {
+            !prefs.is_some_and(|t| {
+                t.contains(&format!(
+                    "Package: {p}\nPin: version {v}\nPin-Priority: 1001"
+                ))
+            })
+        })
+        .map(|(p, _)| p)
+        .collect();
+    checks.push(if !not_held.is_empty() {
+        check(
+            "held",
+            Outcome::Fail,
+            format!("not held: {}", not_held.join(", ")),
+        )
+    } else if !unpinned.is_empty() {
+        check(
+            "held",
+            Outcome::Fail,
+            format!(
+                "not pinned in /{PREFERENCES}: {}",
+                unpinned
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else {
+        check(
+            "held",
+            Outcome::Pass,
+            "every package held and pinned at priority 1001",
+        )
+    });
+    (checks, installed)
+}
+
+/// `modinfo -k KERNEL [-b ROOT] -F FIELD MODULE`: the field's value, or why not.
+fn modinfo(root: &Path, kernel: &str, module: &str, field: &str) -> Result<String, String> {
+    let mut cmd = Command::new("modinfo");
+    cmd.args(["-k", kernel, "-F", field]);
+    if root != Path::new("/") {
+        cmd.arg("-b").arg(root);
+    }
+    cmd.arg(module);
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run modinfo (kmod): {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn module_check(set: &DriverSet, root: &Path, kernel: &str, module: &str) -> DriverCheck {
+    let name = format!("module {module}");
+    let version = match modinfo(root, kernel, module, "version") {
+        Ok(v) => v,
+        Err(why) => {
+            return check(
+                name,
+                Outcome::Fail,
+                format!(
+                    "no {module} module for kernel {kernel} ({why}): DKMS built nothing; are linux-headers-{kernel} installed?"
+                ),
+            );
+        }
+    };
+    if version != set.driver {
+        return check(
+            name,
+            Outcome::Fail,
+            format!(
+                "{module} for {kernel} is version {version:?}, the set's driver is {}",
+                set.driver
+            ),
+        );
+    }
+    match modinfo(root, kernel, module, "signer") {
+        Ok(signer) if !signer.is_empty() => check(
+            name,
+            Outcome::Pass,
+            format!("{module} {version} for {kernel}, signed by {signer:?}"),
+        ),
+        _ => check(
+            name,
+            Outcome::Fail,
+            format!(
+                "{module} {version} for {kernel} is not signed: a kernel that enforces module signatures will not load it"
+            ),
+        ),
+    }
+}
+
+/// PCI devices of `vendor` (hex, `0x10de`) whose class is `class_prefix` (`0x03` display /
+/// 3D for GPUs; empty: any), under `sys` (`/sys/bus/pci/devices`).
+pub fn pci_count(sys: &Path, vendor: &str, class_prefix: &str) -> u32 {
+    let Ok(entries) = std::fs::read_dir(sys) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let read = |f: &str| {
+                std::fs::read_to_string(e.path().join(f))
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .unwrap_or_default()
+            };
+            read("vendor") == vendor && read("class").starts_with(class_prefix)
+        })
+        .count() as u32
+}
+
+/// The live checks: load, loaded version, devices, services.
+fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
+    let (vendor_id, class, module, smi) = match set.vendor.as_str() {
+        "nvidia" => ("0x10de", "0x03", "nvidia", "nvidia-smi"),
+        _ => ("0x1d0f", "", "neuron", "neuron-ls"),
+    };
+    let present = pci_count(&sys.join("bus/pci/devices"), vendor_id, class);
+    let mut checks = Vec::new();
+    let load = Command::new("modprobe").arg(module).output();
+    let load_said = match &load {
+        Ok(o) if o.status.success() => String::new(),
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        Err(e) => format!("cannot run modprobe: {e}"),
+    };
+    let loaded = std::fs::read_to_string(sys.join("module").join(module).join("version"))
+        .map(|v| v.trim().to_string())
+        .ok();
+    if present == 0 {
+        let seen = if load_said.is_empty() {
+            format!("{module} loaded")
+        } else {
+            format!("loading {module}: {load_said}")
+        };
+        checks.push(check(
+            "devices",
+            Outcome::CannotValidate,
+            format!(
+                "cannot validate devices: no {} device on this node's PCI bus (the SKU expects {}); {seen}",
+                set.vendor, set.devices
+            ),
+        ));
+        for s in &set.services {
+            checks.push(check(
+                format!("service {s}"),
+                Outcome::CannotValidate,
+                "cannot validate: no devices for it to serve",
+            ));
+        }
+        return checks;
+    }
+    checks.push(match &loaded {
+        Some(v) if *v == set.driver => check(
+            "loaded version",
+            Outcome::Pass,
+            format!("{module} {v} loaded"),
+        ),
+        Some(v) => check(
+            "loaded version",
+            Outcome::Fail,
+            format!(
+                "the loaded {module} is {v}, the set's driver is {}",
+                set.driver
+            ),
+        ),
+        None => check(
+            "loaded version",
+            Outcome::Fail,
+            format!("{module} is not loaded: {load_said}"),
+        ),
+    });
+    let answered = answering_devices(smi);
+    checks.push(match answered {
+        Ok(n) if n == set.devices && present == set.devices => check(
+            "devices",
+            Outcome::Pass,
+            format!("{n} of {} devices answer {smi}", set.devices),
+        ),
+        Ok(n) => check(
+            "devices",
+            Outcome::Fail,
+            format!(
+                "{n} devices answer {smi} and {present} are on the PCI bus; the SKU has {}",
+                set.devices
+            ),
+        ),
+        Err(why) => check("devices", Outcome::Fail, why),
+    });
+    for s in &set.services {
+        let active = Command::new("systemctl")
+            .args(["is-active", s])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|e| format!("cannot run systemctl: {e}"));
+        checks.push(if active == "active" {
+            check(format!("service {s}"), Outcome::Pass, "active")
+        } else {
+            check(
+                format!("service {s}"),
+                Outcome::Fail,
+                format!("{s} is {active}"),
+            )
+        });
+    }
+    checks
+}
+
+/// How many devices the vendor's tool sees.
+fn answering_devices(tool: &str) -> Result<u32, String> {
+    let out = match tool {
+        "nvidia-smi" => Command::new("nvidia-smi").args(["-L"]).output(),
+        _ => Command::new("neuron-ls").args(["--json-output"]).output(),
+    }
+    .map_err(|e| format!("cannot run {tool}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(match tool {
+        "nvidia-smi" => text.lines().filter(|l| l.starts_with("GPU ")).count() as u32,
+        _ => serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len() as u32))
+            .unwrap_or(0),
+    })
+}
+
+/// Checks `set` on the system at `root` for `kernel`; `live` adds the checks only a running
+/// system can answer (`sys` is its `/sys`).
+pub fn verify(set: &DriverSet, root: &Path, kernel: &str, live: Option<&Path>) -> DriverReport {
+    let status_path = root.join("var/lib/dpkg/status");
+    let status = std::fs::read_to_string(&status_path).map(|t| dpkg_status(&t));
+    let prefs = std::fs::read_to_string(root.join(PREFERENCES)).ok();
+    let mut checks = Vec::new();
+    let mut installed = Vec::new();
+    match status {
+        Ok(status) => {
+            let (c, i) = package_checks(set, &status, prefs.as_deref());
+            checks.extend(c);
+            installed = i;
+        }
+        Err(e) => checks.push(check(
+            "packages",
+            Outcome::Fail,
+            format!("cannot read {}: {e}", status_path.display()),
+        )),
+    }
+    for m in &set.modules {
+        checks.push(module_check(set, root, kernel, m));
+    }
+    if let Some(sys) = live {
+        checks.extend(live_checks(set, sys));
+    }
+    DriverReport {
+        set: set.name.clone(),
+        kernel: kernel.to_string(),
+        checks,
+        installed,
+    }
+}
+
+/// The running kernel's release.
+pub fn running_kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The one kernel installed under `root` (`lib/modules/*`), for checking an image's tree.
+pub fn installed_kernel(root: &Path) -> Result<String, String> {
+    let dir: PathBuf = root.join("lib/modules");
+    let mut kernels: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .flatten()
+        .filter(|e| e.path().join("modules.dep").exists() || e.path().join("kernel").is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    kernels.sort();
+    match kernels.as_slice() {
+        [k] => Ok(k.clone()),
+        [] => Err(format!("no kernel under {}", dir.display())),
+        many => Err(format!(
+            "several kernels under {}: {}",
+            dir.display(),
+            many.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> DriverSet {
+        DriverSet {
+            name: "nvidia-580-hgx-hopper".into(),
+            vendor: "nvidia".into(),
+            driver: "580.95.05".into(),
+            suite: "cuda-580-1".into(),
+            packages: [
+                (
+                    "nvidia-fabricmanager".to_string(),
+                    "580.95.05-1".to_string(),
+                ),
+                ("libnvidia-nscq".to_string(), "580.95.05-1".to_string()),
+            ]
+            .into(),
+            sha256: [("nvidia-fabricmanager".to_string(), "ab".repeat(32))].into(),
+            modules: vec![],
+            services: vec!["nvidia-fabricmanager".into()],
+            devices: 8,
+        }
+    }
+
+    const PREFS: &str = "Package: libnvidia-nscq\nPin: version 580.95.05-1\nPin-Priority: 1001\n\nPackage: nvidia-fabricmanager\nPin: version 580.95.05-1\nPin-Priority: 1001\n";
+
+    #[test]
+    fn a_drifted_package_an_unheld_one_and_a_missing_one_are_named() {
+        let status = dpkg_status(
+            "Package: nvidia-fabricmanager\nStatus: install ok installed\nVersion: 580.126.20-1\n\nPackage: libnvidia-nscq\nStatus: hold ok installed\nVersion: 580.95.05-1\n",
+        );
+        let (checks, installed) = package_checks(&set(), &status, Some(PREFS));
+        assert_eq!(checks[0].outcome, Outcome::Fail);
+        assert_eq!(
+            checks[0].detail,
+            "nvidia-fabricmanager is 580.126.20-1, the set pins 580.95.05-1"
+        );
+        assert_eq!(checks[1].detail, "not held: nvidia-fabricmanager");
+        assert_eq!(installed.len(), 2);
+        assert!(
+            installed.iter().all(|p| p.sha256.is_empty()),
+            "a drifted package has no set digest"
+        );
+
+        let status = dpkg_status(
+            "Package: libnvidia-nscq\nStatus: hold ok installed\nVersion: 580.95.05-1\n",
+        );
+        let (checks, _) = package_checks(&set(), &status, Some(PREFS));
+        assert_eq!(checks[0].detail, "nvidia-fabricmanager is not installed");
+    }
+
+    #[test]
+    fn the_exact_set_held_and_pinned_passes_and_records_digests() {
+        let status = dpkg_status(
+            "Package: nvidia-fabricmanager\nStatus: hold ok installed\nVersion: 580.95.05-1\n\nPackage: libnvidia-nscq\nStatus: hold ok installed\nVersion: 580.95.05-1\n",
+        );
+        let (checks, installed) = package_checks(&set(), &status, Some(PREFS));
+        assert!(
+            checks.iter().all(|c| c.outcome == Outcome::Pass),
+            "{checks:?}"
+        );
+        assert_eq!(installed[1].sha256, "ab".repeat(32));
+        let (checks, _) = package_checks(&set(), &status, None);
+        assert_eq!(checks[1].outcome, Outcome::Fail);
+        assert!(
+            checks[1].detail.starts_with("not pinned"),
+            "{}",
+            checks[1].detail
+        );
+    }
+
+    #[test]
+    fn no_devices_is_cannot_validate_never_a_pass() {
+        let sys = tempfile::tempdir().unwrap();
+        let dev = sys.path().join("bus/pci/devices/0000:00:01.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("vendor"), "0x1af4\n").unwrap();
+        std::fs::write(dev.join("class"), "0x020000\n").unwrap();
+        let checks = live_checks(&set(), sys.path());
+        assert!(!checks.is_empty());
+        assert!(
+            checks.iter().all(|c| c.outcome == Outcome::CannotValidate),
+            "{checks:?}"
+        );
+        assert!(
+            checks[0]
+                .detail
+                .starts_with("cannot validate devices: no nvidia device")
+        );
+    }
+
+    #[test]
+    fn pci_devices_are_counted_by_vendor_and_class() {
+        let sys = tempfile::tempdir().unwrap();
+        for (i, (vendor, class)) in [
+            ("0x10de", "0x030200"),
+            ("0x10de", "0x068000"),
+            ("0x10de", "0x030200"),
+            ("0x1d0f", "0x120000"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let d = sys.path().join(format!("0000:00:0{i}.0"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("vendor"), vendor).unwrap();
+            std::fs::write(d.join("class"), class).unwrap();
+        }
+        assert_eq!(
+            pci_count(sys.path(), "0x10de", "0x03"),
+            2,
+            "NVSwitches (0x0680) are not GPUs"
+        );
+        assert_eq!(pci_count(sys.path(), "0x1d0f", ""), 1);
+    }
+}
