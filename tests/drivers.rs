@@ -437,3 +437,65 @@ fn a_pinned_set_installs_exactly_and_drift_or_a_missing_module_is_caught() {
     assert!(err.contains("module nvidia failed"), "{err}");
     drop(app);
 }
+
+/// A real vendor bundle: Debian's signed bookworm archive (several signatures, dists/ and
+/// pool/, indexes of thousands of packages of which the bundle carries fourteen), checked
+/// against Debian's own keyring and resolved into the lab's driver set.
+#[test]
+#[cfg_attr(
+    not(tool = "apt-get"),
+    ignore = "needs apt-get and Debian's archive keyring (the packages .ci/run installs)"
+)]
+fn debians_driver_imports_as_a_bundle_and_resolves_into_the_lab_set() {
+    use common::debian_driver;
+    let bundle = debian_driver::bundle();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let drivers = tmp.path().join("drivers.toml");
+    std::fs::write(&drivers, debian_driver::drivers_toml()).unwrap();
+    let config = tmp.path().join("provisioner.toml");
+    std::fs::write(
+        &config,
+        format!("[lifecycle]\ndrivers = \"{}\"\n", drivers.display()),
+    )
+    .unwrap();
+    let (ok, out, err) = provisioner(&data, &config, &["repo", "trust", debian_driver::KEYRING]);
+    assert!(ok, "{out}{err}");
+    let started = std::time::Instant::now();
+    let (ok, out, err) = provisioner(
+        &data,
+        &config,
+        &[
+            "repo",
+            "import",
+            bundle.to_str().unwrap(),
+            "--name",
+            "debian-nvidia-535",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    eprintln!(
+        "MEASURED import of Debian's driver bundle: {:.1} s: {out}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.contains(&format!(
+            "imported suite {}: {} packages",
+            debian_driver::SUITE,
+            debian_driver::PACKAGES.len()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("Debian Archive Automatic Signing Key (12/bookworm)"),
+        "{out}"
+    );
+    let (ok, set, err) = provisioner(&data, &config, &["drivers", "show", debian_driver::SET]);
+    assert!(ok, "{err}");
+    let set: serde_json::Value = serde_json::from_str(&set).unwrap();
+    assert_eq!(set["packages"]["nvidia-kernel-dkms"], "535.261.03-1");
+    assert_eq!(
+        set["modules"],
+        serde_json::json!(["nvidia-current", "nvidia-current-uvm"])
+    );
+}

@@ -463,3 +463,107 @@ fn a_retired_node_that_never_had_a_disk_written_is_only_told_to_stay_off() {
     assert_eq!(next(&f, &token, NO_IMAGE)["action"], "power_off");
     assert_eq!(node(&f, NO_IMAGE)["state"]["wiped"], true);
 }
+
+/// An image with a driver set built in: the SKU's set must be the image's before it installs;
+/// burning in starts with the node checking the set on its running system; the report is kept
+/// with the install (and shown by the API); a failed check fails the node with its words.
+#[test]
+fn an_image_with_drivers_is_checked_on_the_node_before_burn_in() {
+    use provisioner_protocol::drivers::DriverSet;
+    let set = DriverSet {
+        name: "debian-nvidia-535".into(),
+        vendor: "nvidia".into(),
+        driver: "535.261.03".into(),
+        suite: "debian-nvidia-535-1".into(),
+        packages: [("nvidia-kernel-dkms".to_string(), "535.261.03-1".to_string())].into(),
+        sha256: [("nvidia-kernel-dkms".to_string(), "ab".repeat(32))].into(),
+        modules: vec!["nvidia-current".into()],
+        services: vec![],
+        devices: 0,
+    };
+    let conf = tempfile::tempdir().unwrap();
+    let drivers = conf.path().join("drivers.toml");
+    std::fs::write(
+        &drivers,
+        "version = 1\n[set.debian-nvidia-535]\ndescription = \"t\"\nvendor = \"nvidia\"\ndriver = \"535.261.03\"\nsuite = \"debian-nvidia-535-1\"\nfabric = \"none\"\nskus = [\"qemu-lab\"]\n[set.debian-nvidia-535.packages]\nnvidia-kernel-dkms = \"535.261.03-1\"\n",
+    )
+    .unwrap();
+    let config = format!(
+        "[lifecycle]\ndrivers = {:?}\n",
+        drivers.display().to_string()
+    );
+    let with_set = set.clone();
+    let f = App::seeded(
+        &plan(),
+        move |data| {
+            let staged = data.join("../staged");
+            common::images::staged_image_with(data, &staged, Some(with_set));
+            provisioner::image::os::library::import(data, &staged).expect("the image imports");
+        },
+        &config,
+    );
+    let (_, credential) = written(&f, ROW_IMAGE);
+    let (code, body) = installed(&f, &credential, ROW_IMAGE, "6.1.0-0-amd64");
+    assert_eq!(code, 202, "{body}");
+    // Asked to check its drivers first, with the set its image carries.
+    let i = next(&f, &credential, ROW_IMAGE);
+    assert_eq!(i["action"], "verify_drivers", "{i}");
+    assert_eq!(i["set"]["packages"]["nvidia-kernel-dkms"], "535.261.03-1");
+    let report = |outcome: &str, detail: &str| {
+        json!({ "mac": ROW_IMAGE, "report": { "set": "debian-nvidia-535", "kernel": "6.1.0-0-amd64",
+            "checks": [
+                { "check": "packages", "outcome": "pass", "detail": "1 packages at their pinned versions" },
+                { "check": "module nvidia-current", "outcome": outcome, "detail": detail },
+                { "check": "devices", "outcome": "cannot_validate", "detail": "cannot validate devices: no nvidia device" }
+            ],
+            "installed": [ { "package": "nvidia-kernel-dkms", "version": "535.261.03-1", "sha256": "ab".repeat(32) } ] } })
+            .to_string()
+    };
+    // A report of another set, or from the discovery token, is refused and changes nothing.
+    let other = report("pass", "x").replace("\"set\":\"debian-nvidia-535\"", "\"set\":\"other\"");
+    let r = f.post_json(
+        provisioner_protocol::PATH_DRIVERS,
+        Some(&credential),
+        &other,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = f.post_json(
+        provisioner_protocol::PATH_DRIVERS,
+        Some(&credential),
+        &report("pass", "signed"),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let n = node(&f, ROW_IMAGE);
+    assert_eq!(
+        n["state"]["state"], "burning_in",
+        "cannot_validate is not a failure: {n}"
+    );
+    assert_eq!(
+        n["drivers"]["report"]["installed"][0]["sha256"],
+        "ab".repeat(32)
+    );
+    // Checked: on to burn-in.
+    assert_eq!(next(&f, &credential, ROW_IMAGE)["action"], "burn_in");
+
+    // Another node whose module is missing fails, with the check's words.
+    let (_, credential) = written(&f, FAILS);
+    assert_eq!(installed(&f, &credential, FAILS, "6.1.0-0-amd64").0, 202);
+    assert_eq!(next(&f, &credential, FAILS)["action"], "verify_drivers");
+    let failing = report("fail", "no nvidia-current module for kernel 6.1.0-0-amd64")
+        .replace(ROW_IMAGE, FAILS);
+    let r = f.post_json(
+        provisioner_protocol::PATH_DRIVERS,
+        Some(&credential),
+        &failing,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let n = node(&f, FAILS);
+    assert_eq!(n["state"]["state"], "failed", "{n}");
+    let detail = n["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "module nvidia-current failed: no nvidia-current module for kernel 6.1.0-0-amd64"
+        ),
+        "{detail}"
+    );
+}

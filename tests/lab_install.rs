@@ -110,6 +110,7 @@ fn a_bios_and_a_uefi_node_are_installed_burned_in_enrolled_and_then_boot_their_o
         };
         assert!(console.contains(entry), "node {i} console lacks {entry:?}");
         booted_our_entry(&summary, i, &console);
+        drivers_checked(api, &console, i);
         assert!(
             never_written(&dir.join(format!("node{i}.nvme.img"))),
             "node {i}: the disk the hint did not choose was written"
@@ -160,4 +161,72 @@ fn a_bios_and_a_uefi_node_are_installed_burned_in_enrolled_and_then_boot_their_o
             "node {i} booted discovery again:\n{console}"
         );
     }
+}
+
+/// The node checked the driver set its image carries (Debian 12's NVIDIA 535, built by DKMS
+/// for the image's kernel at build) on its running system before burn-in: every package at
+/// its version and held, the modules there for the running kernel and signed; a VM has no
+/// GPU, so loading the driver finds no device, and the node says so rather than pass it.
+fn drivers_checked(api: &serde_json::Value, console: &str, i: usize) {
+    let report = &api["drivers"]["report"];
+    assert_eq!(
+        report["set"],
+        common::debian_driver::SET,
+        "node {i}: {api:#}"
+    );
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("node {i}: no check {name}: {report:#}"))
+            .clone()
+    };
+    for pass in [
+        "packages",
+        "held",
+        "module nvidia-current",
+        "module nvidia-current-uvm",
+    ] {
+        assert_eq!(
+            check(pass)["outcome"],
+            "pass",
+            "node {i}: {:#}",
+            check(pass)
+        );
+    }
+    let module = check("module nvidia-current");
+    let detail = module["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("535.261.03")
+            && detail.contains("signed by \"Provisioner module signing key"),
+        "node {i}: {detail}"
+    );
+    let devices = check("devices");
+    assert_eq!(
+        devices["outcome"], "cannot_validate",
+        "node {i}: {devices:#}"
+    );
+    let said = devices["detail"].as_str().unwrap();
+    assert!(
+        said.contains("no nvidia device") && said.contains("No such device"),
+        "node {i}: {said}"
+    );
+    let installed = report["installed"].as_array().unwrap();
+    assert_eq!(
+        installed.len(),
+        common::debian_driver::PACKAGES.len(),
+        "node {i}"
+    );
+    assert!(
+        installed
+            .iter()
+            .all(|p| p["sha256"].as_str().is_some_and(|s| s.len() == 64))
+    );
+    assert!(
+        console.contains("reported driver set debian-nvidia-535: "),
+        "node {i} console lacks the driver report"
+    );
+    eprintln!("MEASURED node {i} drivers: {said}");
 }

@@ -74,6 +74,15 @@ impl Appliance {
         self.post(PATH_INSTALLED, report, "the installed report")
     }
 
+    /// `POST {url}/api/v1/agent/drivers`: the installed system's check of its driver set.
+    pub fn drivers(&self, report: &provisioner_protocol::drivers::DriversReport) -> Answer<()> {
+        self.post(
+            provisioner_protocol::PATH_DRIVERS,
+            report,
+            "the driver report",
+        )
+    }
+
     /// `POST {url}/api/v1/agent/progress`.
     pub fn progress(&self, report: &ProgressReport) -> Answer<()> {
         self.post(PATH_PROGRESS, report, "progress")

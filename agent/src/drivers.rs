@@ -225,10 +225,16 @@ pub fn pci_count(sys: &Path, vendor: &str, class_prefix: &str) -> u32 {
 
 /// The live checks: load, loaded version, devices, services.
 fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
-    let (vendor_id, class, module, smi) = match set.vendor.as_str() {
+    let (vendor_id, class, default_module, smi) = match set.vendor.as_str() {
         "nvidia" => ("0x10de", "0x03", "nvidia", "nvidia-smi"),
         _ => ("0x1d0f", "", "neuron", "neuron-ls"),
     };
+    // The set's first module is the driver (Debian's packaging calls it nvidia-current).
+    let module = set
+        .modules
+        .first()
+        .map(String::as_str)
+        .unwrap_or(default_module);
     let present = pci_count(&sys.join("bus/pci/devices"), vendor_id, class);
     let mut checks = Vec::new();
     let load = Command::new("modprobe").arg(module).output();
@@ -237,9 +243,13 @@ fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
         Err(e) => format!("cannot run modprobe: {e}"),
     };
-    let loaded = std::fs::read_to_string(sys.join("module").join(module).join("version"))
-        .map(|v| v.trim().to_string())
-        .ok();
+    let loaded = std::fs::read_to_string(
+        sys.join("module")
+            .join(module.replace('-', "_"))
+            .join("version"),
+    )
+    .map(|v| v.trim().to_string())
+    .ok();
     if present == 0 {
         let seen = if load_said.is_empty() {
             format!("{module} loaded")

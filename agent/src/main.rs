@@ -360,6 +360,15 @@ impl Node for Console<'_> {
         )
     }
 
+    fn verify_drivers(
+        &mut self,
+        set: &provisioner_protocol::drivers::DriverSet,
+    ) -> provisioner_protocol::drivers::DriverReport {
+        let kernel = provisioner_agent::drivers::running_kernel();
+        let sys = self.root.join("sys");
+        provisioner_agent::drivers::verify(set, Path::new("/"), &kernel, Some(&sys))
+    }
+
     fn install(&mut self, plan: &InstallPlan) -> InstallReport {
         let facts = facts::collect(&self.root);
         let dev = self.root.join("dev");

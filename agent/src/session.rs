@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use provisioner_protocol::burnin::{BurnInPlan, BurnInReport};
+use provisioner_protocol::drivers::{DriverReport, DriverSet, DriversReport};
 use provisioner_protocol::install::{
     InstallOutcome, InstallPlan, InstallReport, InstalledReport, TargetDisk,
 };
@@ -20,6 +21,7 @@ pub trait Api {
     fn burnin(&self, report: &BurnInReport) -> Answer<()>;
     fn install(&self, report: &InstallReport) -> Answer<()>;
     fn installed(&self, report: &InstalledReport) -> Answer<()>;
+    fn drivers(&self, report: &DriversReport) -> Answer<()>;
     fn next(&self, mac: &str) -> Answer<Instruction>;
 }
 
@@ -38,6 +40,10 @@ impl Api for Appliance {
 
     fn installed(&self, report: &InstalledReport) -> Answer<()> {
         Appliance::installed(self, report)
+    }
+
+    fn drivers(&self, report: &DriversReport) -> Answer<()> {
+        Appliance::drivers(self, report)
     }
 
     fn next(&self, mac: &str) -> Answer<Instruction> {
@@ -60,6 +66,8 @@ pub trait Node {
     fn install(&mut self, plan: &InstallPlan) -> InstallReport;
     /// Wipes the signatures of the disk an earlier install of `image` wrote; how it went.
     fn wipe(&mut self, image: &str, disk: &TargetDisk) -> InstallReport;
+    /// Checks the driver set on this (installed) system.
+    fn verify_drivers(&mut self, set: &DriverSet) -> DriverReport;
 }
 
 /// How the session ends: the node is to go down, and why.
@@ -143,6 +151,20 @@ fn converse(api: &impl Api, mac: &MacAddr, node: &mut impl Node, report_first: b
                 result.mac = *mac;
                 send_install(api, &result, node);
             }
+            Instruction::VerifyDrivers { set } => {
+                report_due = false;
+                node.say(&format!(
+                    "checking driver set {} ({} packages from suite {})",
+                    set.name,
+                    set.packages.len(),
+                    set.suite
+                ));
+                let report = DriversReport {
+                    mac: *mac,
+                    report: node.verify_drivers(&set),
+                };
+                send_drivers(api, &report, node);
+            }
             Instruction::Wipe {
                 image,
                 disk,
@@ -179,6 +201,37 @@ fn send_install(api: &impl Api, result: &InstallReport, node: &mut impl Node) {
                     InstallOutcome::Failed { stage, reason } => {
                         format!("reported the failure ({stage}): {reason}")
                     }
+                });
+                return;
+            }
+            Answer::Refused(why) => {
+                node.say(&format!("{why}; asking what to do next"));
+                return;
+            }
+            Answer::Retry(why) => wait_to_retry(&why, &mut backoff, node),
+        }
+    }
+}
+
+/// Sends the driver report until the appliance takes or refuses it; either way the appliance
+/// then says what comes next (burn-in, or power off failed).
+fn send_drivers(api: &impl Api, report: &DriversReport, node: &mut impl Node) {
+    let mut backoff = Backoff::default();
+    loop {
+        match api.drivers(report) {
+            Answer::Done(()) => {
+                let r = &report.report;
+                node.say(&match r.failed() {
+                    Some(c) => format!("reported driver set {}: {} failed: {}", r.set, c.check, c.detail),
+                    None => format!(
+                        "reported driver set {}: {} checks, none failed ({} could not be validated here)",
+                        r.set,
+                        r.checks.len(),
+                        r.checks
+                            .iter()
+                            .filter(|c| c.outcome == provisioner_protocol::drivers::Outcome::CannotValidate)
+                            .count()
+                    ),
                 });
                 return;
             }
@@ -318,6 +371,19 @@ mod tests {
                 .expect("no more scripted report answers")
         }
 
+        fn drivers(&self, report: &DriversReport) -> Answer<()> {
+            self.sent.borrow_mut().push(format!(
+                "drivers {} {} ({} checks)",
+                report.mac,
+                report.report.set,
+                report.report.checks.len()
+            ));
+            self.reports
+                .borrow_mut()
+                .pop_front()
+                .expect("no more scripted report answers")
+        }
+
         fn next(&self, mac: &str) -> Answer<Instruction> {
             self.sent.borrow_mut().push(format!("next {mac}"));
             self.instructions
@@ -356,6 +422,20 @@ mod tests {
             BurnInReport {
                 mac: None,
                 devices: vec![Default::default(); 2],
+            }
+        }
+
+        fn verify_drivers(&mut self, set: &DriverSet) -> DriverReport {
+            self.lines.push(format!("verify drivers {}", set.name));
+            DriverReport {
+                set: set.name.clone(),
+                kernel: "6.1.0-28-amd64".into(),
+                checks: vec![provisioner_protocol::drivers::DriverCheck {
+                    check: "packages".into(),
+                    outcome: provisioner_protocol::drivers::Outcome::Pass,
+                    detail: "all".into(),
+                }],
+                installed: Vec::new(),
             }
         }
 
@@ -471,6 +551,46 @@ mod tests {
             node.lines
                 .iter()
                 .any(|l| l.starts_with("reported the install of img-1: 4 MiB")),
+            "{:?}",
+            node.lines
+        );
+    }
+
+    #[test]
+    fn a_driver_check_is_run_and_reported_with_the_mac_before_what_comes_next() {
+        let api = Scripted::default();
+        api.reports.borrow_mut().extend([
+            Answer::Done(()),
+            retry("appliance answered 503 Service Unavailable"),
+            Answer::Done(()),
+        ]);
+        let set = DriverSet {
+            name: "debian-nvidia-535".into(),
+            ..DriverSet::default()
+        };
+        api.instructions.borrow_mut().extend([
+            Answer::Done(Instruction::VerifyDrivers { set: Box::new(set) }),
+            Answer::Done(Instruction::PowerOff {
+                reason: "failed".into(),
+            }),
+        ]);
+        let mut node = Recorder::default();
+        run(&api, &mac(), &mut node);
+        let sent = api.sent.borrow();
+        assert_eq!(
+            sent[2], "drivers 52:54:00:12:34:56 debian-nvidia-535 (1 checks)",
+            "{sent:?}"
+        );
+        assert_eq!(sent[3], sent[2], "retried after the 503");
+        assert!(
+            node.lines
+                .contains(&"verify drivers debian-nvidia-535".to_string())
+        );
+        assert!(
+            node.lines
+                .iter()
+                .any(|l| l
+                    .starts_with("reported driver set debian-nvidia-535: 1 checks, none failed")),
             "{:?}",
             node.lines
         );

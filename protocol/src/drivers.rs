@@ -73,6 +73,13 @@ pub struct DriverReport {
     pub installed: Vec<InstalledPackage>,
 }
 
+/// `POST /api/v1/agent/drivers`: the installed system's check of its driver set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriversReport {
+    pub mac: crate::MacAddr,
+    pub report: DriverReport,
+}
+
 impl DriverReport {
     /// The first check that failed, if any.
     pub fn failed(&self) -> Option<&DriverCheck> {

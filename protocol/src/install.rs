@@ -52,6 +52,10 @@ pub struct FirstBoot {
     pub ntp: Vec<String>,
     /// apt `deb` lines: only the appliance's own repository.
     pub apt_sources: Vec<String>,
+    /// The appliance's archive key (OpenPGP, armored) the `deb` lines name as `signed-by`
+    /// (`/etc/apt/keyrings/provisioner-archive.asc`); empty when there are no sources.
+    #[serde(default)]
+    pub apt_keyring: String,
     /// The node's own credential for the installed agent (`Authorization: Bearer`). Only its
     /// hash is kept on the appliance; each install makes a new one.
     pub credential: String,

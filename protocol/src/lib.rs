@@ -29,6 +29,7 @@ pub const PATH_BURNIN: &str = "/api/v1/agent/burnin";
 pub const PATH_PROGRESS: &str = "/api/v1/agent/progress";
 pub const PATH_INSTALL: &str = "/api/v1/agent/install";
 pub const PATH_INSTALLED: &str = "/api/v1/agent/installed";
+pub const PATH_DRIVERS: &str = "/api/v1/agent/drivers";
 
 /// `POST /api/v1/agent/progress`: console lines of a long step (burn-in), sent as they come,
 /// so the appliance shows where a node is before its report.
@@ -196,6 +197,9 @@ pub enum Instruction {
     BurnIn { plan: burnin::BurnInPlan },
     /// Write an OS image to a disk and report it (`POST /api/v1/agent/install`).
     Install { plan: Box<install::InstallPlan> },
+    /// Check the driver set the installed image carries (`drivers::DriverSet`) on this
+    /// system and report it (`POST /api/v1/agent/drivers`), before burn-in.
+    VerifyDrivers { set: Box<drivers::DriverSet> },
     /// Wipe the signatures of the disk an earlier install wrote (a retired or reprovisioned
     /// node) and report it (`POST /api/v1/agent/install`, outcome `wiped`).
     Wipe {

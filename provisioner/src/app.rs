@@ -126,13 +126,19 @@ impl Appliance {
             limits.new_nodes_per_minute,
             metrics.limits.clone(),
         );
+        let mut install = config.install.clone();
+        let drivers = crate::drivers::load(config.drivers.as_deref(), &skus)?;
+        info!(sets = drivers.set.len(), "driver sets");
+        install.drivers = Arc::new(drivers);
+        install.archive_key =
+            crate::repo::ArchiveKey::load_or_create(&config.data_dir)?.public_armored()?;
         let lifecycle = Lifecycle::open_with(
             pool.clone(),
             skus,
             profiles,
             config.timeouts.clone(),
             new_nodes,
-            config.install.clone(),
+            install,
         )
         .await?;
         info!(skus_version = lifecycle.skus().version, "lifecycle ready");

@@ -476,6 +476,9 @@ impl Config {
                 data_dir: Some(data_dir.clone()),
                 ssh_authorized_keys: file.lifecycle.ssh_authorized_keys,
                 ntp: file.lifecycle.ntp,
+                // Read with the SKUs when the appliance starts (`app`).
+                drivers: Default::default(),
+                archive_key: String::new(),
             },
             limits: file.limits,
         };

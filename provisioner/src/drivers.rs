@@ -18,7 +18,7 @@ pub use provisioner_protocol::drivers::DriverSet;
 
 pub const SHIPPED_DRIVERS: &str = include_str!("../drivers.toml");
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriversFile {
     pub version: u32,
@@ -40,7 +40,21 @@ pub struct SetDef {
     pub skus: Vec<String>,
     /// Package → `VERSION` or `UPSTREAM-*`.
     pub packages: BTreeMap<String, String>,
+    /// The kernel modules the set must provide, where the packaging names them otherwise
+    /// than the vendor's default (`nvidia`, `nvidia-uvm`; `neuron`): Debian's own driver
+    /// packages build `nvidia-current` and `nvidia-current-uvm`.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
+    /// Whether one of its SKUs has Blackwell or later GPUs (PCI device id 0x2900 and up,
+    /// Grace trays included): NVIDIA ships only the open kernel modules for those. Set from
+    /// the SKU definitions when the file is read.
+    #[serde(skip)]
+    pub open_required: bool,
 }
+
+/// The first PCI device id of NVIDIA's Blackwell generation (GB100): from it on, only the
+/// open kernel modules drive the GPU.
+pub const FIRST_BLACKWELL_ID: u16 = 0x2900;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,37 +132,63 @@ impl SetDef {
                     return errs;
                 };
                 // Open kernel modules: mandatory on Blackwell and Grace, the only ones
-                // NVIDIA ships for them.
+                // NVIDIA ships for them; Hopper and older also run the proprietary ones
+                // (Debian 12 packages only those).
                 let open = [
                     format!("nvidia-open-{branch}"),
                     format!("nvidia-dkms-{branch}-open"),
                     "nvidia-open-kernel-dkms".to_string(),
                 ];
-                if !open.iter().any(|p| has(p)) {
+                let closed = [
+                    format!("nvidia-dkms-{branch}"),
+                    "nvidia-kernel-dkms".to_string(),
+                    format!("nvidia-tesla-{branch}-kernel-dkms"),
+                ];
+                let has_open = open.iter().any(|p| has(p));
+                let has_closed: Vec<&String> = closed.iter().filter(|p| has(p)).collect();
+                if !has_open && has_closed.is_empty() {
                     errs.push(format!(
-                        "no open kernel module package ({})",
-                        open.join(" or ")
+                        "no kernel module package ({} or {})",
+                        open.join(", "),
+                        closed.join(", ")
                     ));
                 }
-                for closed in [format!("nvidia-dkms-{branch}"), "nvidia-kernel-dkms".into()] {
-                    if has(&closed) {
+                if self.open_required {
+                    if !has_open {
                         errs.push(format!(
-                            "{closed} is the proprietary module: use the open one"
+                            "no open kernel module package ({}): mandatory on Blackwell and Grace",
+                            open.join(" or ")
+                        ));
+                    }
+                    for c in has_closed {
+                        errs.push(format!(
+                            "{c} is the proprietary module, which does not drive Blackwell or Grace: use the open one"
                         ));
                     }
                 }
-                // One branch: every driver package at the driver's version.
+                // One branch: the module, its support files, the fabric's packages and every
+                // package named for the branch at the driver's version; no package of
+                // another branch. (Helpers such as Debian's nvidia-modprobe have their own
+                // versions.)
                 for (p, v) in &self.packages {
-                    let driver_pkg =
-                        p.starts_with("nvidia-") || p.starts_with("libnvidia-") || p == "libnvsdm";
                     let other_branch = p
-                        .rsplit('-')
-                        .next()
-                        .and_then(|s| s.parse::<u32>().ok())
-                        .filter(|n| *n >= 100 && *n != branch);
+                        .split('-')
+                        .filter_map(|s| s.parse::<u32>().ok())
+                        .find(|n| *n >= 100 && *n != branch);
+                    let named_for_branch = p.split('-').any(|s| s == branch.to_string());
+                    let driver_versioned = named_for_branch
+                        || open.iter().chain(closed.iter()).any(|m| m == p)
+                        || [
+                            "nvidia-kernel-support",
+                            "nvidia-fabricmanager",
+                            "libnvidia-nscq",
+                            "libnvsdm",
+                            "nvidia-imex",
+                        ]
+                        .contains(&p.as_str());
                     if let Some(n) = other_branch {
                         errs.push(format!("{p} is of branch {n}, the set's is {branch}"));
-                    } else if driver_pkg && upstream(v) != self.driver {
+                    } else if driver_versioned && upstream(v) != self.driver {
                         errs.push(format!(
                             "{p} is pinned at {v}, not at the driver's version {}",
                             self.driver
@@ -226,6 +266,9 @@ impl SetDef {
 
     /// Kernel modules the set must provide.
     pub fn modules(&self) -> Vec<String> {
+        if let Some(m) = &self.modules {
+            return m.clone();
+        }
         match self.vendor {
             Vendor::Nvidia => vec!["nvidia".into(), "nvidia-uvm".into()],
             Vendor::Neuron => vec!["neuron".into()],
@@ -321,6 +364,16 @@ impl SetDef {
 impl DriversFile {
     pub fn parse(text: &str, skus: &Skus) -> Result<Self, String> {
         let file: DriversFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut file = file;
+        for set in file.set.values_mut() {
+            set.open_required = set.skus.iter().any(|k| {
+                skus.sku.get(k).is_some_and(|s| {
+                    s.gpu_device_ids
+                        .iter()
+                        .any(|[lo, _]| *lo >= FIRST_BLACKWELL_ID)
+                })
+            });
+        }
         let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, set) in &file.set {
             if !crate::repo::valid_name(&set.suite) {
@@ -456,17 +509,35 @@ mod tests {
             .insert("nvidia-utils-575".into(), "575.57.08-*".into());
         assert!(s.rule_errors().iter().any(|e| e.contains("branch 575")));
 
+        // Hopper runs the proprietary module; Blackwell does not.
         let mut s = hopper();
         s.packages.remove("nvidia-open-580");
         s.packages.remove("nvidia-dkms-580-open");
         s.packages
             .insert("nvidia-dkms-580".into(), "580.95.05-*".into());
-        let errs = s.rule_errors();
+        assert_eq!(s.rule_errors(), Vec::<String>::new());
+        let mut b =
+            DriversFile::parse(SHIPPED_DRIVERS, &skus()).unwrap().set["nvidia-580-hgx-blackwell"]
+                .clone();
+        assert!(b.open_required);
+        b.packages.remove("nvidia-open-580");
+        b.packages.remove("nvidia-dkms-580-open");
+        b.packages
+            .insert("nvidia-dkms-580".into(), "580.95.05-*".into());
+        let errs = b.rule_errors();
         assert!(
             errs.iter().any(|e| e.starts_with("no open kernel module")),
             "{errs:?}"
         );
         assert!(errs.iter().any(|e| e.contains("proprietary")), "{errs:?}");
+        let mut s = hopper();
+        s.packages.remove("nvidia-open-580");
+        s.packages.remove("nvidia-dkms-580-open");
+        assert!(
+            s.rule_errors()
+                .iter()
+                .any(|e| e.starts_with("no kernel module package"))
+        );
 
         let mut s = hopper();
         s.packages.remove("datacenter-gpu-manager-4-cuda13");

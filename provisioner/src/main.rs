@@ -276,6 +276,11 @@ struct BuildArgs {
     /// Downloaded packages, kept between builds (default DATA_DIR/cache).
     #[arg(long, value_name = "DIR", env = "PROVISIONER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Build driver SET (drivers.toml) into the image from the appliance's repository: its
+    /// packages at their versions, held, DKMS modules built and signed for the image's
+    /// kernel, checked by the agent. The image is named RECIPE-VERSION-SET-ARCH.
+    #[arg(long, value_name = "SET")]
+    drivers: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -1135,7 +1140,22 @@ fn image_build(args: BuildArgs) -> anyhow::Result<()> {
     };
     let recipe_path = recipe::find(&args.recipe)?;
     let loaded = os::Recipe::load(&recipe_path)?;
-    let name = loaded.image_name(arch);
+    let drivers = match &args.drivers {
+        Some(set) => {
+            let skus = provisioner::app::load_skus(config.skus.as_deref())?;
+            let sets = provisioner::drivers::load(config.drivers.as_deref(), &skus)?;
+            let debian_arch = loaded.arch(arch)?.debian.clone();
+            Some(
+                os::drivers::prepare(&config.data_dir, &sets, set, &debian_arch)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+        None => None,
+    };
+    let name = match &drivers {
+        Some(d) => loaded.image_name_with(arch, &d.set.name),
+        None => loaded.image_name(arch),
+    };
     let out = args
         .out
         .unwrap_or_else(|| config.data_dir.join("builds").join(&name));
@@ -1150,6 +1170,7 @@ fn image_build(args: BuildArgs) -> anyhow::Result<()> {
         grade: !args.no_grade,
         keep_work: args.keep_work,
         quiet: false,
+        drivers,
     })?;
     let m = &built.manifest;
     println!(

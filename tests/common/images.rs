@@ -14,6 +14,15 @@ pub const NAME: &str = "test-image-1.0.0-x86_64";
 
 /// A signed image folder as `image build` writes it, signed by the appliance of `site`.
 pub fn staged_image(site: &Path, out: &Path) -> ImageManifest {
+    staged_image_with(site, out, None)
+}
+
+/// [`staged_image`] with a driver set built in (as `image build --drivers` records it).
+pub fn staged_image_with(
+    site: &Path,
+    out: &Path,
+    drivers: Option<provisioner_protocol::drivers::DriverSet>,
+) -> ImageManifest {
     std::fs::create_dir_all(out).unwrap();
     let write = |name: &str, bytes: &[u8]| {
         let p = out.join(name);
@@ -69,6 +78,7 @@ pub fn staged_image(site: &Path, out: &Path) -> ImageManifest {
         hardening: None,
         grade: None,
         build_seconds: 1.0,
+        drivers,
     };
     let key = ApplianceKey::load_or_create(site).unwrap();
     manifest::write_signed(out, &m, &key).unwrap();

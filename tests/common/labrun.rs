@@ -61,6 +61,9 @@ pub fn build_images(tmp: &Path) -> Option<Images> {
     let agent = super::agent_binary()?;
     let built = hardened_image(&agent);
     let lab_data = tmp.join("lab/data");
+    // The lab's appliance serves the driver suite the image was built from, as the site's
+    // appliance would: its nodes' apt sources name it.
+    import_driver_bundle(&lab_data);
     let public = tmp.join("builder.pub");
     let key = super::cli(&built.join("data"), &["key", "show"]) + "\n";
     std::fs::write(&public, key).unwrap();
@@ -109,13 +112,53 @@ pub fn plan(tmp: &Path, image: &str, hints: &[&str]) -> PathBuf {
     path
 }
 
-/// The folder (`data/`, `out/`) where the hardened image of this appliance and `agent` was
+/// Trusts Debian's archive key and imports the real driver bundle (Debian 12's NVIDIA 535,
+/// [`super::debian_driver`]) into the appliance whose data is `data`: suite
+/// `debian-nvidia-535-1`.
+pub fn import_driver_bundle(data: &Path) {
+    let bundle = super::debian_driver::bundle();
+    super::cli(data, &["repo", "trust", super::debian_driver::KEYRING]);
+    let said = super::cli(
+        data,
+        &[
+            "repo",
+            "import",
+            bundle.to_str().unwrap(),
+            "--name",
+            "debian-nvidia-535",
+        ],
+    );
+    assert!(said.contains(super::debian_driver::SUITE), "{said}");
+}
+
+/// `drivers.toml` with the lab's driver set, and a configuration naming it, in `dir`.
+pub fn drivers_config(dir: &Path) -> PathBuf {
+    let drivers = dir.join("drivers.toml");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&drivers, super::debian_driver::drivers_toml()).unwrap();
+    let config = dir.join("drivers-provisioner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[lifecycle]\ndrivers = {:?}\n",
+            drivers.display().to_string()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The folder (`data/`, `out/`) where the hardened image of this appliance and `agent`, with
+/// the lab's driver set (Debian 12's NVIDIA 535, built by DKMS for the image's kernel), was
 /// built, building it if it is not there; older builds are removed.
 fn hardened_image(agent: &Path) -> PathBuf {
     let cache = target_dir().join("os-image-cache");
     let root = cache.join("lab-images");
-    let key =
-        super::sha256(Path::new(appliance()))[..16].to_string() + "-" + &super::sha256(agent)[..16];
+    let key = super::sha256(Path::new(appliance()))[..16].to_string()
+        + "-"
+        + &super::sha256(agent)[..16]
+        + "-"
+        + super::debian_driver::SET;
     let dir = root.join(&key);
     if dir.join("out/image.json").is_file() {
         eprintln!(
@@ -130,9 +173,13 @@ fn hardened_image(agent: &Path) -> PathBuf {
     }
     // Built beside, then renamed: a build cut short is never taken for a whole one.
     let partial = root.join(format!("{key}.partial"));
+    import_driver_bundle(&partial.join("data"));
+    let config = drivers_config(&partial);
     let started = Instant::now();
     let built = Command::new(appliance())
         .args(["image", "build", "debian12-hardened", "--arch", "x86_64"])
+        .args(["--drivers", super::debian_driver::SET, "--config"])
+        .arg(&config)
         .arg("--agent")
         .arg(agent)
         .arg("--data-dir")
@@ -156,7 +203,8 @@ fn hardened_image(agent: &Path) -> PathBuf {
     dir
 }
 
-/// A configuration with an operator's SSH key (made with ssh-keygen under `tmp`).
+/// A configuration with an operator's SSH key (made with ssh-keygen under `tmp`) and the
+/// lab's driver sets.
 pub fn operator_config(tmp: &Path) -> PathBuf {
     let key = tmp.join("operator");
     let st = Command::new("ssh-keygen")
@@ -166,10 +214,17 @@ pub fn operator_config(tmp: &Path) -> PathBuf {
         .unwrap();
     assert!(st.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    // The lab's driver set: its SKU's nodes install only an image built with it.
+    let drivers = tmp.join("drivers.toml");
+    std::fs::write(&drivers, super::debian_driver::drivers_toml()).unwrap();
     let config = tmp.join("provisioner.toml");
     std::fs::write(
         &config,
-        format!("[lifecycle]\nssh_authorized_keys = [{:?}]\n", public.trim()),
+        format!(
+            "[lifecycle]\nssh_authorized_keys = [{:?}]\ndrivers = {:?}\n",
+            public.trim(),
+            drivers.display().to_string()
+        ),
     )
     .unwrap();
     config

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod debian_driver;
 pub mod images;
 pub mod inproc;
 pub mod labrun;

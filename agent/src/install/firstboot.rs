@@ -12,7 +12,9 @@
 //!   the install's credential, the image and its raw sha256, for the installed agent;
 //! - `/etc/chrony/chrony.conf`: time only from the configured servers (the appliance unless
 //!   configured), no pool;
-//! - `/etc/apt/sources.list`: only the appliance's repository; other sources removed;
+//! - `/etc/apt/sources.list`: only the appliance's repository (its driver suite), checked with
+//!   the appliance's archive key in `/etc/apt/keyrings/provisioner-archive.asc`; other
+//!   sources removed;
 //! - with operator keys: an `admin` account (no password; sudo) whose keys sshd reads from
 //!   `/etc/ssh/authorized_keys/admin` (`/home` is its own filesystem, created at first boot).
 //!
@@ -27,6 +29,8 @@ use provisioner_protocol::install::{FirstBoot, NodeRecord};
 
 /// Where the installed agent finds its record, under the installed root.
 pub const RECORD: &str = "etc/provisioner/node.json";
+/// The appliance's archive key, which the apt sources name as `signed-by`.
+pub const APT_KEYRING: &str = "etc/apt/keyrings/provisioner-archive.asc";
 /// The operator's account on installed nodes.
 pub const ADMIN: &str = "admin";
 
@@ -100,6 +104,15 @@ pub fn configure(
     one_line("SSH key", &first.ssh_authorized_keys)?;
     one_line("time server", &first.ntp)?;
     one_line("apt source", &first.apt_sources)?;
+    if !first.apt_sources.is_empty()
+        && !first
+            .apt_keyring
+            .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    {
+        return Err(FirstBootError::Refused(
+            "apt sources without the archive key that signs them".into(),
+        ));
+    }
     let mut written = Vec::new();
     let mut put = |rel: &str, text: &str, mode: u32| {
         put(root, rel, text, mode).map(|()| written.push(format!("/{rel}")))
@@ -142,6 +155,10 @@ pub fn configure(
         0o644,
     )?;
 
+    if !first.apt_keyring.is_empty() {
+        fs::create_dir_all(root.join("etc/apt/keyrings")).map_err(io_at("etc/apt/keyrings"))?;
+        put(APT_KEYRING, &first.apt_keyring, 0o644)?;
+    }
     let sources: String = first.apt_sources.iter().map(|l| format!("{l}\n")).collect();
     put(
         "etc/apt/sources.list",

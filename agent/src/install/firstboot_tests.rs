@@ -32,7 +32,10 @@ fn first_boot(keys: &[&str]) -> FirstBoot {
         hostname: "lab-r1-a01-u10".into(),
         ssh_authorized_keys: keys.iter().map(|k| k.to_string()).collect(),
         ntp: vec!["10.99.0.1".into()],
-        apt_sources: vec!["deb http://10.99.0.1:8080/repo bookworm main".into()],
+        apt_sources: vec![
+            "deb [signed-by=/etc/apt/keyrings/provisioner-archive.asc] http://10.99.0.1:8080/repo cuda-580-1 main".into(),
+        ],
+        apt_keyring: "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxjMEaQ==\n-----END PGP PUBLIC KEY BLOCK-----\n".into(),
         credential: "c".repeat(43),
     }
 }
@@ -76,7 +79,10 @@ fn the_node_gets_its_name_its_record_and_only_the_sites_time_and_packages() {
     assert!(chrony.contains("server 10.99.0.1 iburst\n"), "{chrony}");
     assert!(!chrony.contains("pool"), "no public pool: {chrony}");
     let apt = text(root, "etc/apt/sources.list");
-    assert!(apt.contains("deb http://10.99.0.1:8080/repo bookworm main\n"));
+    assert!(apt.contains(
+        "deb [signed-by=/etc/apt/keyrings/provisioner-archive.asc] http://10.99.0.1:8080/repo cuda-580-1 main\n"
+    ));
+    assert!(text(root, APT_KEYRING).starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
     assert!(!root.join("etc/apt/sources.list.d/debian.sources").exists());
     assert!(root.join("etc/apt/sources.list.d/keep.txt").exists());
     // No keys, no account.
@@ -146,6 +152,10 @@ fn lines_that_would_inject_configuration_are_refused_before_anything_is_written(
         },
         FirstBoot {
             apt_sources: vec![" ".into()],
+            ..first_boot(&[])
+        },
+        FirstBoot {
+            apt_keyring: String::new(),
             ..first_boot(&[])
         },
     ] {

@@ -10,10 +10,11 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use provisioner_protocol::burnin::BurnInReport;
+use provisioner_protocol::drivers::DriversReport;
 use provisioner_protocol::install::{InstallReport, InstalledReport};
 use provisioner_protocol::{
-    InspectionReport, PATH_BURNIN, PATH_INSPECTION, PATH_INSTALL, PATH_INSTALLED, PATH_NEXT,
-    PATH_PROGRESS, ProgressReport,
+    InspectionReport, PATH_BURNIN, PATH_DRIVERS, PATH_INSPECTION, PATH_INSTALL, PATH_INSTALLED,
+    PATH_NEXT, PATH_PROGRESS, ProgressReport,
 };
 use serde::Deserialize;
 
@@ -197,6 +198,30 @@ pub async fn installed(
                 .into_response()
         }
         Err(e) => refused(&st, e, Some(report.mac), peer, PATH_INSTALLED).await,
+    }
+}
+
+/// `POST /api/v1/agent/drivers`: the installed system's check of its driver set.
+pub async fn drivers(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    report: Result<Json<DriversReport>, JsonRejection>,
+) -> Response {
+    let report = match body(report, "driver report") {
+        Ok(r) => r,
+        Err(why) => return refuse(Kind::BadRequest, why),
+    };
+    match st.boot.lifecycle.drivers(bearer(&headers), &report).await {
+        Ok(state) => {
+            note(&st, Some(report.mac), peer, format!("POST {PATH_DRIVERS}"));
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "state": state.name(), "detail": state.to_string() })),
+            )
+                .into_response()
+        }
+        Err(e) => refused(&st, e, Some(report.mac), peer, PATH_DRIVERS).await,
     }
 }
 

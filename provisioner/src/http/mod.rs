@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route(provisioner_protocol::PATH_BURNIN, post(agent::burnin))
         .route(provisioner_protocol::PATH_INSTALL, post(agent::install))
         .route(provisioner_protocol::PATH_INSTALLED, post(agent::installed))
+        .route(provisioner_protocol::PATH_DRIVERS, post(agent::drivers))
         .route(provisioner_protocol::PATH_PROGRESS, post(agent::progress))
         .route("/boot/{name}", get(boot::script))
         .route("/firmware/{name}", get(boot::firmware))

@@ -113,11 +113,21 @@ struct NodeView {
     burnin: Vec<crate::store::burnin::RunRow>,
     /// The agent's last progress lines.
     progress: Vec<crate::store::burnin::ProgressRow>,
+    /// The installed system's check of its image's driver set (latest install): what was
+    /// installed, each package's version and sha256, and each check's outcome.
+    drivers: Option<DriversView>,
     /// Agent calls refused for this MAC.
     refusals: Vec<db::refusals::RefusalRow>,
     #[serde(flatten)]
     seen: Option<NodeRow>,
     events: Vec<EventRow>,
+}
+
+#[derive(Serialize)]
+struct DriversView {
+    image: String,
+    at_ms: i64,
+    report: provisioner_protocol::drivers::DriverReport,
 }
 
 pub async fn get(
@@ -171,6 +181,7 @@ pub async fn get(
         timeline: Vec::new(),
         burnin: Vec::new(),
         progress: Vec::new(),
+        drivers: None,
         refusals: db::refusals::refusals(&st.store, &mac.to_string()).await?,
         seen,
         events,
@@ -186,6 +197,15 @@ pub async fn get(
         view.timeline = db::nodes::timeline(&st.store, n.id).await?;
         view.burnin = crate::store::burnin::runs(&st.store, n.id).await?;
         view.progress = crate::store::burnin::progress(&st.store, n.id, 100).await?;
+        view.drivers = crate::store::installs::latest_drivers(&st.store, n.id)
+            .await?
+            .and_then(|(image, at_ms, json)| {
+                Some(DriversView {
+                    image,
+                    at_ms,
+                    report: serde_json::from_str(&json).ok()?,
+                })
+            });
     }
     Ok(Json(view).into_response())
 }

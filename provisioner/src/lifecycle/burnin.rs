@@ -24,6 +24,10 @@ impl Lifecycle {
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         node: &db::nodes::NodeRecord,
     ) -> Result<Instruction, StoreError> {
+        // Its drivers are checked before anything runs on them.
+        if let Some(check) = self.drivers_instruction(tx, node).await? {
+            return Ok(check);
+        }
         let sku = match &node.slot {
             Some(slot) => db::plan::slot_sku(tx, slot).await?,
             None => None,

@@ -30,6 +30,10 @@ pub struct InstallSettings {
     pub ssh_authorized_keys: Vec<String>,
     /// Time servers for the installed systems; empty: the appliance's own address.
     pub ntp: Vec<String>,
+    /// The driver sets (`drivers.toml`): a SKU with one installs only an image built with it.
+    pub drivers: std::sync::Arc<crate::drivers::DriversFile>,
+    /// The appliance's archive key (armored), for installed systems' apt.
+    pub archive_key: String,
 }
 
 impl Default for InstallSettings {
@@ -39,6 +43,8 @@ impl Default for InstallSettings {
             data_dir: None,
             ssh_authorized_keys: Vec::new(),
             ntp: Vec::new(),
+            drivers: Default::default(),
+            archive_key: String::new(),
         }
     }
 }
@@ -63,6 +69,8 @@ pub(super) struct SlotInstall<'a> {
     pub slot: &'a str,
     pub sku_name: &'a str,
     pub sku: Option<&'a Sku>,
+    /// The driver set the SKU's nodes get, if it has one.
+    pub driver_set: Option<&'a str>,
     pub image: Option<&'a str>,
     pub hints: Option<&'a RootDeviceHints>,
 }
@@ -93,6 +101,16 @@ pub(super) fn choose(
         }
         Err(e) => return Choice::Wait(format!("image {name}: {e}")),
     };
+    let carried = image.manifest.drivers.as_ref().map(|d| d.name.as_str());
+    if let Some(set) = plan.driver_set
+        && carried != Some(set)
+    {
+        return Choice::Wait(format!(
+            "SKU {} gets driver set {set}, and image {name} carries {}: build the image with it (`provisioner image build RECIPE --drivers {set}`)",
+            plan.sku_name,
+            carried.map_or("none".to_string(), |c| format!("set {c}"))
+        ));
+    }
     let node_arch = facts
         .cpu
         .arch
@@ -155,6 +173,7 @@ impl Lifecycle {
             slot,
             sku_name: &sku_name,
             sku: self.skus.sku.get(&sku_name),
+            driver_set: self.install.drivers.for_sku(&sku_name).map(|(n, _)| n),
             image: image.as_deref(),
             hints: hints.as_ref(),
         };
@@ -292,7 +311,18 @@ impl Lifecycle {
                     } else {
                         self.install.ntp.clone()
                     },
-                    apt_sources: Vec::new(),
+                    apt_sources: match &m.drivers {
+                        Some(d) => vec![format!(
+                            "deb [signed-by=/etc/apt/keyrings/provisioner-archive.asc] {base}/repo {} main",
+                            d.suite
+                        )],
+                        None => Vec::new(),
+                    },
+                    apt_keyring: if m.drivers.is_some() {
+                        self.install.archive_key.clone()
+                    } else {
+                        String::new()
+                    },
                     credential,
                 },
             }),

@@ -7,6 +7,7 @@ pub mod admission;
 mod agent;
 mod booting;
 mod burnin;
+mod drivers;
 mod errors;
 mod feed;
 mod install;

@@ -224,3 +224,48 @@ pub async fn end_all(
         .await?;
     Ok(())
 }
+
+/// Records the installed system's driver report on its install.
+pub async fn set_drivers(
+    tx: &mut Transaction<'_, Sqlite>,
+    install_id: i64,
+    now_ms: i64,
+    report_json: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE installs SET drivers_ms = ?, drivers_report = ? WHERE id = ?")
+        .bind(now_ms)
+        .bind(report_json)
+        .bind(install_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The driver report of an install, if its system sent one.
+pub async fn drivers_report(
+    tx: &mut Transaction<'_, Sqlite>,
+    install_id: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT drivers_report FROM installs WHERE id = ?")
+            .bind(install_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten(),
+    )
+}
+
+/// The node's latest install that has a driver report: the image, when it came, and the
+/// report (JSON).
+pub async fn latest_drivers(
+    pool: &super::Pool,
+    node_id: i64,
+) -> Result<Option<(String, i64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT image, drivers_ms, drivers_report FROM installs
+         WHERE node_id = ? AND drivers_report IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .bind(node_id)
+    .fetch_optional(pool)
+    .await?)
+}

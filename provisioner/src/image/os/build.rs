@@ -60,6 +60,8 @@ pub struct OsBuildOptions {
     /// what went into each filesystem or to compare two builds file by file.
     pub keep_work: bool,
     pub quiet: bool,
+    /// A driver set to build into the image (resolved against its suite).
+    pub drivers: Option<super::drivers::DriverBuild>,
 }
 
 /// A finished build: its folder, its manifest, and how long it took.
@@ -76,7 +78,10 @@ const STEPS: usize = 11;
 pub fn build(opts: &OsBuildOptions) -> Result<OsBuilt, OsBuildError> {
     let recipe = Recipe::load(&opts.recipe)?;
     recipe.arch(opts.arch)?;
-    let name = recipe.image_name(opts.arch);
+    let name = match &opts.drivers {
+        Some(d) => recipe.image_name_with(opts.arch, &d.set.name),
+        None => recipe.image_name(opts.arch),
+    };
     let profile = match &recipe.build.hardening {
         Some(p) => Some(Profile::load(&super::recipe::find_profile(p)?)?),
         None => None,
@@ -88,7 +93,8 @@ pub fn build(opts: &OsBuildOptions) -> Result<OsBuilt, OsBuildError> {
         what: format!("cannot create {}", opts.out.display()),
         source,
     })?;
-    let mut steps = Steps::open(&opts.out.join("build.log"), STEPS, opts.quiet)?;
+    let total = STEPS + usize::from(opts.drivers.is_some());
+    let mut steps = Steps::open(&opts.out.join("build.log"), total, opts.quiet)?;
     let work = opts.out.join("work");
     let result = build_in(
         &mut steps,
@@ -153,7 +159,16 @@ fn build_in(
         &packages,
         &cache,
         &root,
+        opts.drivers.as_ref(),
     )?;
+
+    if let Some(d) = &opts.drivers {
+        steps.begin(&format!(
+            "driver set {} from suite {} (checked by the agent)",
+            d.set.name, d.set.suite
+        ));
+        super::drivers::verify_tree(steps, agent, &d.set, &root, work)?;
+    }
 
     steps.begin("agent, first-boot units and identity left to the node");
     tree::install_agent(steps, recipe, agent, &root)?;
@@ -321,6 +336,7 @@ fn build_in(
         hardening: profile.map(|p| p.name.clone()),
         grade,
         build_seconds: seconds,
+        drivers: opts.drivers.as_ref().map(|d| d.set.clone()),
     };
     manifest::write_signed(&opts.out, &m, key).map_err(|e| steps.check(e.to_string()))?;
     Ok((m, seconds))

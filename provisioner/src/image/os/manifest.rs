@@ -41,6 +41,11 @@ pub struct ImageManifest {
     /// OpenSCAP and Lynis on the image's root tree; none when the build skipped it.
     pub grade: Option<Grade>,
     pub build_seconds: f64,
+    /// The accelerator driver set built into the image (`image build --drivers SET`): every
+    /// package at its version, with the sha256 of the package it came from; none for an
+    /// image without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drivers: Option<provisioner_protocol::drivers::DriverSet>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

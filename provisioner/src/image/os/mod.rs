@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod disk;
+pub mod drivers;
 pub mod extract;
 pub mod grub;
 pub mod layout;

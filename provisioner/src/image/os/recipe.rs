@@ -249,6 +249,11 @@ impl Recipe {
     pub fn image_name(&self, arch: Arch) -> String {
         format!("{}-{}-{}", self.name, self.version, arch)
     }
+
+    /// The name of the image with driver set `set` built in.
+    pub fn image_name_with(&self, arch: Arch, set: &str) -> String {
+        format!("{}-{}-{set}-{}", self.name, self.version, arch)
+    }
 }
 
 /// Finds `RECIPE`: a path to a `.toml` file, or a name in `images/` beside the executable's

@@ -65,6 +65,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// `mmdebstrap` of the recipe's base with `packages` into `root`. The .debs are kept in
 /// `cache` between builds (synced in before apt runs, out after).
+#[allow(clippy::too_many_arguments)]
 pub fn bootstrap(
     steps: &mut Steps,
     recipe: &Recipe,
@@ -73,6 +74,7 @@ pub fn bootstrap(
     packages: &[String],
     cache: &Path,
     root: &Path,
+    drivers: Option<&super::drivers::DriverBuild>,
 ) -> Result<(), StepError> {
     std::fs::create_dir_all(cache)
         .map_err(steps.io(format!("cannot create the cache {}", cache.display())))?;
@@ -83,6 +85,20 @@ pub fn bootstrap(
     ];
     if let Some(sec) = &recipe.base.security_mirror {
         sources.push(format!("deb {sec} {suite}-security main"));
+    }
+    let mut packages = packages.to_vec();
+    let mut setup_hooks = Vec::new();
+    let mut customize_hooks = Vec::new();
+    if let Some(d) = drivers {
+        sources.push(d.source());
+        packages.extend(d.packages());
+        let work = root.with_file_name("driver-hooks");
+        std::fs::create_dir_all(&work)
+            .map_err(steps.io("cannot create the driver hooks' folder"))?;
+        setup_hooks = d
+            .setup_hooks(&work)
+            .map_err(steps.io("cannot write the driver set's apt preferences"))?;
+        customize_hooks = d.customize_hooks();
     }
     let cache_s = cache.display().to_string();
     let mut cmd = Command::new("mmdebstrap");
@@ -105,6 +121,8 @@ pub fn bootstrap(
         .arg("--skip=download/empty")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!("--setup-hook=sync-in {cache_s} /var/cache/apt/archives/"))
+        .args(setup_hooks.iter().map(|h| format!("--setup-hook={h}")))
+        .args(customize_hooks.iter().map(|h| format!("--customize-hook={h}")))
         .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {cache_s}"))
         .arg("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/cache/apt/archives/lock");
     cmd.arg(suite).arg(root);

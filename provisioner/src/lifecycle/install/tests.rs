@@ -84,6 +84,7 @@ fn the_plan_row_names_the_image_else_the_sku_else_the_node_waits_saying_why() {
         slot: "lab/r1/a01/U10",
         sku_name: "qemu-lab",
         sku,
+        driver_set: None,
         image,
         hints: None,
     };
@@ -130,6 +131,20 @@ fn the_plan_row_names_the_image_else_the_sku_else_the_node_waits_saying_why() {
         why.contains("not in the library") && why.contains(IMG),
         "{why}"
     );
+    // A SKU with a driver set waits for an image built with it.
+    let with_set = SlotInstall {
+        driver_set: Some("nvidia-580-hgx-hopper"),
+        ..plan(None, Some(&sku_with))
+    };
+    let Choice::Wait(why) = choose(&with_set, &two, library(&[IMG], "x86_64")) else {
+        panic!()
+    };
+    assert!(
+        why.contains("gets driver set nvidia-580-hgx-hopper")
+            && why.contains("carries none")
+            && why.contains("--drivers nvidia-580-hgx-hopper"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -140,6 +155,7 @@ fn hints_choose_exactly_one_disk_or_the_install_is_refused_naming_the_candidates
         slot: "s",
         sku_name: "k",
         sku,
+        driver_set: None,
         image: None,
         hints,
     };
@@ -192,6 +208,7 @@ fn an_image_of_another_architecture_or_larger_than_the_disk_is_refused() {
         slot: "s",
         sku_name: "k",
         sku: Some(&s),
+        driver_set: None,
         image: None,
         hints: None,
     };
