@@ -71,6 +71,10 @@ bench-install BUILD:
     python3 tests/bench/install.py {{BUILD}}
 
 # The overview page of a 10,000-node site: render time and size.
+bench-repo:
+    cargo build --release
+    python3 tests/bench/repo.py
+
 bench-pages:
     cargo build --release
     python3 tests/bench/pages.py

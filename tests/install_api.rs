@@ -18,6 +18,7 @@ const ROW_IMAGE: &str = "52:54:00:1a:00:01";
 const TWO_MATCH: &str = "52:54:00:1a:00:02";
 const NO_IMAGE: &str = "52:54:00:1a:00:03";
 const FAILS: &str = "52:54:00:1a:00:04";
+const INCOMPLETE: &str = "52:54:00:1a:00:05";
 
 fn plan() -> String {
     format!(
@@ -26,6 +27,7 @@ lab,r1,a01,10,,{ROW_IMAGE},qemu-lab,{NAME},serial=DISK-B
 lab,r1,a01,11,,{TWO_MATCH},qemu-lab,{NAME},size=>=10
 lab,r1,a01,12,,{NO_IMAGE},qemu-lab,,
 lab,r1,a01,13,,{FAILS},qemu-lab,{NAME},
+lab,r1,a01,14,,{INCOMPLETE},qemu-lab,{NAME},
 "
     )
 }
@@ -480,6 +482,7 @@ fn an_image_with_drivers_is_checked_on_the_node_before_burn_in() {
         modules: vec!["nvidia-current".into()],
         services: vec![],
         devices: 0,
+        module_signer: None,
     };
     let conf = tempfile::tempdir().unwrap();
     let drivers = conf.path().join("drivers.toml");
@@ -513,7 +516,9 @@ fn an_image_with_drivers_is_checked_on_the_node_before_burn_in() {
         json!({ "mac": ROW_IMAGE, "report": { "set": "debian-nvidia-535", "kernel": "6.1.0-0-amd64",
             "checks": [
                 { "check": "packages", "outcome": "pass", "detail": "1 packages at their pinned versions" },
+                { "check": "held", "outcome": "pass", "detail": "held" },
                 { "check": "module nvidia-current", "outcome": outcome, "detail": detail },
+                { "check": "apt", "outcome": "pass", "detail": "from the appliance only" },
                 { "check": "devices", "outcome": "cannot_validate", "detail": "cannot validate devices: no nvidia device" }
             ],
             "installed": [ { "package": "nvidia-kernel-dkms", "version": "535.261.03-1", "sha256": "ab".repeat(32) } ] } })
@@ -564,6 +569,34 @@ fn an_image_with_drivers_is_checked_on_the_node_before_burn_in() {
         detail.contains(
             "module nvidia-current failed: no nvidia-current module for kernel 6.1.0-0-amd64"
         ),
+        "{detail}"
+    );
+
+    // One whose report leaves out checks the set needs fails, naming them: a report that
+    // says less is not a pass.
+    let (_, credential) = written(&f, INCOMPLETE);
+    assert_eq!(
+        installed(&f, &credential, INCOMPLETE, "6.1.0-0-amd64").0,
+        202
+    );
+    assert_eq!(
+        next(&f, &credential, INCOMPLETE)["action"],
+        "verify_drivers"
+    );
+    let short = json!({ "mac": INCOMPLETE, "report": { "set": "debian-nvidia-535",
+        "kernel": "6.1.0-0-amd64", "installed": [],
+        "checks": [ { "check": "packages", "outcome": "pass", "detail": "1 packages" } ] } });
+    let r = f.post_json(
+        provisioner_protocol::PATH_DRIVERS,
+        Some(&credential),
+        &short.to_string(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let n = node(&f, INCOMPLETE);
+    assert_eq!(n["state"]["state"], "failed", "{n}");
+    let detail = n["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("lacks the checks held, module nvidia-current, apt"),
         "{detail}"
     );
 }

@@ -213,6 +213,17 @@ fn drivers_checked(api: &serde_json::Value, console: &str, i: usize) {
         said.contains("no nvidia device") && said.contains("No such device"),
         "node {i}: {said}"
     );
+    // The node's apt: the appliance's suite only, its signature checked with the archive key
+    // the installer wrote (and the lab's packet count says it went nowhere else).
+    let apt = check("apt");
+    assert_eq!(apt["outcome"], "pass", "node {i}: {apt:#}");
+    assert!(
+        apt["detail"]
+            .as_str()
+            .unwrap()
+            .contains("from 10.99.0.1 only"),
+        "node {i}: {apt:#}"
+    );
     let installed = report["installed"].as_array().unwrap();
     assert_eq!(
         installed.len(),

@@ -124,12 +124,12 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
             "import",
             cuda_dir.to_str().unwrap(),
             "--name",
-            "cuda-580",
+            "cuda-lab",
         ],
     );
     assert!(ok, "{said}");
     assert!(
-        said.contains("imported suite cuda-580-1: 5 packages"),
+        said.contains("imported suite cuda-lab-1: 5 packages"),
         "{said}"
     );
     assert!(
@@ -145,10 +145,10 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
 
     let (ok, list) = provisioner(&data, &["repo", "list"]);
     assert!(
-        ok && list.contains("cuda-580-1") && list.contains("neuron-2.33.0-1"),
+        ok && list.contains("cuda-lab-1") && list.contains("neuron-2.33.0-1"),
         "{list}"
     );
-    let (ok, show) = provisioner(&data, &["repo", "show", "cuda-580-1"]);
+    let (ok, show) = provisioner(&data, &["repo", "show", "cuda-lab-1"]);
     assert!(ok, "{show}");
     for p in CUDA {
         assert!(
@@ -171,7 +171,7 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
     // The same bundle again is a new suite; the first is not touched.
     let first = snapshot(&data)
         .into_iter()
-        .filter(|(p, _)| p.to_string_lossy().contains("cuda-580-1"))
+        .filter(|(p, _)| p.to_string_lossy().contains("cuda-lab-1"))
         .collect::<Vec<_>>();
     let (ok, said) = provisioner(
         &data,
@@ -180,13 +180,13 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
             "import",
             cuda_dir.to_str().unwrap(),
             "--name",
-            "cuda-580",
+            "cuda-lab",
         ],
     );
-    assert!(ok && said.contains("cuda-580-2"), "{said}");
+    assert!(ok && said.contains("cuda-lab-2"), "{said}");
     let after = snapshot(&data)
         .into_iter()
-        .filter(|(p, _)| p.to_string_lossy().contains("cuda-580-1"))
+        .filter(|(p, _)| p.to_string_lossy().contains("cuda-lab-1"))
         .collect::<Vec<_>>();
     assert_eq!(first, after, "an import never changes an earlier suite");
 
@@ -213,7 +213,7 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
     );
     let apt = Apt::new(
         &tmp.path().join("apt"),
-        &format!("http://{http}/repo cuda-580-1 main"),
+        &format!("http://{http}/repo cuda-lab-1 main"),
         &key,
     );
     let (ok, said) = apt.get(&["update"]);
@@ -250,16 +250,16 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
     let head = vendor::run(
         Command::new("curl")
             .args(["-sfI", "-r", "0-9"])
-            .arg(format!("http://{http}/repo/dists/cuda-580-1/InRelease")),
+            .arg(format!("http://{http}/repo/dists/cuda-lab-1/InRelease")),
     );
     assert!(
         head.contains("206") && head.to_ascii_lowercase().contains("etag"),
         "{head}"
     );
     for bad in [
-        "repo/meta/cuda-580-1.json",
+        "repo/meta/cuda-lab-1.json",
         "repo/trusted",
-        "repo/dists/../meta/cuda-580-1.json",
+        "repo/dists/../meta/cuda-lab-1.json",
         "repo/pool",
     ] {
         let code = vendor::run(
@@ -292,7 +292,7 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
     let (ok, said) = apt.get(&["download", "libnvidia-nscq"]);
     assert!(!ok && said.contains("Hash Sum mismatch"), "{said}");
     // A suite's index changed after signing: apt refuses the suite.
-    let release = data.join("repo/dists/cuda-580-2/InRelease");
+    let release = data.join("repo/dists/cuda-lab-2/InRelease");
     let text = std::fs::read_to_string(&release).unwrap();
     std::fs::write(
         &release,
@@ -301,7 +301,7 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
     .unwrap();
     let apt2 = Apt::new(
         &tmp.path().join("apt2"),
-        &format!("http://{http}/repo cuda-580-2 main"),
+        &format!("http://{http}/repo cuda-lab-2 main"),
         &key,
     );
     let (_, said) = apt2.get(&["update"]);
@@ -312,26 +312,55 @@ fn vendor_bundles_become_signed_suites_that_stock_apt_verifies_and_installs_from
     drop(app);
 
     // Remove: the suite goes, and only the packages no other suite holds.
-    let (ok, said) = provisioner(&data, &["repo", "remove", "cuda-580-1"]);
+    let (ok, said) = provisioner(&data, &["repo", "remove", "cuda-lab-1"]);
     assert!(ok, "{said}");
     let (_, list) = provisioner(&data, &["repo", "list"]);
     assert!(
-        !list.contains("cuda-580-1") && list.contains("cuda-580-2"),
+        !list.contains("cuda-lab-1") && list.contains("cuda-lab-2"),
         "{list}"
     );
     assert_eq!(
         std::fs::read_dir(data.join("repo/pool")).unwrap().count(),
         7,
-        "cuda-580-2 and neuron still hold theirs"
+        "cuda-lab-2 and neuron still hold theirs"
     );
-    assert!(provisioner(&data, &["repo", "remove", "cuda-580-2"]).0);
+    assert!(provisioner(&data, &["repo", "remove", "cuda-lab-2"]).0);
     assert_eq!(
         std::fs::read_dir(data.join("repo/pool")).unwrap().count(),
         2,
         "only neuron's are left"
     );
-    let (ok, said) = provisioner(&data, &["repo", "show", "cuda-580-2"]);
-    assert!(!ok && said.contains("no suite cuda-580-2"), "{said}");
+    let (ok, said) = provisioner(&data, &["repo", "show", "cuda-lab-2"]);
+    assert!(!ok && said.contains("no suite cuda-lab-2"), "{said}");
+    // A removed suite's name is never given again: nodes and caches may still name it.
+    let (ok, said) = provisioner(
+        &data,
+        &[
+            "repo",
+            "import",
+            cuda_dir.to_str().unwrap(),
+            "--name",
+            "cuda-lab",
+        ],
+    );
+    assert!(ok && said.contains("cuda-lab-3"), "{said}");
+    // A suite the shipped driver sets name is not removed under them.
+    let (ok, said) = provisioner(
+        &data,
+        &[
+            "repo",
+            "import",
+            cuda_dir.to_str().unwrap(),
+            "--name",
+            "cuda-580",
+        ],
+    );
+    assert!(ok && said.contains("cuda-580-1"), "{said}");
+    let (ok, said) = provisioner(&data, &["repo", "remove", "cuda-580-1"]);
+    assert!(
+        !ok && said.contains("driver set nvidia-580-hgx-hopper"),
+        "{said}"
+    );
 }
 
 /// One bad bundle: what the import said, after checking that it failed and changed nothing.
@@ -433,6 +462,31 @@ fn bad_bundles_are_refused_naming_the_file_and_change_nothing() {
         "{said}"
     );
 
+    // Signed with SHA-1, which apt refuses.
+    let dir = case("sha1");
+    vendor::flat_repo(&dir, CUDA, &vendor_key, true, |r| r);
+    vendor::run(
+        Command::new("gpg")
+            .arg("--homedir")
+            .arg(&vendor_key.home)
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(["--digest-algo", "SHA1", "--clearsign", "-o"])
+            .arg(dir.join("InRelease"))
+            .arg(dir.join("Release")),
+    );
+    let said = refused(&data, &dir);
+    assert!(
+        said.contains("InRelease") && said.contains("a hash apt refuses"),
+        "{said}"
+    );
+
     // A package changed after signing (same size), one truncated, one nothing lists.
     let dir = case("tampered");
     vendor::flat_repo(&dir, CUDA, &vendor_key, true, |r| r);
@@ -518,4 +572,105 @@ fn bad_bundles_are_refused_naming_the_file_and_change_nothing() {
     let said = refused(&data, &evil);
     assert!(said.contains("evil.tar"), "{said}");
     assert!(!tmp.path().join("InRelease").exists() && !data.join("InRelease").exists());
+}
+
+/// A suite an image was built from is not removed under it: the image's manifest names it.
+#[test]
+#[cfg_attr(
+    not(all(tool = "gpg", tool = "apt-ftparchive")),
+    ignore = "needs gpg, apt-ftparchive, dpkg-scanpackages (the packages .ci/run installs)"
+)]
+fn a_suite_an_image_was_built_from_is_not_removed_under_it() {
+    common::require_tools(vendor::TOOLS);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key = VendorKey::new(tmp.path(), "vendor <v@vendor.test>", "ed25519", "1y", None);
+    let bundle = tmp.path().join("cuda");
+    vendor::flat_repo(&bundle, CUDA, &key, true, |r| r);
+    assert!(provisioner(&data, &["repo", "trust", key.public.to_str().unwrap()]).0);
+    assert!(
+        provisioner(
+            &data,
+            &[
+                "repo",
+                "import",
+                bundle.to_str().unwrap(),
+                "--name",
+                "cuda-img"
+            ]
+        )
+        .0
+    );
+    let set = provisioner_protocol::drivers::DriverSet {
+        name: "nvidia-580-hgx-hopper".into(),
+        suite: "cuda-img-1".into(),
+        ..Default::default()
+    };
+    let staged = tmp.path().join("staged");
+    common::images::staged_image_with(&data, &staged, Some(set));
+    provisioner::image::os::library::import(&data, &staged).unwrap();
+    let (ok, said) = provisioner(&data, &["repo", "remove", "cuda-img-1"]);
+    assert!(
+        !ok && said.contains(&format!("image {}", common::images::NAME)),
+        "{said}"
+    );
+    assert!(provisioner(&data, &["image", "remove", common::images::NAME]).0);
+    let (ok, said) = provisioner(&data, &["repo", "remove", "cuda-img-1"]);
+    assert!(ok, "{said}");
+}
+
+/// Vendors sign with a subkey (NVIDIA's and Debian's keys have signing subkeys): a signature by
+/// a subkey bound to a trusted key, with its back-signature, is good.
+#[test]
+#[cfg_attr(
+    not(all(tool = "gpg", tool = "apt-ftparchive")),
+    ignore = "needs gpg, apt-ftparchive, dpkg-scanpackages (the packages .ci/run installs)"
+)]
+fn a_signature_by_a_trusted_keys_signing_subkey_is_good() {
+    common::require_tools(vendor::TOOLS);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let key = VendorKey::new(tmp.path(), "vendor <v@vendor.test>", "ed25519", "1y", None);
+    vendor::run(
+        Command::new("gpg")
+            .arg("--homedir")
+            .arg(&key.home)
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(["--quick-add-key", &key.fingerprint, "rsa3072", "sign", "1y"]),
+    );
+    // Exported again, with the subkey.
+    vendor::run(
+        Command::new("gpg")
+            .arg("--homedir")
+            .arg(&key.home)
+            .args(["--batch", "--yes", "--export", "-o"])
+            .arg(&key.public)
+            .arg(&key.fingerprint),
+    );
+    let bundle = tmp.path().join("cuda");
+    vendor::flat_repo(&bundle, CUDA, &key, true, |r| r);
+    // GnuPG signed with the (RSA) subkey, not the (ed25519) primary key.
+    let verified = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&key.home)
+        .args(["--batch", "--verify"])
+        .arg(bundle.join("InRelease"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stderr);
+    assert!(said.contains("using RSA key"), "{said}");
+    assert!(provisioner(&data, &["repo", "trust", key.public.to_str().unwrap()]).0);
+    let (ok, said) = provisioner(&data, &["repo", "import", bundle.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&key.fingerprint),
+        "the primary key is named: {said}"
+    );
 }

@@ -189,6 +189,21 @@ fn module_check(set: &DriverSet, root: &Path, kernel: &str, module: &str) -> Dri
         );
     }
     match modinfo(root, kernel, module, "signer") {
+        Ok(signer)
+            if set
+                .module_signer
+                .as_ref()
+                .is_some_and(|want| *want != signer) =>
+        {
+            check(
+                name,
+                Outcome::Fail,
+                format!(
+                    "{module} {version} for {kernel} is signed by {signer:?}, not by the set's key {:?}",
+                    set.module_signer.as_deref().unwrap_or_default()
+                ),
+            )
+        }
         Ok(signer) if !signer.is_empty() => check(
             name,
             Outcome::Pass,
@@ -205,7 +220,9 @@ fn module_check(set: &DriverSet, root: &Path, kernel: &str, module: &str) -> Dri
 }
 
 /// PCI devices of `vendor` (hex, `0x10de`) whose class is `class_prefix` (`0x03` display /
-/// 3D for GPUs; empty: any), under `sys` (`/sys/bus/pci/devices`).
+/// 3D for GPUs; empty: any), under `sys` (`/sys/bus/pci/devices`). For Amazon's vendor id,
+/// its network, storage, display, bridge and serial functions are not counted: only what
+/// the facts call Neuron devices.
 pub fn pci_count(sys: &Path, vendor: &str, class_prefix: &str) -> u32 {
     let Ok(entries) = std::fs::read_dir(sys) else {
         return 0;
@@ -218,7 +235,13 @@ pub fn pci_count(sys: &Path, vendor: &str, class_prefix: &str) -> u32 {
                     .map(|s| s.trim().to_ascii_lowercase())
                     .unwrap_or_default()
             };
-            read("vendor") == vendor && read("class").starts_with(class_prefix)
+            let class = read("class");
+            let not_neuron = ["0x01", "0x02", "0x03", "0x06", "0x07"]
+                .iter()
+                .any(|c| class.starts_with(c));
+            read("vendor") == vendor
+                && class.starts_with(class_prefix)
+                && !(vendor == "0x1d0f" && not_neuron)
         })
         .count() as u32
 }
@@ -386,6 +409,136 @@ pub fn verify(set: &DriverSet, root: &Path, kernel: &str, live: Option<&Path>) -
     }
 }
 
+/// Whether `deb [OPTIONS]` turn apt's signature checks off.
+fn insecure(options: &str) -> bool {
+    options.split_whitespace().any(|o| {
+        let o = o.to_ascii_lowercase();
+        o == "trusted=yes" || o == "allow-insecure=yes" || o == "allow-weak=yes"
+    })
+}
+
+/// The hosts of every apt source under `root` (`deb` lines of `sources.list` and
+/// `sources.list.d/*.list`, `URIs:` of `*.sources`), with the file each is in and whether it
+/// turns signature checks off (`trusted=yes`, `allow-insecure=yes`).
+pub fn apt_source_hosts(root: &Path) -> Vec<(String, String, bool)> {
+    let mut files = vec![root.join("etc/apt/sources.list")];
+    if let Ok(d) = std::fs::read_dir(root.join("etc/apt/sources.list.d")) {
+        let mut more: Vec<PathBuf> = d
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    let host = |uri: &str| -> String {
+        let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        authority
+            .split_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_ascii_lowercase()
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let name = f.display().to_string();
+        for line in text.lines().map(str::trim) {
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if first == "deb" || first == "deb-src" {
+                // Options in brackets come before the URI.
+                let rest = line[first.len()..].trim_start();
+                let (options, rest) = match rest.strip_prefix('[') {
+                    Some(r) => r.split_once(']').unwrap_or((r, "")),
+                    None => ("", rest),
+                };
+                if let Some(uri) = rest.split_whitespace().next() {
+                    out.push((host(uri), name.clone(), insecure(options)));
+                }
+            } else if let Some((field, value)) = line.split_once(':') {
+                let field = field.trim().to_ascii_lowercase();
+                if field == "uris" {
+                    for uri in value.split_whitespace() {
+                        out.push((host(uri), name.clone(), false));
+                    }
+                } else if (field == "trusted" || field == "allow-insecure")
+                    && value.trim().eq_ignore_ascii_case("yes")
+                {
+                    out.push((String::new(), name.clone(), true));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The node's apt, checked where it runs: every source names the appliance (`appliance`, its
+/// host) and nothing else, and `apt-get update` from it succeeds, its suite's signature
+/// checked by apt with the archive key the installer wrote.
+pub fn apt_check(appliance: &str) -> DriverCheck {
+    let sources = apt_source_hosts(Path::new("/"));
+    if let Some((_, f, _)) = sources.iter().find(|(_, _, insecure)| *insecure) {
+        return check(
+            "apt",
+            Outcome::Fail,
+            format!("{f} turns apt's signature checks off"),
+        );
+    }
+    let elsewhere: Vec<String> = sources
+        .iter()
+        .filter(|(h, _, _)| h != appliance)
+        .map(|(h, f, _)| format!("{h} ({f})"))
+        .collect();
+    if sources.is_empty() {
+        return check(
+            "apt",
+            Outcome::Fail,
+            "no apt source names the appliance's suite",
+        );
+    }
+    if !elsewhere.is_empty() {
+        return check(
+            "apt",
+            Outcome::Fail,
+            format!("apt sources name other hosts: {}", elsewhere.join(", ")),
+        );
+    }
+    let out = Command::new("timeout")
+        .args(["300", "apt-get", "-q", "update", "-o", "Acquire::Retries=0"])
+        .env("LC_ALL", "C")
+        .output();
+    match out {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            let trouble: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("W:") || l.starts_with("E:") || l.starts_with("Err:"))
+                .collect();
+            if o.status.success() && trouble.is_empty() {
+                check(
+                    "apt",
+                    Outcome::Pass,
+                    format!(
+                        "apt-get update from {appliance} only ({} sources), its signature checked",
+                        sources.len()
+                    ),
+                )
+            } else {
+                check(
+                    "apt",
+                    Outcome::Fail,
+                    format!("apt-get update from {appliance}: {}", trouble.join("; ")),
+                )
+            }
+        }
+        Err(e) => check("apt", Outcome::Fail, format!("cannot run apt-get: {e}")),
+    }
+}
+
 /// The running kernel's release.
 pub fn running_kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -436,6 +589,7 @@ mod tests {
             modules: vec![],
             services: vec!["nvidia-fabricmanager".into()],
             devices: 8,
+            module_signer: None,
         }
     }
 
@@ -504,6 +658,41 @@ mod tests {
                 .detail
                 .starts_with("cannot validate devices: no nvidia device")
         );
+    }
+
+    #[test]
+    fn apt_sources_are_read_from_every_form_apt_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let apt = root.path().join("etc/apt/sources.list.d");
+        std::fs::create_dir_all(&apt).unwrap();
+        std::fs::write(
+            root.path().join("etc/apt/sources.list"),
+            "# comment\ndeb [signed-by=/etc/apt/keyrings/provisioner-archive.asc] http://10.99.0.1:8080/repo s-1 main\n",
+        )
+        .unwrap();
+        std::fs::write(
+            apt.join("debian.sources"),
+            "Types: deb\nuris: http://deb.debian.org/debian\nSuites: bookworm\n",
+        )
+        .unwrap();
+        std::fs::write(
+            apt.join("x.list"),
+            "deb\thttp://user@mirror.example:80/debian bookworm main\ndeb [trusted=yes] http://10.99.0.1:x@evil.example/ x main\n",
+        )
+        .unwrap();
+        std::fs::write(apt.join("ignored.txt"), "deb http://nowhere/ x main\n").unwrap();
+        let found = apt_source_hosts(root.path());
+        let hosts: Vec<&str> = found.iter().map(|(h, _, _)| h.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "10.99.0.1",
+                "deb.debian.org",
+                "mirror.example",
+                "evil.example"
+            ]
+        );
+        assert_eq!(found.iter().filter(|(_, _, insecure)| *insecure).count(), 1);
     }
 
     #[test]

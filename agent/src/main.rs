@@ -366,7 +366,21 @@ impl Node for Console<'_> {
     ) -> provisioner_protocol::drivers::DriverReport {
         let kernel = provisioner_agent::drivers::running_kernel();
         let sys = self.root.join("sys");
-        provisioner_agent::drivers::verify(set, Path::new("/"), &kernel, Some(&sys))
+        let mut report =
+            provisioner_agent::drivers::verify(set, Path::new("/"), &kernel, Some(&sys));
+        // The node's apt: only the appliance, and its suite verifies.
+        let host = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r)
+            .split([':', '/'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        report
+            .checks
+            .push(provisioner_agent::drivers::apt_check(&host));
+        report
     }
 
     fn install(&mut self, plan: &InstallPlan) -> InstallReport {

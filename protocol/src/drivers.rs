@@ -30,6 +30,10 @@ pub struct DriverSet {
     /// Devices the SKU has: GPUs (`nvidia`) or Neuron devices (`neuron`); 0 where the SKU has
     /// none.
     pub devices: u32,
+    /// Who must have signed the modules (`modinfo -F signer`): the appliance's module-signing
+    /// key where the image build signed them; none: any signature.
+    #[serde(default)]
+    pub module_signer: Option<String>,
 }
 
 /// How one check came out.

@@ -87,6 +87,25 @@ fn upstream(version: &str) -> &str {
     v.rsplit_once('-').map_or(v, |(u, _)| u)
 }
 
+/// A Debian package name (Debian Policy 5.6.1): lower-case letters, digits, `+`, `-`, `.`;
+/// two characters at least, starting with a letter or digit.
+pub fn debian_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+/// The characters a Debian version may hold (Debian Policy 5.6.12): alphanumerics and
+/// `.+-~:`, starting with a digit.
+pub fn debian_version(version: &str) -> bool {
+    version.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+-~:".contains(&b))
+}
+
 /// Whether `version` is what `pin` asks: equal, or (`UPSTREAM-*`) that upstream version
 /// with any revision.
 pub fn pin_matches(pin: &str, version: &str) -> bool {
@@ -302,6 +321,13 @@ impl SetDef {
         devices: u32,
     ) -> Result<DriverSet, Vec<String>> {
         let mut errs = self.rule_errors();
+        for (p, v) in &self.packages {
+            if !debian_name(p) || !debian_version(v.trim_end_matches('*')) {
+                errs.push(format!(
+                    "{p} = {v:?} is not a Debian package name and version"
+                ));
+            }
+        }
         let mut packages = BTreeMap::new();
         let mut sha256 = BTreeMap::new();
         for (p, pin) in &self.packages {
@@ -357,6 +383,7 @@ impl SetDef {
             modules: self.modules(),
             services: self.services(),
             devices,
+            module_signer: None,
         })
     }
 }

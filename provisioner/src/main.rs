@@ -122,7 +122,8 @@ enum RepoCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Remove a suite (refused while a driver set names it), and the packages only it held.
+    /// Remove a suite (refused while a driver set or an image built from it names it), and
+    /// the packages only it held.
     Remove {
         suite: String,
         #[command(flatten)]
@@ -847,6 +848,10 @@ fn repo(cmd: RepoCommand) -> anyhow::Result<()> {
             for s in &done.signers {
                 println!("  signed by {} {} ({})", s.key, s.user, s.hash);
             }
+            println!(
+                "  indexed and signed in {:.2} s; apt source: deb [signed-by=KEYRING] http://APPLIANCE/repo {} main",
+                done.index_seconds, done.suite
+            );
         }
         RepoCommand::List { store } => {
             let config = store.config()?;
@@ -919,7 +924,17 @@ fn repo(cmd: RepoCommand) -> anyhow::Result<()> {
 fn suite_users(config: &Config, suite: &str) -> anyhow::Result<Vec<String>> {
     let skus = provisioner::app::load_skus(config.skus.as_deref())?;
     let sets = provisioner::drivers::load(config.drivers.as_deref(), &skus)?;
-    Ok(sets.users_of(suite))
+    let mut users = sets.users_of(suite);
+    for e in provisioner::image::os::library::list(&config.data_dir)? {
+        if e.manifest
+            .drivers
+            .as_ref()
+            .is_some_and(|d| d.suite == suite)
+        {
+            users.push(format!("image {}", e.manifest.name));
+        }
+    }
+    Ok(users)
 }
 
 fn drivers(cmd: DriversCommand) -> anyhow::Result<()> {

@@ -214,6 +214,13 @@ pub fn dists_repo(
     run(Command::new("gzip")
         .args(["-9kn", "Packages"])
         .current_dir(&binary));
+    // Debian's and reprepro's mirrors keep an unsigned Release per component and architecture,
+    // which the signed one lists.
+    std::fs::write(
+        binary.join("Release"),
+        format!("Archive: {suite}\nComponent: main\nArchitecture: amd64\n"),
+    )
+    .unwrap();
     release(&dir.join("dists").join(suite), suite, key, inrelease, edit);
 }
 

@@ -88,7 +88,8 @@ impl Lifecycle {
                 what: "a driver report",
             });
         };
-        let carried = self.image_drivers(&install.image).map(|s| s.name);
+        let carried_set = self.image_drivers(&install.image);
+        let carried = carried_set.as_ref().map(|s| s.name.clone());
         if carried.as_deref() != Some(report.report.set.as_str()) {
             return Err(AgentError::NotNow {
                 mac,
@@ -116,7 +117,28 @@ impl Lifecycle {
             .iter()
             .filter(|c| c.outcome == Outcome::CannotValidate)
             .count();
+        // The checks every report must carry: a report that says less is not a pass.
+        let mut required = vec!["packages".to_string(), "held".to_string()];
+        if let Some(set) = &carried_set {
+            required.extend(set.modules.iter().map(|m| format!("module {m}")));
+        }
+        required.push("apt".to_string());
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|name| !r.checks.iter().any(|c| c.check == **name))
+            .map(String::as_str)
+            .collect();
         let changed = match r.failed() {
+            None if !missing.is_empty() => {
+                let input = Input::StepFailed {
+                    reason: format!(
+                        "driver set {}: the node's report lacks the checks {}",
+                        r.set,
+                        missing.join(", ")
+                    ),
+                };
+                Some(apply(&mut tx, &node, &input, &Actor::Agent, now).await??)
+            }
             Some(c) => {
                 let input = Input::StepFailed {
                     reason: format!(

@@ -71,6 +71,8 @@ pub struct Imported {
     /// Packages the vendor's indexes list that the bundle did not carry.
     pub not_carried: usize,
     pub signers: Vec<GoodSignature>,
+    /// Seconds spent writing the suite's indexes and signing its Release.
+    pub index_seconds: f64,
 }
 
 /// A Release in the bundle that checked out, with the indexes it vouches for.
@@ -272,8 +274,11 @@ pub fn import(
         "indexing and signing suite {suite_name} ({} packages)",
         meta.packages.len()
     ));
+    let indexing = std::time::Instant::now();
     suite::publish(&repo, staging.path(), &meta, &key)?;
+    let index_seconds = indexing.elapsed().as_secs_f64();
     Ok(Imported {
+        index_seconds,
         suite: suite_name,
         packages: meta.packages.len(),
         bytes,
@@ -377,10 +382,13 @@ fn unpack(tarball: &Path, into: &Path) -> Result<(), ImportError> {
     Ok(())
 }
 
-/// The folders holding a Release or InRelease, and every `.deb`, under `root` (symbolic links
-/// are not followed; a link to a package is refused, as nothing vouches for where it points).
+/// The folders holding a signed Release (`InRelease`, or `Release` with `Release.gpg`), and
+/// every `.deb`, under `root` (symbolic links are not followed; a link to a package is
+/// refused, as nothing vouches for where it points). An unsigned `Release` outside every
+/// signed repository is refused.
 fn walk(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ImportError> {
     let mut releases = Vec::new();
+    let mut unsigned: Vec<PathBuf> = Vec::new();
     let mut debs = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
@@ -389,7 +397,8 @@ fn walk(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ImportError> {
             .collect::<Result<_, _>>()
             .map_err(io(&dir))?;
         entries.sort_by_key(|e| e.file_name());
-        let mut has_release = false;
+        let mut signed = false;
+        let mut bare = false;
         for e in entries {
             let path = e.path();
             let ft = e.file_type().map_err(io(&path))?;
@@ -405,16 +414,32 @@ fn walk(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ImportError> {
                     return Err(refused(&path, "a package that is not a plain file"));
                 }
                 debs.push(path);
-            } else if (name == "InRelease" || name == "Release") && ft.is_file() {
-                has_release = true;
+            } else if (name == "InRelease" || name == "Release.gpg") && ft.is_file() {
+                signed = true;
+            } else if name == "Release" && ft.is_file() {
+                bare = true;
             }
         }
-        if has_release {
+        if signed {
             releases.push(dir);
+        } else if bare {
+            unsigned.push(dir);
         }
     }
     releases.sort();
     debs.sort();
+    // A Release with no signature beside it is one of a signed repository's own files
+    // (Debian's mirrors keep one per `dists/S/C/binary-A/`, listed in the signed Release), or
+    // an unsigned repository, which nothing vouches for.
+    if let Some(dir) = unsigned
+        .iter()
+        .find(|d| !releases.iter().any(|r| d.starts_with(r)))
+    {
+        return Err(refused(
+            &dir.join("Release"),
+            "unsigned: neither InRelease nor Release.gpg beside it",
+        ));
+    }
     Ok((releases, debs))
 }
 
@@ -498,11 +523,11 @@ fn indexes(root: &Path, c: &CheckedRelease) -> Result<Vec<PackageEntry>, ImportE
             let ft = e.file_type().map_err(io(&path))?;
             let name = e.file_name().to_string_lossy().to_string();
             if ft.is_dir() {
-                // A folder with a Release of its own is another repository, checked by
-                // itself.
+                // A folder with a signed Release of its own is another repository, checked
+                // by itself.
                 if depth < MAX_DEPTH
                     && !path.join("InRelease").exists()
-                    && !path.join("Release").exists()
+                    && !path.join("Release.gpg").exists()
                 {
                     stack.push((path, depth + 1));
                 }

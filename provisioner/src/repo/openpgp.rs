@@ -7,13 +7,13 @@
 //! stock apt (gpgv or sqv), an implementation that is not ours, in the tests.
 //!
 //! What counts as a good signature is what apt accepts: made by a trusted key (primary or
-//! signing subkey) that is neither revoked nor expired, over a hash stronger than SHA-1
-//! (rpgp refuses MD5 and SHA-1 signatures itself). Signatures by keys nobody trusts are
+//! signing subkey, bound with a back-signature) that is neither revoked nor expired, over a
+//! SHA-2 or SHA-3 hash (MD5, SHA-1 and RIPEMD-160 are refused here: rpgp verifies them). Signatures by keys nobody trusts are
 //! ignored, as apt ignores them, but one by a trusted key that does not verify is an error:
 //! it means the file changed after signing.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{
@@ -159,12 +159,24 @@ pub fn unusable(cert: &SignedPublicKey, now: u64) -> Option<String> {
     {
         return Some("the key is revoked".into());
     }
+    // Only self-signatures that verify say when the key expires: a stray packet in a keyring
+    // does not.
     let newest = cert
         .details
         .users
         .iter()
-        .flat_map(|u| u.signatures.iter())
-        .chain(cert.details.direct_signatures.iter())
+        .flat_map(|u| {
+            u.signatures.iter().filter(move |s| {
+                s.verify_certification(&cert.primary_key, pgp::types::Tag::UserId, &u.id)
+                    .is_ok()
+            })
+        })
+        .chain(
+            cert.details
+                .direct_signatures
+                .iter()
+                .filter(|s| s.verify_key(&cert.primary_key).is_ok()),
+        )
         .filter(|s| issued_by(s, cert))
         .max_by_key(|s| s.created().map(Timestamp::as_secs).unwrap_or(0));
     let expiry = newest.and_then(Signature::key_expiration_time)?;
@@ -173,6 +185,66 @@ pub fn unusable(cert: &SignedPublicKey, now: u64) -> Option<String> {
     }
     let ends = u64::from(cert.created_at().as_secs()) + u64::from(expiry.as_secs());
     (now >= ends).then(|| format!("the key expired at {}", rfc3339(ends)))
+}
+
+/// Whether `sub` may sign for `cert` now: its newest binding signature verifies, flags it for
+/// signing with a valid back-signature, has not expired, and no revocation of it verifies (as
+/// gpgv and sqv judge a subkey).
+fn signing_subkey(
+    cert: &SignedPublicKey,
+    sub: &pgp::composed::SignedPublicSubKey,
+    now: u64,
+) -> bool {
+    let primary = &cert.primary_key;
+    let revoked = sub.signatures.iter().any(|s| {
+        s.typ() == Some(SignatureType::SubkeyRevocation)
+            && s.verify_subkey_binding(primary, &sub.key).is_ok()
+    });
+    if revoked {
+        return false;
+    }
+    let Some(binding) = sub
+        .signatures
+        .iter()
+        .filter(|s| {
+            s.typ() == Some(SignatureType::SubkeyBinding)
+                && s.verify_subkey_binding(primary, &sub.key).is_ok()
+        })
+        .max_by_key(|s| s.created().map(Timestamp::as_secs).unwrap_or(0))
+    else {
+        return false;
+    };
+    if !binding.key_flags().sign() {
+        return false;
+    }
+    let back = binding
+        .embedded_signature()
+        .is_some_and(|b| b.verify_primary_key_binding(&sub.key, primary).is_ok());
+    if !back {
+        return false;
+    }
+    match binding.key_expiration_time() {
+        Some(e) if e.as_secs() > 0 => {
+            now < u64::from(sub.key.created_at().as_secs()) + u64::from(e.as_secs())
+        }
+        _ => true,
+    }
+}
+
+/// Hashes a signature may be made with: the SHA-2 and SHA-3 families (apt refuses MD5, SHA-1
+/// and RIPEMD-160).
+fn strong_hash(sig: &Signature) -> bool {
+    matches!(
+        sig.hash_alg(),
+        Some(
+            HashAlgorithm::Sha224
+                | HashAlgorithm::Sha256
+                | HashAlgorithm::Sha384
+                | HashAlgorithm::Sha512
+                | HashAlgorithm::Sha3_256
+                | HashAlgorithm::Sha3_512
+        )
+    )
 }
 
 fn rfc3339(secs: u64) -> String {
@@ -220,7 +292,7 @@ fn check(
                 hex::encode_upper(t.cert.primary_key.fingerprint().as_bytes()),
             )];
             for sub in &t.cert.public_subkeys {
-                if sub.verify_bindings(&t.cert.primary_key).is_ok() {
+                if signing_subkey(&t.cert, sub, now) {
                     candidates.push((
                         Some(&sub.key),
                         hex::encode_upper(sub.key.fingerprint().as_bytes()),
@@ -236,6 +308,14 @@ fn check(
                     None => sig.verify(&t.cert.primary_key, data),
                     Some(sub) => sig.verify(sub, data),
                 };
+                if !strong_hash(sig) {
+                    problems.push(format!(
+                        "signed by {} with {:?}, a hash apt refuses",
+                        t.fingerprint(),
+                        sig.hash_alg()
+                    ));
+                    continue;
+                }
                 match verified {
                     Ok(()) => {
                         if let Some(why) = unusable(&t.cert, now) {
@@ -395,17 +475,19 @@ impl ArchiveKey {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut bytes = Vec::new();
         pgp::ser::Serialize::to_writer(&secret, &mut bytes).map_err(|e| archive(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // Written beside, then linked into place only if no key is there: two first uses at
+        // once (an import and an image build) end with one key, the one both then load.
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
+        tmp.write_all(&bytes).map_err(io(&path))?;
+        tmp.as_file().sync_all().map_err(io(&path))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+            .map_err(io(&path))?;
+        if let Err(e) = tmp.persist_noclobber(&path) {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                return Self::load_or_create(data_dir);
+            }
+            return Err(io(&path)(e.error));
+        }
         let key = Self { secret };
         key.write_public(data_dir)?;
         Ok(key)

@@ -143,7 +143,8 @@ fn meta_dir(repo: &Path) -> PathBuf {
     repo.join("meta")
 }
 
-/// `NAME-N`: one more than the highest N any suite called `NAME-…` has had.
+/// `NAME-N`: one more than the highest N any suite called `NAME-…` has had, removed ones
+/// included.
 pub fn next_name(repo: &Path, name: &str) -> Result<String, SuiteError> {
     let mut highest = 0u64;
     for dir in [repo.join("dists"), meta_dir(repo)] {
@@ -152,7 +153,9 @@ pub fn next_name(repo: &Path, name: &str) -> Result<String, SuiteError> {
         };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            let n = n.strip_suffix(".json").unwrap_or(&n);
+            // Removed suites leave `SUITE.json.removed`: their names are not given again.
+            let n = n.strip_suffix(".removed").unwrap_or(&n);
+            let n = n.strip_suffix(".json").unwrap_or(n);
             if let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-'))
                 && let Ok(k) = rest.parse::<u64>()
             {
@@ -347,8 +350,11 @@ pub fn remove(data_dir: &Path, suite: &str, users: &[String]) -> Result<u64, Sui
     let dir = repo.join("dists").join(suite);
     std::fs::rename(&dir, &gone).map_err(io(&dir))?;
     let _ = std::fs::remove_dir_all(&gone);
+    // Its record stays, as `SUITE.json.removed`: what it held can still be looked up, and
+    // its name is never given to another suite (nodes and caches may still name it).
     let mpath = meta_dir(&repo).join(format!("{suite}.json"));
-    std::fs::remove_file(&mpath).map_err(io(&mpath))?;
+    let tomb = meta_dir(&repo).join(format!("{suite}.json.removed"));
+    std::fs::rename(&mpath, &tomb).map_err(io(&mpath))?;
 
     let mut kept = BTreeSet::new();
     for m in list(data_dir)? {

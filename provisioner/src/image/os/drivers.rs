@@ -93,10 +93,19 @@ impl DriverBuild {
     /// mmdebstrap hooks once everything is installed: the hold, in its own apt run, and the
     /// signing key's private half out of the tree.
     pub fn customize_hooks(&self) -> Vec<String> {
-        let names: Vec<&str> = self.set.packages.keys().map(String::as_str).collect();
+        // Names were checked as Debian package names when the set was resolved; quoted all
+        // the same, as they reach a root shell.
+        let names: Vec<String> = self
+            .set
+            .packages
+            .keys()
+            .map(|n| format!("'{}'", n.replace('\'', "")))
+            .collect();
         vec![
             format!("chroot \"$1\" apt-mark hold {}", names.join(" ")),
-            format!("rm -f \"$1\"{MOK_KEY}"),
+            // The signing key's private half leaves the tree, and so does any key DKMS made
+            // for itself: nothing in the image can sign a module.
+            format!("rm -f \"$1\"{MOK_KEY} \"$1\"/var/lib/dkms/mok.key"),
         ]
     }
 }
@@ -129,6 +138,8 @@ pub fn prepare(
         std::fs::canonicalize(&p).map_err(|e| format!("cannot find {}: {e}", p.display()))
     };
     let (key, cert) = module_signing_key(data_dir)?;
+    let mut set = set;
+    set.module_signer = Some(certificate_name(&cert)?);
     Ok(DriverBuild {
         preferences: crate::drivers::apt_preferences(&set),
         repo: abs(crate::repo::repo_dir(data_dir))?,
@@ -137,6 +148,26 @@ pub fn prepare(
         headers: dkms.then(|| format!("linux-headers-{debian_arch}")),
         set,
     })
+}
+
+/// The common name of a DER certificate: what `modinfo -F signer` says of a module it signed.
+fn certificate_name(cert: &Path) -> Result<String, String> {
+    let out = Command::new("openssl")
+        .args([
+            "x509", "-inform", "DER", "-noout", "-subject", "-nameopt", "RFC2253", "-in",
+        ])
+        .arg(cert)
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    let subject = String::from_utf8_lossy(&out.stdout);
+    subject
+        .trim()
+        .trim_start_matches("subject=")
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .map(|cn| cn.replace("\\", ""))
+        .filter(|cn| out.status.success() && !cn.is_empty())
+        .ok_or_else(|| format!("{}: no common name in the certificate", cert.display()))
 }
 
 /// The appliance's module-signing key (`DATA_DIR/keys/module-signing.{key,der}`), made with
