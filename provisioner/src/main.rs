@@ -849,7 +849,7 @@ fn repo(cmd: RepoCommand) -> anyhow::Result<()> {
                 println!("  signed by {} {} ({})", s.key, s.user, s.hash);
             }
             println!(
-                "  indexed and signed in {:.2} s; apt source: deb [signed-by=KEYRING] http://APPLIANCE/repo {} main",
+                "  indexed and signed in {:.3} s; apt source: deb [signed-by=KEYRING] http://APPLIANCE/repo {} main",
                 done.index_seconds, done.suite
             );
         }
