@@ -247,7 +247,35 @@ pub fn pci_count(sys: &Path, vendor: &str, class_prefix: &str) -> u32 {
 }
 
 /// The live checks: load, loaded version, devices, services.
-fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
+/// The programs the live checks run, each as the start of a command line: the system's by
+/// default; tests give stand-ins.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub modprobe: Vec<String>,
+    pub nvidia_smi: Vec<String>,
+    pub neuron_ls: Vec<String>,
+    pub systemctl: Vec<String>,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Tools {
+            modprobe: vec!["modprobe".into()],
+            nvidia_smi: vec!["nvidia-smi".into()],
+            neuron_ls: vec!["neuron-ls".into()],
+            systemctl: vec!["systemctl".into()],
+        }
+    }
+}
+
+/// `argv` followed by `args`, ready to run.
+fn command(argv: &[String], args: &[&str]) -> Command {
+    let mut c = Command::new(argv.first().map(String::as_str).unwrap_or("false"));
+    c.args(&argv[1.min(argv.len())..]).args(args);
+    c
+}
+
+fn live_checks(set: &DriverSet, sys: &Path, tools: &Tools) -> Vec<DriverCheck> {
     let (vendor_id, class, default_module, smi) = match set.vendor.as_str() {
         "nvidia" => ("0x10de", "0x03", "nvidia", "nvidia-smi"),
         _ => ("0x1d0f", "", "neuron", "neuron-ls"),
@@ -260,7 +288,7 @@ fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
         .unwrap_or(default_module);
     let present = pci_count(&sys.join("bus/pci/devices"), vendor_id, class);
     let mut checks = Vec::new();
-    let load = Command::new("modprobe").arg(module).output();
+    let load = command(&tools.modprobe, &[module]).output();
     let load_said = match &load {
         Ok(o) if o.status.success() => String::new(),
         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
@@ -316,7 +344,7 @@ fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
             format!("{module} is not loaded: {load_said}"),
         ),
     });
-    let answered = answering_devices(smi);
+    let answered = answering_devices(smi, tools);
     checks.push(match answered {
         Ok(n) if n == set.devices && present == set.devices => check(
             "devices",
@@ -334,8 +362,7 @@ fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
         Err(why) => check("devices", Outcome::Fail, why),
     });
     for s in &set.services {
-        let active = Command::new("systemctl")
-            .args(["is-active", s])
+        let active = command(&tools.systemctl, &["is-active", s])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|e| format!("cannot run systemctl: {e}"));
@@ -353,10 +380,10 @@ fn live_checks(set: &DriverSet, sys: &Path) -> Vec<DriverCheck> {
 }
 
 /// How many devices the vendor's tool sees.
-fn answering_devices(tool: &str) -> Result<u32, String> {
+fn answering_devices(tool: &str, tools: &Tools) -> Result<u32, String> {
     let out = match tool {
-        "nvidia-smi" => Command::new("nvidia-smi").args(["-L"]).output(),
-        _ => Command::new("neuron-ls").args(["--json-output"]).output(),
+        "nvidia-smi" => command(&tools.nvidia_smi, &["-L"]).output(),
+        _ => command(&tools.neuron_ls, &["--json-output"]).output(),
     }
     .map_err(|e| format!("cannot run {tool}: {e}"))?;
     if !out.status.success() {
@@ -378,6 +405,17 @@ fn answering_devices(tool: &str) -> Result<u32, String> {
 /// Checks `set` on the system at `root` for `kernel`; `live` adds the checks only a running
 /// system can answer (`sys` is its `/sys`).
 pub fn verify(set: &DriverSet, root: &Path, kernel: &str, live: Option<&Path>) -> DriverReport {
+    verify_with(set, root, kernel, live, &Tools::default())
+}
+
+/// [`verify`] with the live checks' programs named.
+pub fn verify_with(
+    set: &DriverSet,
+    root: &Path,
+    kernel: &str,
+    live: Option<&Path>,
+    tools: &Tools,
+) -> DriverReport {
     let status_path = root.join("var/lib/dpkg/status");
     let status = std::fs::read_to_string(&status_path).map(|t| dpkg_status(&t));
     let prefs = std::fs::read_to_string(root.join(PREFERENCES)).ok();
@@ -399,7 +437,7 @@ pub fn verify(set: &DriverSet, root: &Path, kernel: &str, live: Option<&Path>) -
         checks.push(module_check(set, root, kernel, m));
     }
     if let Some(sys) = live {
-        checks.extend(live_checks(set, sys));
+        checks.extend(live_checks(set, sys, tools));
     }
     DriverReport {
         set: set.name.clone(),
@@ -647,7 +685,7 @@ mod tests {
         std::fs::create_dir_all(&dev).unwrap();
         std::fs::write(dev.join("vendor"), "0x1af4\n").unwrap();
         std::fs::write(dev.join("class"), "0x020000\n").unwrap();
-        let checks = live_checks(&set(), sys.path());
+        let checks = live_checks(&set(), sys.path(), &Tools::default());
         assert!(!checks.is_empty());
         assert!(
             checks.iter().all(|c| c.outcome == Outcome::CannotValidate),
@@ -693,6 +731,91 @@ mod tests {
             ]
         );
         assert_eq!(found.iter().filter(|(_, _, insecure)| *insecure).count(), 1);
+    }
+
+    /// A node with its GPUs: stand-ins for modprobe, nvidia-smi and systemctl (run by `sh`,
+    /// never exec'd as fresh files) and a sysfs tree with 8 GPUs and the loaded module.
+    struct Hardware {
+        sys: tempfile::TempDir,
+        tools: Tools,
+    }
+
+    fn hardware(gpus_answering: usize, loaded: &str, fm: &str) -> Hardware {
+        let sys = tempfile::tempdir().unwrap();
+        for i in 0..8 {
+            let d = sys.path().join(format!("bus/pci/devices/0000:{:02x}:00.0", 0x18 + i));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("vendor"), "0x10de\n").unwrap();
+            std::fs::write(d.join("class"), "0x030200\n").unwrap();
+        }
+        let m = sys.path().join("module/nvidia");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("version"), format!("{loaded}\n")).unwrap();
+        let script = |name: &str, body: &str| {
+            let p = sys.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            vec!["sh".to_string(), p.display().to_string()]
+        };
+        let smi: String = (0..gpus_answering)
+            .map(|i| format!("echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n"))
+            .collect();
+        let tools = Tools {
+            modprobe: script("modprobe.sh", "exit 0\n"),
+            nvidia_smi: script("nvidia-smi.sh", &smi),
+            neuron_ls: script("neuron-ls.sh", "echo '[]'\n"),
+            systemctl: script(
+                "systemctl.sh",
+                &format!("case \"$2\" in nvidia-fabricmanager) echo {fm} ;; *) echo active ;; esac\n"),
+            ),
+        };
+        Hardware { sys, tools }
+    }
+
+    fn hopper_set() -> DriverSet {
+        DriverSet {
+            services: vec!["nvidia-persistenced".into(), "nvidia-fabricmanager".into()],
+            ..set()
+        }
+    }
+
+    #[test]
+    fn on_its_hardware_a_node_passes_only_with_every_gpu_the_right_driver_and_its_services() {
+        let hw = hardware(8, "580.95.05", "active");
+        let checks = live_checks(&hopper_set(), hw.sys.path(), &hw.tools);
+        assert!(checks.iter().all(|c| c.outcome == Outcome::Pass), "{checks:#?}");
+        assert_eq!(checks.len(), 4, "loaded version, devices, two services");
+
+        let hw = hardware(7, "580.95.05", "active");
+        let checks = live_checks(&hopper_set(), hw.sys.path(), &hw.tools);
+        let devices = checks.iter().find(|c| c.check == "devices").unwrap();
+        assert_eq!(devices.outcome, Outcome::Fail);
+        assert_eq!(
+            devices.detail,
+            "7 devices answer nvidia-smi and 8 are on the PCI bus; the SKU has 8"
+        );
+
+        let hw = hardware(8, "580.126.20", "active");
+        let checks = live_checks(&hopper_set(), hw.sys.path(), &hw.tools);
+        let loaded = checks.iter().find(|c| c.check == "loaded version").unwrap();
+        assert_eq!(loaded.outcome, Outcome::Fail);
+        assert_eq!(
+            loaded.detail,
+            "the loaded nvidia is 580.126.20, the set's driver is 580.95.05"
+        );
+
+        let hw = hardware(8, "580.95.05", "failed");
+        let checks = live_checks(&hopper_set(), hw.sys.path(), &hw.tools);
+        let fm = checks
+            .iter()
+            .find(|c| c.check == "service nvidia-fabricmanager")
+            .unwrap();
+        assert_eq!(fm.outcome, Outcome::Fail);
+        assert_eq!(fm.detail, "nvidia-fabricmanager is failed");
+        let persistenced = checks
+            .iter()
+            .find(|c| c.check == "service nvidia-persistenced")
+            .unwrap();
+        assert_eq!(persistenced.outcome, Outcome::Pass);
     }
 
     #[test]
