@@ -743,7 +743,9 @@ mod tests {
     fn hardware(gpus_answering: usize, loaded: &str, fm: &str) -> Hardware {
         let sys = tempfile::tempdir().unwrap();
         for i in 0..8 {
-            let d = sys.path().join(format!("bus/pci/devices/0000:{:02x}:00.0", 0x18 + i));
+            let d = sys
+                .path()
+                .join(format!("bus/pci/devices/0000:{:02x}:00.0", 0x18 + i));
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("vendor"), "0x10de\n").unwrap();
             std::fs::write(d.join("class"), "0x030200\n").unwrap();
@@ -765,7 +767,9 @@ mod tests {
             neuron_ls: script("neuron-ls.sh", "echo '[]'\n"),
             systemctl: script(
                 "systemctl.sh",
-                &format!("case \"$2\" in nvidia-fabricmanager) echo {fm} ;; *) echo active ;; esac\n"),
+                &format!(
+                    "case \"$2\" in nvidia-fabricmanager) echo {fm} ;; *) echo active ;; esac\n"
+                ),
             ),
         };
         Hardware { sys, tools }
@@ -782,7 +786,10 @@ mod tests {
     fn on_its_hardware_a_node_passes_only_with_every_gpu_the_right_driver_and_its_services() {
         let hw = hardware(8, "580.95.05", "active");
         let checks = live_checks(&hopper_set(), hw.sys.path(), &hw.tools);
-        assert!(checks.iter().all(|c| c.outcome == Outcome::Pass), "{checks:#?}");
+        assert!(
+            checks.iter().all(|c| c.outcome == Outcome::Pass),
+            "{checks:#?}"
+        );
         assert_eq!(checks.len(), 4, "loaded version, devices, two services");
 
         let hw = hardware(7, "580.95.05", "active");
