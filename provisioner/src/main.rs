@@ -64,28 +64,38 @@ enum DriversCommand {
     /// Each set, and whether it resolves against its suite.
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        store: DriversArgs,
     },
     /// Resolve sets (or SET) against their suites: each pin to exactly one version there,
     /// with its sha256; fails if any does not.
     Check {
         set: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DriversArgs,
     },
     /// The apt preferences that hold a node to SET (priority 1001, every package exact).
     Pins {
         set: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DriversArgs,
     },
     /// SET resolved against its suite, as JSON: what a node's agent checks
     /// (`provisioner-agent --verify-drivers FILE`).
     Show {
         set: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DriversArgs,
     },
+}
+
+/// Where the store is, and which architecture's packages a set is resolved for.
+#[derive(clap::Args, Clone)]
+struct DriversArgs {
+    /// The Debian architecture (amd64, arm64; default: the suite's one, else amd64).
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -945,7 +955,8 @@ fn drivers(cmd: DriversCommand) -> anyhow::Result<()> {
             (store, Some(set.clone()))
         }
     };
-    let config = store.clone().config()?;
+    let arch = store.arch.clone();
+    let config = store.store.clone().config()?;
     let skus = provisioner::app::load_skus(config.skus.as_deref())?;
     let sets = provisioner::drivers::load(config.drivers.as_deref(), &skus)?;
     if let Some(name) = &which
@@ -963,19 +974,24 @@ fn drivers(cmd: DriversCommand) -> anyhow::Result<()> {
             .skus
             .first()
             .and_then(|s| skus.sku.get(s))
-            .map(|s| s.gpus.max(s.neuron_devices))
+            .map(|s| s.devices())
             .unwrap_or(0);
-        let arch = if def.skus.iter().any(|s| s.starts_with("gb200")) {
-            "arm64"
-        } else {
-            "amd64"
-        };
         let resolved = match suites.iter().find(|s| s.suite == def.suite) {
             None => Err(vec![format!(
                 "suite {} is not in the repository (import the vendor's bundle: `provisioner repo import BUNDLE`)",
                 def.suite
             )]),
-            Some(suite) => def.resolve(name, suite, arch, devices),
+            // The architecture the suite is for, when it publishes one (an arm64 suite for
+            // Grace trays); else amd64, or the one named.
+            Some(suite) => {
+                let archs = suite.architectures();
+                let arch = match (&arch, archs.as_slice()) {
+                    (Some(a), _) => a.as_str(),
+                    (None, [one]) => one.as_str(),
+                    (None, _) => "amd64",
+                };
+                def.resolve(name, suite, arch, devices)
+            }
         };
         match (&cmd, resolved) {
             (DriversCommand::Pins { .. }, Ok(set)) => {

@@ -132,6 +132,21 @@ impl Lifecycle {
         Ok((mac, hash, node))
     }
 
+    /// The caller behind `bearer` for `mac` (see [`Self::caller`]): whether it is an installed
+    /// system, and its node.
+    pub(super) async fn installed_caller(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        bearer: Option<&str>,
+        mac: MacAddr,
+    ) -> Result<(bool, db::nodes::NodeRecord), AgentError> {
+        let (_, installed) = self.caller(tx, bearer, mac, false).await?;
+        let node = db::nodes::node_by_mac(tx, mac)
+            .await?
+            .ok_or(AgentError::UnknownNode(mac))?;
+        Ok((installed, node))
+    }
+
     /// The agent's inspection report: matched against the rack plan, it moves the node to
     /// inspected or fails it with the reason.
     pub async fn report(

@@ -35,7 +35,7 @@ impl Lifecycle {
         };
         Ok(sku
             .and_then(|s| self.skus.sku.get(&s))
-            .map(|s| s.gpus.max(s.neuron_devices))
+            .map(|s| s.devices())
             .unwrap_or(0))
     }
 
@@ -73,10 +73,7 @@ impl Lifecycle {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mac = report.mac;
-        let (_, installed) = self.caller(&mut tx, bearer, mac, false).await?;
-        let node = db::nodes::node_by_mac(&mut tx, mac)
-            .await?
-            .ok_or(AgentError::UnknownNode(mac))?;
+        let (installed, node) = self.installed_caller(&mut tx, bearer, mac).await?;
         let install = match (installed, &node.state) {
             (true, State::BurningIn) => db::installs::current(&mut tx, node.id).await?,
             _ => None,

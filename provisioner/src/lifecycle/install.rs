@@ -484,10 +484,7 @@ impl Lifecycle {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mac = report.mac;
-        let (_, installed) = self.caller(&mut tx, bearer, mac, false).await?;
-        let node = db::nodes::node_by_mac(&mut tx, mac)
-            .await?
-            .ok_or(AgentError::UnknownNode(mac))?;
+        let (installed, node) = self.installed_caller(&mut tx, bearer, mac).await?;
         let install = match (installed, &node.state) {
             (true, State::Installing { written: true }) => {
                 db::installs::current(&mut tx, node.id).await?

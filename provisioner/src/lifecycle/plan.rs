@@ -271,6 +271,13 @@ pub struct Sku {
     pub root_device: Option<RootDeviceHints>,
 }
 
+impl Sku {
+    /// The accelerators it has: its GPUs, or its Neuron devices (0 for neither).
+    pub fn devices(&self) -> u32 {
+        self.gpus.max(self.neuron_devices)
+    }
+}
+
 impl Skus {
     pub fn parse(text: &str) -> Result<Skus, String> {
         let skus: Skus = toml::from_str(text).map_err(|e| e.to_string())?;
