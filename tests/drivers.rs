@@ -124,14 +124,8 @@ datacenter-gpu-manager-4-cuda13 = "1:4.4.1-1"
 "#;
 
 fn provisioner(data: &Path, config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(common::appliance())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("run provisioner");
+    let config = config.to_str().unwrap();
+    let out = common::provisioner_output(data, &[args, &["--config", config]].concat());
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

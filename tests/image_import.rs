@@ -10,23 +10,13 @@
 
 mod common;
 
+use common::provisioner;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::images::{NAME, staged_image};
 use provisioner::keys::ApplianceKey;
-
-fn provisioner(data: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(common::appliance())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("run provisioner");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
 
 /// What a refused import must not have changed: the library and the artifact store.
 fn snapshot(data: &Path) -> Vec<PathBuf> {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::provisioner;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,19 +33,6 @@ const NEURON: &[Pkg] = &[
     pkg("aws-neuronx-dkms", "2.31.7.0", ""),
     pkg("aws-neuronx-runtime-lib", "2.35.30.0-0a1b2c3d", ""),
 ];
-
-fn provisioner(data: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(common::appliance())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("run provisioner");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 /// Every file under `DATA_DIR/repo` with its content's sha256 (the lock file aside).
 fn snapshot(data: &Path) -> Vec<(PathBuf, String)> {
@@ -466,17 +455,8 @@ fn bad_bundles_are_refused_naming_the_file_and_change_nothing() {
     let dir = case("sha1");
     vendor::flat_repo(&dir, CUDA, &vendor_key, true, |r| r);
     vendor::run(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(&vendor_key.home)
-            .args([
-                "--batch",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
+        vendor_key
+            .gpg()
             .args(["--digest-algo", "SHA1", "--clearsign", "-o"])
             .arg(dir.join("InRelease"))
             .arg(dir.join("Release")),
@@ -632,35 +612,22 @@ fn a_signature_by_a_trusted_keys_signing_subkey_is_good() {
     let data = tmp.path().join("data");
     let key = VendorKey::new(tmp.path(), "vendor <v@vendor.test>", "ed25519", "1y", None);
     vendor::run(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(&key.home)
-            .args([
-                "--batch",
-                "--yes",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
+        key.gpg()
             .args(["--quick-add-key", &key.fingerprint, "rsa3072", "sign", "1y"]),
     );
     // Exported again, with the subkey.
     vendor::run(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(&key.home)
-            .args(["--batch", "--yes", "--export", "-o"])
+        key.gpg()
+            .args(["--export", "-o"])
             .arg(&key.public)
             .arg(&key.fingerprint),
     );
     let bundle = tmp.path().join("cuda");
     vendor::flat_repo(&bundle, CUDA, &key, true, |r| r);
     // GnuPG signed with the (RSA) subkey, not the (ed25519) primary key.
-    let verified = Command::new("gpg")
-        .arg("--homedir")
-        .arg(&key.home)
-        .args(["--batch", "--verify"])
+    let verified = key
+        .gpg()
+        .arg("--verify")
         .arg(bundle.join("InRelease"))
         .output()
         .unwrap();

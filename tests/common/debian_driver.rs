@@ -9,7 +9,6 @@
 //! bookworm): fine for the lab's set, whose SKU has no Blackwell GPU.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The set's packages at their versions: the driver and everything of contrib and non-free
 /// it pulls in (main's come from the image's own Debian mirror).
@@ -46,17 +45,6 @@ pub fn drivers_toml() -> String {
     s
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The bundle folder, fetched if it is not cached yet.
 pub fn bundle() -> PathBuf {
     let cache = super::target_dir().join("driver-bundle");
@@ -66,42 +54,15 @@ pub fn bundle() -> PathBuf {
     }
     let work = cache.join(format!("{SUITE}.partial"));
     let _ = std::fs::remove_dir_all(&work);
-    let apt = work.join("apt");
-    for d in [
-        "etc/apt/apt.conf.d",
-        "etc/apt/preferences.d",
-        "etc/apt/sources.list.d",
-        "var/lib/apt/lists/partial",
-        "var/cache/apt/archives/partial",
-        "var/lib/dpkg",
-    ] {
-        std::fs::create_dir_all(apt.join(d)).unwrap();
-    }
-    std::fs::write(apt.join("var/lib/dpkg/status"), "").unwrap();
-    std::fs::write(
-        apt.join("etc/apt/sources.list"),
-        format!("deb [signed-by={KEYRING}] http://deb.debian.org/debian bookworm main contrib non-free non-free-firmware\n"),
-    )
-    .unwrap();
-    let conf = apt.join("apt.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Dir \"{r}/\";\nDir::State::status \"{r}/var/lib/dpkg/status\";\nAPT::Architecture \"amd64\";\nAPT::Architectures {{ \"amd64\"; }};\nAcquire::Languages \"none\";\nAPT::Sandbox::User \"root\";\nDebug::NoLocking \"true\";\n",
-            r = apt.display()
-        ),
-    )
-    .unwrap();
-    let apt_get = |args: &[&str], cwd: &Path| {
-        run(Command::new("apt-get")
-            .env("APT_CONFIG", &conf)
-            .env("LC_ALL", "C")
-            .args(["-q", "-y"])
-            .args(args)
-            .current_dir(cwd))
-    };
-    apt_get(&["update"], &work);
-    let lists = apt.join("var/lib/apt/lists");
+    // Stock apt, configured privately: the host's apt setup is not read or changed.
+    let apt = super::vendor::Apt::new(
+        &work.join("apt"),
+        "http://deb.debian.org/debian bookworm main contrib non-free non-free-firmware",
+        Path::new(KEYRING),
+    );
+    let (ok, said) = apt.get(&["update"]);
+    assert!(ok, "apt-get update: {said}");
+    let lists = apt.root.join("var/lib/apt/lists");
     let prefix = "deb.debian.org_debian_dists_bookworm_";
     let dists = work.join("bundle/dists/bookworm");
     std::fs::create_dir_all(&dists).unwrap();
@@ -120,22 +81,19 @@ pub fn bundle() -> PathBuf {
         .unwrap();
     }
     // Each package where its Filename puts it, as on the mirror.
-    let fetch = work.join("fetch");
-    std::fs::create_dir_all(&fetch).unwrap();
+    let fetch = apt.root.join("download");
     let wanted: Vec<String> = PACKAGES.iter().map(|(p, v)| format!("{p}={v}")).collect();
     let mut args = vec!["download"];
     args.extend(wanted.iter().map(String::as_str));
-    apt_get(&args, &fetch);
+    let (ok, said) = apt.get(&args);
+    assert!(ok, "apt-get download: {said}");
     for (p, v) in PACKAGES {
-        let shown = run(Command::new("apt-cache")
-            .env("APT_CONFIG", &conf)
-            .args(["show", &format!("{p}={v}")]));
+        let shown = apt.cache(&["show", &format!("{p}={v}")]);
         let filename = shown
             .lines()
             .find_map(|l| l.strip_prefix("Filename: "))
             .unwrap_or_else(|| panic!("no Filename for {p} {v}"))
             .to_string();
-        let base = Path::new(&filename).file_name().unwrap();
         let got = std::fs::read_dir(&fetch)
             .unwrap()
             .flatten()
@@ -148,7 +106,7 @@ pub fn bundle() -> PathBuf {
             .path();
         let to = work.join("bundle").join(&filename);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::rename(&got, to.with_file_name(base)).unwrap();
+        std::fs::rename(&got, &to).unwrap();
     }
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::rename(work.join("bundle"), &dir).unwrap();

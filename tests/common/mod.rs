@@ -418,6 +418,26 @@ pub fn cli(data: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `provisioner ARGS --data-dir DATA`, success or not: its output.
+pub fn provisioner_output(data: &Path, args: &[&str]) -> Output {
+    Command::new(appliance())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("run provisioner")
+}
+
+/// `provisioner ARGS --data-dir DATA`: whether it succeeded, and what it said (stdout, then
+/// stderr).
+pub fn provisioner(data: &Path, args: &[&str]) -> (bool, String) {
+    let out = provisioner_output(data, args);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 pub fn read(p: &Path) -> String {
     // Lossy: a console holds what firmware wrote, not always UTF-8.
     fs::read(p)

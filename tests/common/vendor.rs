@@ -68,6 +68,11 @@ impl VendorKey {
         }
     }
 
+    /// `gpg` in this key's home, non-interactive (with the key's faked time, if any).
+    pub fn gpg(&self) -> Command {
+        gpg(&self.home, self.faked_time.as_deref())
+    }
+
     /// `InRelease` beside `release` (clear-signed).
     pub fn clearsign(&self, release: &Path) {
         let out = release.with_file_name("InRelease");
@@ -321,6 +326,13 @@ impl Apt {
             String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr),
         )
+    }
+
+    /// `apt-cache ARGS` with this configuration: what it printed (it must succeed).
+    pub fn cache(&self, args: &[&str]) -> String {
+        run(Command::new("apt-cache")
+            .env("APT_CONFIG", &self.config)
+            .args(args))
     }
 
     /// `apt-get ARGS`: whether it succeeded, and what it said.
